@@ -1,0 +1,400 @@
+"""One typed configuration for a study, with the presets ``smoke``, ``default`` and ``paper``.
+
+A config is resolved in this order: preset → YAML file (``--config``) → ``--set key=value``
+overrides. Unknown keys and out-of-range values are refused with a :class:`DebiaskdError`
+naming the key. The resolved config is saved with every run (``resolved_config.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from debiaskd.errors import DebiaskdError
+
+Task = Literal["nli", "vision"]
+PresetName = Literal["smoke", "default", "paper"]
+PRESETS: tuple[str, ...] = ("smoke", "default", "paper")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- data
+class NLIDataConfig(_Strict):
+    """The NLI data: the embedded generator's sizes, or specs of real files."""
+
+    train: str = Field("generated:train", description="SPEC of the training split")
+    validation: str = Field("generated:validation", description="SPEC of the early-stopping split")
+    test: str = Field("generated:test", description="SPEC of the in-distribution test split")
+    challenge: str = Field("generated:challenge", description="SPEC of the HANS-layout challenge split")
+    n_train: int = Field(3000, ge=30)
+    n_validation: int = Field(300, ge=10)
+    n_test: int = Field(600, ge=10)
+    n_challenge_per_subcase: int = Field(40, ge=2)
+    bias_strength: float = Field(0.9, ge=0.0, le=1.0, description="share of bias-aligned training pairs")
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of a real training file held out when no test spec is given"
+    )
+    seed: int = 0
+
+
+class VisionDataConfig(_Strict):
+    """Colored digits (sklearn digits by default; MNIST IDX or Waterbirds by spec)."""
+
+    train: str = "generated:train"
+    validation: str = "generated:validation"
+    test: str = "generated:test"
+    challenge: str = "generated:challenge"
+    color_strength: float = Field(0.9, ge=0.0, le=1.0, description="P(colour = label's colour) in train")
+    image_size: int = Field(16, ge=8, le=224)
+    max_train: int | None = Field(None, ge=10)
+    seed: int = 0
+
+
+class ValidationConfig(_Strict):
+    """Thresholds of the Great Expectations suites."""
+
+    min_group_count: int = Field(5, ge=1)
+    max_text_chars: int = Field(2000, ge=10)
+    max_label_share: float = Field(0.8, gt=0.0, le=1.0)
+
+
+# ---------------------------------------------------------------------------- models
+class NLIModelConfig(_Strict):
+    teacher: str = Field(
+        "minilm",
+        description="'minilm' (the packaged all-MiniLM-L6-v2), 'tiny' (random, for tests), "
+        "a Hugging Face model id or a local path",
+    )
+    tiny_layers: int = Field(4, ge=1)
+    tiny_hidden: int = Field(64, ge=8)
+    tiny_heads: int = Field(4, ge=1)
+    student_layers: int = Field(2, ge=1)
+    student_hidden: int | None = Field(None, ge=8, description="None: the teacher's width")
+    student_heads: int | None = Field(None, ge=1)
+    assistant_layers: int | None = Field(
+        None, ge=1, description="teacher-assistant depth for iterative KD (None: students teach students)"
+    )
+    max_length: int = Field(64, ge=8, le=512)
+
+
+class VisionModelConfig(_Strict):
+    teacher: Literal["resnet_small", "resnet18", "resnet50"] = "resnet_small"
+    student: Literal["cnn_small"] = "cnn_small"
+    teacher_width: int = Field(32, ge=4)
+    student_width: int = Field(8, ge=2)
+    pretrained_path: str | None = Field(None, description="local torchvision weights (safetensors)")
+
+
+# --------------------------------------------------------------------- methods
+class DebiasConfig(_Strict):
+    nli_method: Literal["product_of_experts", "reweight", "conf_reg"] = "product_of_experts"
+    vision_method: Literal["group_dro", "reweight", "product_of_experts"] = "group_dro"
+    bias_model: Literal["features", "hypothesis_only"] = "features"
+    group_dro_step: float = Field(0.01, gt=0.0)
+
+
+class DistillConfig(_Strict):
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the KD term")
+    temperature: float = Field(2.0, gt=0.0)
+    hidden_weight: float = Field(0.0, ge=0.0)
+    attention_weight: float = Field(0.0, ge=0.0)
+    rounds: int = Field(2, ge=1, description="rounds of iterative distillation")
+    init_layers: list[int] | None = Field(
+        None, description="teacher layers copied into the student (None: evenly spaced)"
+    )
+    cache_teacher: bool = True
+
+
+class AugmentConfig(_Strict):
+    ratio: float = Field(0.3, ge=0.0, le=2.0, description="counter-examples added, as a share of train")
+    min_quality: float = Field(0.5, ge=0.0, le=1.0, description="quality filter threshold")
+    seed: int = 0
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    eval_every_epochs: int = Field(1, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True
+    num_threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    ece_bins: int = Field(10, ge=2)
+
+
+class AnalysisConfig(_Strict):
+    enabled: bool = True
+    n_examples: int = Field(64, ge=4)
+    ablation: bool = True
+    probes: bool = True
+
+
+class GateConfig(_Strict):
+    """The robustness gate a student must pass to become ``champion``."""
+
+    min_in_distribution_accuracy: float = Field(
+        0.5, ge=0.0, le=1.0, description="competence first: absolute floor on ID accuracy"
+    )
+    id_tolerance: float = Field(0.10, ge=0.0, le=1.0, description="student ID ≥ teacher ID − tolerance")
+    min_retention: float = Field(0.9, ge=0.0, description="student / teacher challenge accuracy")
+    min_worst_group_ratio: float = Field(
+        0.5, ge=0.0, description="student worst-group ≥ ratio × teacher worst-group"
+    )
+    require_not_worse_than_champion: bool = True
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="None: sqlite:///<out>/mlflow.db")
+    experiment: str | None = Field(None, description="None: debiaskd-<task>")
+    model_prefix: str | None = Field(None, description="registered names <prefix>-teacher / -student")
+    system_metrics: bool = True
+    register_models: bool = True
+
+
+class ClusterConfig(_Strict):
+    """Kubeflow settings written at compile time (ignored by the local runner)."""
+
+    image: str = "ghcr.io/debiaskd/debiaskd:0.1.0-cpu"
+    gpu_image: str = "ghcr.io/debiaskd/debiaskd:0.1.0-cuda"
+    gpu_per_training_task: int = Field(0, ge=0)
+    gpu_accelerator: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    cpu_request: str = "1"
+    memory_request: str = "4G"
+    memory_limit: str = "8G"
+    pvc_name: str = "debiaskd-cache"
+    pvc_mount: str = "/mnt/debiaskd"
+    mlflow_secret: str = "debiaskd-mlflow"
+    mlflow_uri: str = "http://mlflow.debiaskd.svc.cluster.local:5000"
+
+
+VARIANTS: tuple[str, ...] = (
+    "teacher_erm",
+    "teacher_debiased",
+    "student_erm",
+    "student_debiased",
+    "student_kd",
+    "student_kd_debiased",
+    "student_kd_aug",
+    "student_kd_iterative",
+    "student_kd_teacher_init",
+    "student_kd_all",
+)
+
+
+class StudyConfig(_Strict):
+    """Everything one study needs; ``task`` picks which task sections apply."""
+
+    preset: PresetName = "default"
+    task: Task = "nli"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: list(VARIANTS))
+    nli_data: NLIDataConfig = Field(default_factory=NLIDataConfig)
+    vision_data: VisionDataConfig = Field(default_factory=VisionDataConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    nli_model: NLIModelConfig = Field(default_factory=NLIModelConfig)
+    vision_model: VisionModelConfig = Field(default_factory=VisionModelConfig)
+    debias: DebiasConfig = Field(default_factory=DebiasConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    teacher_train: TrainConfig = Field(default_factory=TrainConfig)
+    student_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-4))
+    vision_teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3))
+    vision_student_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, lr=2e-3))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> StudyConfig:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        return self
+
+    # -- views -------------------------------------------------------------
+    def train_config(self, role: Literal["teacher", "student"]) -> TrainConfig:
+        if self.task == "vision":
+            return self.vision_teacher_train if role == "teacher" else self.vision_student_train
+        return self.teacher_train if role == "teacher" else self.student_train
+
+    @property
+    def debias_method(self) -> str:
+        return self.debias.nli_method if self.task == "nli" else self.debias.vision_method
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"debiaskd-{self.task}"
+
+    @property
+    def model_prefix(self) -> str:
+        return self.tracking.model_prefix or f"debiaskd-{self.task}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------- presets
+_PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
+    # Tiny random models and a few hundred examples: the whole study in seconds (tests).
+    "smoke": {
+        "nli_data": {"n_train": 240, "n_validation": 40, "n_test": 60, "n_challenge_per_subcase": 4},
+        "vision_data": {"max_train": 300, "image_size": 8},
+        "validation": {"min_group_count": 2},
+        "nli_model": {"teacher": "tiny", "tiny_layers": 2, "tiny_hidden": 32, "tiny_heads": 2,
+                      "student_layers": 1, "max_length": 32},
+        "vision_model": {"teacher_width": 8, "student_width": 4},
+        "teacher_train": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
+        "student_train": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
+        "vision_teacher_train": {"epochs": 1, "batch_size": 32},
+        "vision_student_train": {"epochs": 1, "batch_size": 32},
+        "eval": {"batch_size": 64, "bootstrap": 50},
+        "analysis": {"n_examples": 8},
+        "gate": {"min_in_distribution_accuracy": 0.0, "min_retention": 0.0, "min_worst_group_ratio": 0.0,
+                 "id_tolerance": 1.0},
+    },
+    # The CPU demo: the packaged MiniLM teacher, whole study in minutes on 2 cores.
+    "default": {},
+    # The study's scale on a GPU cluster: BERT-base-sized teacher, MNLI + HANS, several seeds.
+    "paper": {
+        "seeds": [0, 1, 2],
+        "nli_data": {"train": "hf:nyu-mll/multi_nli::train", "validation": "hf:nyu-mll/multi_nli::validation_matched",
+                     "test": "hf:nyu-mll/multi_nli::validation_matched", "challenge": "hf:hans::validation"},
+        "nli_model": {"teacher": "bert-base-uncased", "student_layers": 4, "assistant_layers": 8,
+                      "max_length": 128},
+        "vision_model": {"teacher": "resnet50", "teacher_width": 64, "student_width": 32},
+        "teacher_train": {"epochs": 3, "batch_size": 32, "lr": 2e-5, "checkpoint_every": 2000},
+        "student_train": {"epochs": 3, "batch_size": 64, "lr": 5e-5, "checkpoint_every": 2000},
+        "eval": {"batch_size": 256},
+        "analysis": {"n_examples": 256},
+        "cluster": {"gpu_per_training_task": 1,
+                    "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and value:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    if name not in _PRESET_OVERRIDES:
+        raise DebiaskdError(f"unknown preset '{name}'; choose one of {list(PRESETS)}", rule="preset")
+    return _deep_merge({"preset": name}, _PRESET_OVERRIDES[name])
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], value parsed as YAML)."""
+    if "=" not in item:
+        raise DebiaskdError(f"override '{item}' is not of the form key.path=value", rule="--set")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise DebiaskdError(f"override '{item}' has an empty key", rule="--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise DebiaskdError(f"override '{item}': value is not valid YAML ({exc})", rule="--set") from exc
+    return path, value
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DebiaskdError(f"cannot set '{'.'.join(path)}': '{part}' is not a section", rule="--set")
+    node[path[-1]] = value
+
+
+def load_config(
+    preset: str = "default",
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    task: str | None = None,
+) -> StudyConfig:
+    """Resolve preset → YAML file → ``--set`` overrides (→ task) into a validated config."""
+    data = preset_dict(preset)
+    source = f"preset '{preset}'"
+    if config_file is not None:
+        path = Path(config_file)
+        source = str(path)
+        if not path.is_file():
+            raise DebiaskdError("config file does not exist", file=str(path), rule="config file")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DebiaskdError(f"not valid YAML: {exc}", file=str(path), rule="config file") from exc
+        if not isinstance(loaded, dict):
+            raise DebiaskdError("the top level must be a mapping", file=str(path), rule="config file")
+        if "preset" in loaded and loaded["preset"] != preset:
+            data = _deep_merge(preset_dict(str(loaded["preset"])), {})
+        data = _deep_merge(data, loaded)
+    for item in overrides or []:
+        path_parts, value = parse_override(item)
+        _set_path(data, path_parts, value)
+        source = f"{source} with --set"
+    if task is not None:
+        data["task"] = task
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err.get("type") != "missing" and "input" in err
+               and not isinstance(err["input"], dict) else "")
+            for err in exc.errors()
+        ]
+        raise DebiaskdError(
+            "invalid configuration: " + "; ".join(errors), file=source, rule="config schema"
+        ) from exc
+
+
+def save_config(cfg: StudyConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cfg.to_yaml(), encoding="utf-8")
+    return path
+
+
+def config_from_yaml_text(text: str) -> StudyConfig:
+    """Rebuild a config saved by :func:`save_config` (used by pipeline components)."""
+    return StudyConfig.model_validate(yaml.safe_load(text))

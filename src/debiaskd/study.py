@@ -1,0 +1,73 @@
+"""The study's design: which variants exist and how each one is trained.
+
+This is the single place that knows the study. The pipeline, the CLI and the tests read
+:func:`variant_specs`; training reads a :class:`VariantSpec` and nothing else about variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from debiaskd.config import VARIANTS, StudyConfig
+
+Role = Literal["teacher", "student"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """How one variant is trained (all flags explicit, so a spec reads like a table row)."""
+
+    name: str
+    role: Role
+    method: str  # "erm" or the debiasing method applied to the task loss
+    teacher: str | None = None  # variant that supplies soft targets (KD), if any
+    augment: bool = False  # bias-aware counter-examples added to train
+    rounds: int = 1  # rounds of (iterative) distillation
+    teacher_init: bool = False  # student layers initialised from the teacher's
+
+    @property
+    def uses_kd(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def init_from(self) -> str | None:
+        """The variant whose weights initialise this one (teacher-weight initialisation)."""
+        return self.teacher if self.teacher_init else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
+    """All variants of the study, in training order (teachers first)."""
+    debias = cfg.debias_method
+    teacher = "teacher_debiased"
+    rounds = cfg.distill.rounds
+    specs = [
+        VariantSpec("teacher_erm", "teacher", "erm"),
+        VariantSpec("teacher_debiased", "teacher", debias),
+        VariantSpec("student_erm", "student", "erm"),
+        VariantSpec("student_debiased", "student", debias),
+        VariantSpec("student_kd", "student", "erm", teacher=teacher),
+        VariantSpec("student_kd_debiased", "student", debias, teacher=teacher),
+        VariantSpec("student_kd_aug", "student", "erm", teacher=teacher, augment=True),
+        VariantSpec("student_kd_iterative", "student", "erm", teacher=teacher, rounds=rounds),
+        VariantSpec("student_kd_teacher_init", "student", "erm", teacher=teacher, teacher_init=True),
+        VariantSpec(
+            "student_kd_all", "student", "erm", teacher=teacher, augment=True, rounds=rounds,
+            teacher_init=True,
+        ),
+    ]
+    assert tuple(s.name for s in specs) == VARIANTS
+    wanted = set(cfg.variants)
+    # a selected student needs its teacher trained too
+    for spec in specs:
+        if spec.name in wanted and spec.teacher:
+            wanted.add(spec.teacher)
+    return {s.name: s for s in specs if s.name in wanted}
+
+
+def run_name(variant: str, seed: int) -> str:
+    """The one name a variant's MLflow run, kfp task and output folder share."""
+    return f"{variant}-s{seed}"
