@@ -1,0 +1,53 @@
+"""Kubeflow components: thin wrappers that parse artifact paths and call one core step.
+
+Each function here is a plain Python function; :func:`make_components` turns them into kfp
+components for a given image at compile time (the image comes from the config), so the same
+code runs in the local SubprocessRunner and on a cluster. All logic lives in
+:mod:`debiaskd.steps` and below; nothing in this package computes anything itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl
+
+from debiaskd.components.data import augment_data, prepare_data, validate_data
+from debiaskd.components.evaluate import analyze_model, collect_evaluations, evaluate_model
+from debiaskd.components.register import promote_champion, start_study, summarize_study
+from debiaskd.components.train import distill_student, train_model
+
+
+@dataclass(frozen=True)
+class Components:
+    start_study: Any
+    prepare_data: Any
+    validate_data: Any
+    augment_data: Any
+    train_model: Any
+    distill_student: Any
+    evaluate_model: Any
+    collect_evaluations: Any
+    analyze_model: Any
+    summarize_study: Any
+    promote_champion: Any
+
+
+TRAINING = ("train_model", "distill_student")
+
+
+def make_components(image: str, gpu_image: str | None = None) -> Components:
+    """kfp components for ``image`` (training components on ``gpu_image`` when given)."""
+    funcs = {
+        "start_study": start_study, "prepare_data": prepare_data, "validate_data": validate_data,
+        "augment_data": augment_data, "train_model": train_model, "distill_student": distill_student,
+        "evaluate_model": evaluate_model, "collect_evaluations": collect_evaluations,
+        "analyze_model": analyze_model, "summarize_study": summarize_study, "promote_champion": promote_champion,
+    }
+    built = {
+        name: dsl.component(func, base_image=(gpu_image or image) if name in TRAINING else image,
+                            install_kfp_package=False)
+        for name, func in funcs.items()
+    }
+    return Components(**built)

@@ -1,0 +1,34 @@
+"""Data components: prepare (generate/load), validate (Great Expectations), augment."""
+
+from kfp.dsl import Dataset, Input, Markdown, Output
+
+
+def prepare_data(config: str, dataset: Output[Dataset]):
+    """Generate the embedded benchmark or load the configured files into a dataset folder."""
+    from debiaskd import steps
+
+    manifest = steps.prepare_data(config, dataset.path)
+    dataset.metadata["content_hash"] = manifest["content_hash"]
+
+
+def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, parent_run_id: str,
+                  report: Output[Markdown]):
+    """Run the GX suites; fail the pipeline (before training) when the data breaks a rule."""
+    import json
+    import os
+
+    from debiaskd import steps
+
+    os.makedirs(report.path, exist_ok=True)
+    result = steps.validate_data(config, dataset.path, report.path, tracking_uri or None, parent_run_id or None)
+    report.metadata["ok"] = bool(result.get("ok", True))
+    with open(os.path.join(report.path, "validation.md"), "w", encoding="utf-8") as fh:
+        fh.write("# Data validation\n\n```json\n" + json.dumps(result, indent=2)[:20000] + "\n```\n")
+
+
+def augment_data(config: str, dataset: Input[Dataset], augmented: Output[Dataset]):
+    """Bias-model predictions stored with the data, plus the bias-aware augmented train split."""
+    from debiaskd import steps
+
+    manifest = steps.augment_data(config, dataset.path, augmented.path)
+    augmented.metadata["content_hash"] = manifest["content_hash"]

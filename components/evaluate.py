@@ -1,0 +1,32 @@
+"""Evaluation and analysis components."""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def evaluate_model(config: str, model: Input[Model], dataset: Input[Dataset], tracking_uri: str,
+                   metrics: Output[Metrics], evaluation: Output[Artifact]):
+    """Bias-stratified evaluation: headline numbers as kfp Metrics, everything in the artifact and MLflow."""
+    from debiaskd import steps
+
+    result = steps.evaluate_variant(config, model.path, dataset.path, evaluation.path, tracking_uri or None)
+    for key in ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
+                "heuristic_reliance"):
+        if isinstance(result.get(key), (int, float)):
+            metrics.log_metric(key, float(result[key]))
+
+
+def collect_evaluations(config: str, seed: int, tracking_uri: str, parent_run_id: str,
+                        evaluations: Output[Artifact]):
+    """Gather one seed's evaluations and analyses from MLflow (fails if a variant did not finish)."""
+    from debiaskd import steps
+
+    steps.collect_evaluations(config, seed, tracking_uri, parent_run_id, evaluations.path)
+
+
+def analyze_model(config: str, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
+                  tracking_uri: str, parent_run_id: str, analysis: Output[HTML]):
+    """Attention-pattern and circuit analysis of a model against its reference."""
+    from debiaskd import steps
+
+    steps.analyze_pair(config, model.path, reference.path, dataset.path, analysis.path,
+                       tracking_uri or None, parent_run_id or None)

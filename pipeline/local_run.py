@@ -1,0 +1,181 @@
+"""Run the study pipeline on kfp's local SubprocessRunner, with a progress bar and clear errors.
+
+kfp prints every task's executor input and logs; those go to ``DIR/kfp.log`` (``--verbose``
+streams them) while a progress bar counts finished tasks. A step that fails on user input
+records its message through ``$DEBIASKD_ERROR_FILE``; the run then ends with that message
+(exit code 2) and no summary, so nothing half-written looks like a result.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from debiaskd.config import StudyConfig, save_config
+from debiaskd.errors import DebiaskdError
+from debiaskd.steps import ERROR_FILE_ENV, analysis_pairs
+from debiaskd.study import variant_specs
+
+FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
+OUTPUTS = ("summary.json", "report.md")
+
+
+def expected_tasks(cfg: StudyConfig) -> int:
+    per_seed = 2 * len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
+    return 4 + per_seed * len(cfg.seeds) + 2
+
+
+class _Tee:
+    """A file-like object writing kfp's output to the log (and the terminal with --verbose)."""
+
+    def __init__(self, log, echo) -> None:
+        self.log, self.echo = log, echo
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.echo is not None:
+            self.echo.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        if self.echo is not None:
+            self.echo.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _follow(log_path: Path, total: int, console, stop: threading.Event) -> None:
+    """Tail the kfp log and advance a progress bar per finished task."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    done = 0
+    with Progress(TextColumn("[bold]study[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+        bar = progress.add_task("starting", total=total)
+        position = 0
+        while not stop.is_set() or position < log_path.stat().st_size:
+            with log_path.open("r", encoding="utf-8", errors="replace") as fh:
+                fh.seek(position)
+                chunk = fh.read()
+                position = fh.tell()
+            for match in FINISHED.finditer(chunk):
+                done += 1
+                progress.update(bar, completed=min(done, total),
+                                description=f"{match['name']}: {match['status'].lower()}")
+            if stop.is_set():
+                break
+            time.sleep(0.5)
+        progress.update(bar, completed=total if done >= total - 1 else done)
+
+
+def run_local(
+    cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None, verbose: bool = False, console=None
+) -> dict[str, Any]:
+    """Execute the pipeline with kfp.local; returns the summary (also written to ``out_dir``)."""
+    from kfp import local
+
+    from debiaskd import tracking
+    from debiaskd.pipeline.study_pipeline import build_pipeline
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
+    for name in OUTPUTS:  # a stale result must not pass for this run's
+        (out / name).unlink(missing_ok=True)
+    save_config(cfg, out / "resolved_config.yaml")
+    uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out)
+    error_file = out / "errors.jsonl"
+    error_file.unlink(missing_ok=True)
+    log_path = out / "kfp.log"
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+               enable_caching=True, raise_on_error=True)
+    study = build_pipeline(cfg, platform=False)
+    env = {ERROR_FILE_ENV: str(error_file), "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    stop = threading.Event()
+    failure: BaseException | None = None
+    started = time.time()
+    with log_path.open("w", encoding="utf-8") as log:
+        follower = None
+        if console is not None and not verbose:
+            follower = threading.Thread(target=_follow, args=(log_path, expected_tasks(cfg), console, stop),
+                                        daemon=True)
+            follower.start()
+        try:
+            with contextlib.redirect_stdout(_Tee(log, sys.__stdout__ if verbose else None)):
+                result = study(tracking_uri=uri, run_name=f"study-{cfg.config_hash()}")
+        except BaseException as exc:  # kfp raises RuntimeError on a failed task
+            failure = exc
+        finally:
+            log.flush()
+            stop.set()
+            if follower is not None:
+                follower.join(timeout=10)
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    if failure is not None:
+        if isinstance(failure, KeyboardInterrupt):
+            raise failure
+        messages = _recorded_errors(error_file)
+        if messages:
+            raise DebiaskdError(messages[0]["message"] + f"\n(step: {messages[0]['step']}; pipeline stopped, "
+                                f"nothing was registered or promoted; full log: {log_path})",
+                                rule="pipeline input") from None
+        raise RuntimeError(f"the pipeline failed: {failure}; see {log_path}") from failure
+
+    report_dir = Path(result.output.path)
+    for item in report_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    summary["promoted"] = _promoted(cfg, uri, summary)
+    summary["tracking_uri"] = uri
+    summary["pipeline_root"] = str(out / "kfp")
+    summary["seconds"] = round(time.time() - started, 1)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+def _recorded_errors(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _promoted(cfg: StudyConfig, uri: str, summary: dict[str, Any]) -> dict[str, str] | None:
+    """The champion, if this run's candidate is it (the promote task ran and the gate passed)."""
+    from debiaskd import tracking
+
+    student = (summary.get("registration") or {}).get("student")
+    if not student or not student["gate"]["passed"]:
+        return None
+    champion = tracking.alias_version(uri, student["name"], tracking.CHAMPION)
+    if champion is None or str(champion.version) != str(student["version"]):
+        return None
+    return {"name": student["name"], "version": str(champion.version), "alias": tracking.CHAMPION}
+
+
+def _check_writable(path: Path) -> None:
+    probe = path / ".write-test"
+    try:
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise DebiaskdError(f"output folder is not writable: {exc.strerror}", file=str(path),
+                            rule="writable output") from exc

@@ -1,0 +1,5 @@
+"""``python -m debiaskd`` = the ``debiaskd`` command."""
+
+from debiaskd.cli import entry
+
+entry()

@@ -1,0 +1,334 @@
+"""The ``debiaskd`` command line (also ``python -m debiaskd``).
+
+Exit codes: 0 success; 2 invalid input or usage (one clear paragraph, no traceback);
+3 the promotion gate refused; 1 anything unexpected (with its traceback: that is a bug).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from debiaskd.errors import DebiaskdError, GateRefused
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="debiaskd", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Does the robustness we paid for survive distillation? Train debiased teachers, distil students, "
+         "measure robustness per bias group, and promote only students that keep it.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Generate and validate the bias benchmarks.")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+out = Console()
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke (tests, seconds) | default (CPU demo) | "
+                                        "paper (GPU, BERT-base teacher)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file overriding the preset")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override one key: a.b=value (repeatable)")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                 help="MLflow tracking URI (default: sqlite in the output dir)")]
+
+
+def _config(preset: str, config: Path | None, overrides: list[str] | None, task: str | None = None):
+    from debiaskd.config import load_config
+
+    return load_config(preset, config, overrides, task)
+
+
+def _check_task(task: str, allowed: tuple[str, ...]) -> None:
+    if task not in allowed:
+        raise DebiaskdError(f"--task must be one of {', '.join(allowed)}; got '{task}'", rule="usage")
+
+
+# ------------------------------------------------------------------------ run
+@app.command()
+def run(
+    preset: PresetOpt = "default",
+    task: Annotated[str, typer.Option(help="nli | vision | all")] = "nli",
+    config: ConfigOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default runs/<preset>-<task>)")]
+    = None,
+    tracking_uri: TrackingOpt = None,
+    overrides: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream the kfp task logs")] = False,
+) -> None:
+    """Run the whole study as a Kubeflow pipeline on the local kfp runner.
+
+    validate → augment → teachers → students (every variant) → bias-stratified evaluation →
+    analysis → register → promotion gate. Writes DIR/summary.json, DIR/report.md and plots;
+    re-running with the same DIR and config reuses finished steps (kfp caching).
+    """
+    from debiaskd.pipeline.local_run import run_local
+    from debiaskd.report import HEADERS, results_rows
+
+    _check_task(task, ("nli", "vision", "all"))
+    tasks = ["nli", "vision"] if task == "all" else [task]
+    for t in tasks:
+        cfg = _config(preset, config, overrides, t)
+        target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
+        if task == "all" and out_dir is not None:
+            target = out_dir / t
+        summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err)
+        table = Table(title=f"debiaskd {t} study ({cfg.preset}) — accuracies in %", show_lines=False)
+        for h in HEADERS:
+            table.add_column(h, justify="left" if h == "variant" else "right")
+        for row in results_rows(summary):
+            table.add_row(*row)
+        out.print(table)
+        promoted = summary.get("promoted")
+        if promoted:
+            out.print(f"[green]promoted[/] {promoted['name']} v{promoted['version']} → @{promoted['alias']}")
+        else:
+            reg = (summary.get("registration") or {}).get("student")
+            why = "; ".join(r for r in reg["gate"]["reasons"]) if reg else "no student registered"
+            out.print(f"[yellow]no student promoted[/]: {why}")
+        out.print(f"report: {Path(target) / 'report.md'}   summary: {Path(target) / 'summary.json'}   "
+                  f"MLflow: mlflow ui --backend-store-uri {summary.get('tracking_uri', '')}")
+
+
+# ----------------------------------------------------------------------- data
+@data_app.command("generate")
+def data_generate(
+    task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("data"),
+    overrides: SetOpt = None,
+) -> None:
+    """Write the embedded benchmark deterministically (same seed, same bytes)."""
+    from debiaskd.data.store import build_dataset, read_dataset
+
+    _check_task(task, ("nli", "vision"))
+    cfg = _config(preset, config, overrides, task)
+    path = build_dataset(cfg, out_dir, task)
+    ds = read_dataset(path)
+    rows = {name: len(split) for name, split in ds.splits.items()}
+    out.print(f"wrote {path} ({', '.join(f'{k}: {v}' for k, v in rows.items())}); content hash {ds.content_hash}")
+
+
+@data_app.command("validate")
+def data_validate(
+    spec: Annotated[str, typer.Argument(help="a dataset folder, or a SPEC such as hans:PATH, mnli:PATH, sick:PATH")],
+    task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    report: Annotated[Path | None, typer.Option(help="write the JSON validation report here")] = None,
+) -> None:
+    """Run the Great Expectations suite on a data set; exit 2 naming file, rule and rows when invalid."""
+    from debiaskd.data.validate import validate_spec
+
+    _check_task(task, ("nli", "vision"))
+    cfg = _config(preset, config, None, task)
+    result = validate_spec(spec, task, cfg)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(result.to_json(), encoding="utf-8")
+    result.raise_for_failures()
+    out.print(f"[green]valid[/]: {spec} passed every expectation of the {task} suite")
+
+
+# ------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="model folder, or models:/NAME@ALIAS, runs:/ID/model")],
+    data: Annotated[str, typer.Option(help="SPEC: generated:challenge, hans:PATH, mnli:PATH, sick:PATH, …")],
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON here")] = None,
+    limit: Annotated[int | None, typer.Option(help="evaluate a seeded, group-stratified sample of N examples")]
+    = None,
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Bias-stratified evaluation of one model (overall, per group, per heuristic and subcase)."""
+    from debiaskd import tracking
+    from debiaskd.evaluate import evaluate_spec
+
+    cfg = _config(preset, config, None)
+    model_dir = tracking.resolve_model(tracking_uri, model)
+    result = evaluate_spec(str(model_dir), data, cfg, limit=limit)
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    table = Table(title=f"{model} on {data} (n={result['n']})")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    for group, entry in sorted(result["by_group"].items()):
+        table.add_row(group, str(entry["n"]), f"{100 * entry['accuracy']:.1f}")
+    out.print(table)
+    extras = [f"{k} {result[k]:.3f}" for k in ("auc", "heuristic_reliance", "ece") if isinstance(result.get(k), float)]
+    out.print(f"accuracy {100 * result['accuracy']:.1f}%, worst group {100 * result['worst_group_accuracy']:.1f}%"
+              + (", " + ", ".join(extras) if extras else ""))
+
+
+# -------------------------------------------------------------------- analyze
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Option(help="model folder or MLflow model URI")],
+    data: Annotated[str, typer.Option(help="SPEC of the examples to analyse (challenge data works best)")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for analysis.json and the plots")],
+    reference: Annotated[str | None, typer.Option(help="teacher to compare heads with")] = None,
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Attention-pattern and circuit analysis of a model (and, with --reference, its teacher)."""
+    from debiaskd import tracking
+    from debiaskd.analysis.run import analyze as run_analysis
+    from debiaskd.data.loaders import load_spec
+
+    cfg = _config(preset, config, None)
+    model_dir = tracking.resolve_model(tracking_uri, model)
+    ref_dir = tracking.resolve_model(tracking_uri, reference) if reference else None
+    frame = load_spec(data, cfg.task, cfg, "challenge")
+    frame = getattr(frame, "frame", frame) if cfg.task == "nli" else frame
+    result = run_analysis(str(model_dir), frame, out_dir, cfg, reference=str(ref_dir) if ref_dir else None)
+    pngs = result.get("plots") or sorted(str(p) for p in Path(out_dir).glob("*.png"))
+    out.print(f"wrote {Path(out_dir) / 'analysis.json'} and {len(pngs)} plots")
+
+
+# -------------------------------------------------------------------- compile
+@app.command("compile")
+def compile_cmd(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="IR YAML to write")],
+    preset: PresetOpt = "default",
+    task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
+    from debiaskd.pipeline import compile_pipeline
+
+    _check_task(task, ("nli", "vision"))
+    cfg = _config(preset, config, overrides, task)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    compile_pipeline(cfg, str(out_file), platform=True)
+    gpu = f"{cfg.cluster.gpu_per_training_task} GPU per training task" if cfg.cluster.gpu_per_training_task else "CPU"
+    out.print(f"compiled {out_file} (image {cfg.cluster.image}; {gpu})")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080")],
+    preset: PresetOpt = "default",
+    task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
+    experiment: Annotated[str | None, typer.Option(help="KFP experiment name")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace")] = None,
+) -> None:
+    """Create a run on a Kubeflow Pipelines endpoint (credentials from the environment)."""
+    from debiaskd.pipeline.submit import submit_run
+
+    _check_task(task, ("nli", "vision"))
+    cfg = _config(preset, config, overrides, task)
+    run_id, url = submit_run(cfg, host, experiment or cfg.experiment_name, namespace)
+    out.print(f"created run {run_id}: {url}")
+
+
+# -------------------------------------------------------------------- compare
+@app.command()
+def compare(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "debiaskd-nli",
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON here")] = None,
+    tracking_uri: TrackingOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="study (parent) run id; default the latest")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="a run folder whose mlflow.db to read")]
+    = None,
+) -> None:
+    """Table of the runs of an experiment: teacher vs students, per bias group."""
+    from debiaskd import tracking
+
+    uri = tracking_uri or tracking.resolve_tracking_uri(None, out_dir or _default_run_dir())
+    rows = tracking.study_runs(uri, experiment, run_id)
+    if not rows:
+        raise DebiaskdError(f"experiment '{experiment}' has no study runs yet", file=uri, rule="experiment")
+    if json_file is not None:
+        json_file.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+    keys = ["test/accuracy", "challenge/accuracy", "challenge/auc", "challenge/worst_group_accuracy",
+            "challenge/heuristic_reliance"]
+    groups = sorted({k for r in rows for k in r["metrics"] if k.startswith("challenge/") and k.endswith("/accuracy")
+                     and k.count("/") == 3})
+    table = Table(title=f"{experiment} ({uri})")
+    table.add_column("run")
+    for k in keys + groups:
+        table.add_column(k.replace("challenge/", "ch/").replace("/accuracy", ""), justify="right")
+    for r in rows:
+        table.add_row(r["run_name"] or r["run_id"], *[
+            f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "–" for k in keys + groups])
+    out.print(table)
+
+
+def _default_run_dir() -> Path:
+    return Path("runs") / "default-nli"
+
+
+# -------------------------------------------------------------------- promote
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="registered model name, e.g. debiaskd-nli-student")],
+    version: Annotated[str | None, typer.Option(help="version to promote (default: the challenger)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="apply the gate, change nothing")] = False,
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    tracking_uri: TrackingOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="a run folder whose mlflow.db to use")]
+    = None,
+) -> None:
+    """Apply the robustness gate to a registered version; if it passes, move `champion` to it (exit 3 if not)."""
+    from debiaskd import tracking
+
+    cfg = _config(preset, config, None)
+    uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out_dir or _default_run_dir())
+    decision = tracking.promote(uri, model, version, cfg.gate, dry_run=dry_run)
+    for reason in decision.reasons:
+        out.print(f"  - {reason}")
+    if dry_run:
+        out.print(f"gate would {'pass' if decision.passed else 'refuse'} (dry run: nothing changed)")
+        if not decision.passed:
+            raise GateRefused(decision.reasons)
+    else:
+        out.print(f"[green]promoted[/] {model} → @champion")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: map errors to exit codes (2 user error, 3 gate refused)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DebiaskdError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False)
+        return 2
+    except GateRefused as exc:
+        err.print("[bold yellow]promotion refused:[/] " + escape("; ".join(exc.reasons)), highlight=False)
+        return 3
+    except SystemExit as exc:  # typer's own exits (--help)
+        return int(exc.code or 0)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

@@ -1,0 +1,301 @@
+"""summary.json and report.md of a study: every robustness figure beside its context.
+
+Per REFERENCES.md, no challenge accuracy is reported alone: each sits beside in-distribution
+accuracy, heuristic reliance and a threshold-free measure (AUC), and retention is flagged as
+meaningful only for students that learned the task. Findings carry paired tests (McNemar on
+the same challenge examples) and, with several seeds, means, spreads and intervals.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debiaskd.config import StudyConfig
+from debiaskd.study import variant_specs
+
+HEADLINE = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
+            "heuristic_reliance")
+PREDICTIONS = "predictions.npz"
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, int | float) and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _std(values: list[float]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, int | float) and np.isfinite(v)]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else (0.0 if vals else None)
+
+
+def _ci(values: list[float]) -> list[float] | None:
+    """Normal-approximation 95% interval of the mean over seeds (None with one seed)."""
+    vals = [float(v) for v in values if isinstance(v, int | float) and np.isfinite(v)]
+    if len(vals) < 2:
+        return None
+    half = 1.96 * float(np.std(vals, ddof=1)) / np.sqrt(len(vals))
+    return [float(np.mean(vals)) - half, float(np.mean(vals)) + half]
+
+
+def _challenge_correct(eval_dir: Path) -> np.ndarray | None:
+    path = eval_dir / PREDICTIONS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        for key in ("challenge_correct", "challenge/correct"):
+            if key in data.files:
+                return np.asarray(data[key]).astype(bool)
+    return None
+
+
+def _mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    from debiaskd.metrics import mcnemar
+
+    return mcnemar(a, b)
+
+
+def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list[str | Path]) -> dict[str, Any]:
+    """Aggregate per-seed evaluations into the INTERFACE.md ``summary.json`` shape."""
+    specs = variant_specs(cfg)
+    by_variant: dict[str, list[tuple[dict[str, Any], Path]]] = {}
+    for ev, d in zip(evals, eval_dirs, strict=True):
+        by_variant.setdefault(ev["variant"], []).append((ev, Path(d)))
+    variants: dict[str, Any] = {}
+    for name in specs:
+        runs = sorted(by_variant.get(name, []), key=lambda item: item[0]["seed"])
+        if not runs:
+            continue
+        first = runs[0][0]
+        entry: dict[str, Any] = {"role": specs[name].role, "method": specs[name].method,
+                                 "teacher": specs[name].teacher, "seeds": [r[0]["seed"] for r in runs]}
+        for key in HEADLINE:
+            values = [r[0].get(key) for r in runs]
+            entry[key] = _mean(values)
+            if len(runs) > 1:
+                entry[f"{key}_std"] = _std(values)
+                entry[f"{key}_ci95"] = _ci(values)
+        groups = sorted({g for r in runs for g in (r[0].get("by_group") or {})})
+        entry["by_group"] = {g: _mean([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
+        if len(runs) > 1:
+            entry["by_group_std"] = {g: _std([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
+        for key in ("challenge_accuracy_ci95_bootstrap", "ece", "by_heuristic"):
+            if key in first:
+                entry[key] = first[key]
+        entry["mlflow_run_id"] = first.get("run_id")
+        entry["mlflow_run_ids"] = [r[0].get("run_id") for r in runs]
+        entry["model_uri"] = first.get("model_uri")
+        entry["competent"] = (entry["in_distribution_accuracy"] or 0.0) >= cfg.gate.min_in_distribution_accuracy
+        variants[name] = entry
+
+    transfer: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if spec.role != "student" or name not in variants:
+            continue
+        ref = spec.teacher or "teacher_debiased"
+        if ref not in variants:
+            continue
+        s, t = variants[name], variants[ref]
+        t_ch = t.get("challenge_accuracy")
+        transfer[name] = {
+            "teacher": ref,
+            "robustness_retention": (s["challenge_accuracy"] / t_ch) if t_ch else None,
+            "by_group_retention": {
+                g: (s["by_group"].get(g) / tv) if tv and s["by_group"].get(g) is not None else None
+                for g, tv in t["by_group"].items()
+            },
+            "learned_task": bool(s["competent"]),
+            "meaningful": bool(s["competent"] and t["competent"]),
+        }
+
+    summary = {
+        "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
+        "variants": variants, "transfer": transfer,
+        "comparisons": _comparisons(by_variant),
+        "candidate": _candidate(cfg, variants),
+        "promoted": None,
+    }
+    return summary
+
+
+#: the study's questions as paired comparisons (a, b): "does a differ from b?"
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("kd_vs_teacher", "student_kd", "teacher_debiased"),
+    ("kd_from_debiased_vs_student_debiased", "student_kd_debiased", "student_debiased"),
+    ("kd_vs_no_teacher", "student_kd", "student_erm"),
+    ("augmentation", "student_kd_aug", "student_kd"),
+    ("iterative", "student_kd_iterative", "student_kd"),
+    ("teacher_init", "student_kd_teacher_init", "student_kd"),
+    ("all_interventions", "student_kd_all", "student_kd"),
+    ("all_vs_teacher", "student_kd_all", "teacher_debiased"),
+    ("debiased_vs_erm_teacher", "teacher_debiased", "teacher_erm"),
+)
+
+
+def _comparisons(by_variant: dict[str, list[tuple[dict[str, Any], Path]]]) -> dict[str, Any]:
+    """McNemar on the challenge split, per seed (same examples), for each question."""
+    out: dict[str, Any] = {}
+    for key, a, b in COMPARISONS:
+        if a not in by_variant or b not in by_variant:
+            continue
+        seeds_b = {ev["seed"]: d for ev, d in by_variant[b]}
+        tests = []
+        for ev, d in by_variant[a]:
+            if ev["seed"] not in seeds_b:
+                continue
+            ca, cb = _challenge_correct(d), _challenge_correct(seeds_b[ev["seed"]])
+            if ca is None or cb is None or len(ca) != len(cb):
+                continue
+            test = _mcnemar(ca, cb)
+            test.update({"seed": ev["seed"], "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean())})
+            tests.append(test)
+        if tests:
+            diffs = [t["accuracy_a"] - t["accuracy_b"] for t in tests]
+            out[key] = {"a": a, "b": b, "mean_difference": float(np.mean(diffs)),
+                        "significant_seeds": sum(1 for t in tests if t["p_value"] < 0.05),
+                        "seeds": len(tests), "tests": tests}
+    return out
+
+
+def _candidate(cfg: StudyConfig, variants: dict[str, Any]) -> str | None:
+    """The student put forward for registration: the most robust among those that learned the task."""
+    students = [(n, v) for n, v in variants.items() if v["role"] == "student" and v.get("model_uri")]
+    if not students:
+        return None
+    competent = [item for item in students if item[1]["competent"]] or students
+    return max(competent, key=lambda item: (item[1]["challenge_accuracy"] or 0.0,
+                                            item[1]["worst_group_accuracy"] or 0.0))[0]
+
+
+# ------------------------------------------------------------------- report
+def _fmt(value: Any, pct: bool = True) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{100 * value:.1f}" if pct else f"{value:.2f}"
+    return str(value)
+
+
+def results_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The headline table: one row per variant (the CLI prints the same rows)."""
+    rows = []
+    for name, v in summary["variants"].items():
+        tr = summary.get("transfer", {}).get(name, {})
+        retention = tr.get("robustness_retention")
+        ret = _fmt(retention, pct=False) if retention is not None else "–"
+        if tr and not tr.get("meaningful"):
+            ret += "†"
+        rows.append([name, _fmt(v["in_distribution_accuracy"]), _fmt(v["challenge_accuracy"]),
+                     _fmt(v.get("challenge_auc"), pct=False), _fmt(v["worst_group_accuracy"]),
+                     _fmt(v.get("heuristic_reliance"), pct=False), ret])
+    return rows
+
+
+HEADERS = ["variant", "ID acc", "challenge acc", "AUC", "worst group", "reliance", "retention"]
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analysis_dirs: list[str | Path]) -> None:
+    """summary.json, report.md and the plots it references."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots: list[str] = []
+    try:
+        from debiaskd.analysis.plots import plot_group_accuracies, plot_retention
+
+        plot_group_accuracies(summary["variants"], out_dir / "group_accuracy.png")
+        plots.append("group_accuracy.png")
+        if summary.get("transfer"):
+            plot_retention(summary["transfer"], out_dir / "retention.png")
+            plots.append("retention.png")
+    except ImportError:  # analysis plots unavailable: the tables still stand
+        pass
+    analysis_figures: list[tuple[str, str]] = []
+    for d in analysis_dirs:
+        d = Path(d)
+        for png in sorted(d.glob("*.png")):
+            target = out_dir / f"{d.name}__{png.name}"
+            target.write_bytes(png.read_bytes())
+            analysis_figures.append((d.name, target.name))
+        if (d / "analysis.json").is_file():
+            summary.setdefault("analysis", {})[d.name] = _analysis_digest(
+                json.loads((d / "analysis.json").read_text(encoding="utf-8")))
+    summary["plots"] = plots + [f for _, f in analysis_figures]
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False, default=str),
+                                          encoding="utf-8")
+
+    groups = sorted({g for v in summary["variants"].values() for g in v["by_group"]})
+    group_rows = [[name] + [_fmt(v["by_group"].get(g)) for g in groups] for name, v in summary["variants"].items()]
+    lines = [
+        f"# debiaskd study — task `{cfg.task}`, preset `{cfg.preset}`, seeds {list(cfg.seeds)}",
+        "",
+        "Accuracies in %. *AUC* is threshold-free (P(entailment) vs the two-way gold label on the challenge "
+        "split); *reliance* = accuracy where the heuristic is right minus where it is wrong (1 = follows it "
+        "blindly, 0 = ignores it). *Retention* = student / teacher challenge accuracy; † marks a student "
+        "that did not learn the task (ID accuracy below the gate's floor), whose retention means little.",
+        "",
+        _md_table(HEADERS, results_rows(summary)),
+        "",
+        "## Challenge accuracy by bias group",
+        "",
+        _md_table(["variant", *groups], group_rows),
+        "",
+        "## Findings (paired McNemar tests on the same challenge examples)",
+        "",
+    ]
+    for key, comp in summary.get("comparisons", {}).items():
+        p_values = ", ".join(f"{t['p_value']:.3g}" for t in comp["tests"])
+        lines.append(
+            f"- **{key}**: `{comp['a']}` − `{comp['b']}` = {100 * comp['mean_difference']:+.1f} points "
+            f"(significant at 0.05 in {comp['significant_seeds']}/{comp['seeds']} seeds; p = {p_values})"
+        )
+    if not summary.get("comparisons"):
+        lines.append("- no paired predictions were available")
+    lines += ["", "## Uneven transfer across bias types", ""]
+    for name, tr in summary.get("transfer", {}).items():
+        per = {g: r for g, r in tr["by_group_retention"].items() if r is not None and g.endswith("non-entailment")}
+        if per:
+            spread = max(per.values()) - min(per.values())
+            parts = ", ".join(f"{g.split('/')[0]} {r:.2f}" for g, r in sorted(per.items()))
+            lines.append(f"- `{name}`: retention on non-entailed groups ranges over {spread:.2f} ({parts})")
+    if summary.get("analysis"):
+        lines += ["", "## Mechanism (attention and circuits)", ""]
+        for name, digest in summary["analysis"].items():
+            lines.append(f"- `{name}`: " + "; ".join(f"{k} = {v}" for k, v in digest.items()))
+    reg = summary.get("registration") or {}
+    lines += ["", "## Registration and gate", ""]
+    if reg.get("student"):
+        st = reg["student"]
+        verdict = "passed" if st["gate"]["passed"] else "refused"
+        lines.append(f"Candidate `{st['variant']}` registered as `{st['name']}` version {st['version']} "
+                     f"(alias `challenger`); the gate **{verdict}**:")
+        lines += [f"- {r}" for r in st["gate"]["reasons"]]
+    else:
+        lines.append("No student was registered.")
+    if plots or analysis_figures:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p}]({p})" for p in plots]
+        lines += [f"![{name}]({f})" for name, f in analysis_figures]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _analysis_digest(data: dict[str, Any]) -> dict[str, Any]:
+    """A few headline numbers of an analysis.json for the report (the JSON holds the rest)."""
+    digest: dict[str, Any] = {}
+    for key in ("overlap_attention_aligned", "overlap_attention_anti_bias", "mean_overlap_attention",
+                "top_heads", "student_counterparts", "probe_best_layer"):
+        if key in data:
+            value = data[key]
+            digest[key] = round(value, 4) if isinstance(value, float) else value
+    if not digest:
+        digest = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
+    return digest

@@ -1,0 +1,492 @@
+"""One function per pipeline step, on paths: what each kfp component calls.
+
+Each step reads its inputs from folders, calls the core library and writes its outputs to a
+folder; MLflow logging happens here too, so a step behaves the same inside a kfp component,
+in :func:`run_inprocess` (the benchmark's baseline) and in tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from debiaskd.config import StudyConfig, config_from_yaml_text
+from debiaskd.errors import DebiaskdError
+from debiaskd.study import run_name, variant_specs
+
+RESULT_FILE = "result.json"
+#: when set, a step that fails on user input appends its message here (the CLI reads it back)
+ERROR_FILE_ENV = "DEBIASKD_ERROR_FILE"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(fn: F) -> F:
+    """Record a :class:`DebiaskdError` for the CLI before re-raising it (steps run in subprocesses)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DebiaskdError as exc:
+            target = os.environ.get(ERROR_FILE_ENV)
+            if target:
+                with open(target, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"step": fn.__name__, "message": exc.render()}) + "\n")
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _tracking(uri: str | None) -> str | None:
+    """The tracking URI a step uses: the given one, else ``$MLFLOW_TRACKING_URI`` (cluster secret)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def _cfg(config_yaml: str | StudyConfig) -> StudyConfig:
+    return config_yaml if isinstance(config_yaml, StudyConfig) else config_from_yaml_text(config_yaml)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+
+
+def read_result(folder: str | Path) -> dict[str, Any]:
+    return json.loads((Path(folder) / RESULT_FILE).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ tracking
+@reports_errors
+def start_study(config_yaml: str | StudyConfig, tracking_uri: str, name: str) -> str:
+    """Create the parent MLflow run of one study; returns its id."""
+    from debiaskd import tracking
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    return tracking.start_study_run(tracking_uri, cfg, name)
+
+
+# ---------------------------------------------------------------------- data
+@reports_errors
+def prepare_data(config_yaml: str | StudyConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Generate or load the four splits into a dataset folder (with its manifest)."""
+    from debiaskd.data.store import build_dataset, read_dataset
+
+    cfg = _cfg(config_yaml)
+    path = build_dataset(cfg, out_dir)
+    return read_dataset(path).manifest
+
+
+@reports_errors
+def validate_data(
+    config_yaml: str | StudyConfig, dataset_dir: str | Path, report_dir: str | Path,
+    tracking_uri: str | None = None, parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Run the Great Expectations suites; write the JSON report; raise on failure."""
+    from debiaskd.data.validate import validate_dataset
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    report = validate_dataset(dataset_dir, cfg)
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "validation.json").write_text(report.to_json(), encoding="utf-8")
+    if tracking_uri and parent_run_id:
+        from debiaskd import tracking
+
+        tracking.log_artifacts(tracking_uri, parent_run_id, report_dir / "validation.json", "validation")
+        tracking.set_tags(tracking_uri, parent_run_id, {"debiaskd.validation": "passed" if report.ok else "failed"})
+    report.raise_for_failures()
+    return json.loads(report.to_json())
+
+
+@reports_errors
+def augment_data(
+    config_yaml: str | StudyConfig, dataset_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """Fit the bias-only model, store its predictions with the data, add the augmented train split."""
+    from debiaskd.bias import add_bias_probs, fit_bias_model, fit_color_bias_model
+    from debiaskd.data.augment import augment_nli, augment_vision
+    from debiaskd.data.schema import ImageSplit
+    from debiaskd.data.store import read_dataset, write_dataset
+
+    cfg = _cfg(config_yaml)
+    ds = read_dataset(dataset_dir)
+    splits = dict(ds.splits)
+    if ds.task == "nli":
+        import pandas as pd
+
+        bias = fit_bias_model(splits["train"], cfg.debias.bias_model, cfg.augment.seed)
+        new_rows = augment_nli(splits["train"], cfg.augment, cfg.augment.seed)
+        splits["train_augmented"] = pd.concat([splits["train"], new_rows], ignore_index=True)
+        for name in list(splits):
+            splits[name] = add_bias_probs(splits[name], bias.predict_proba(splits[name]))
+        n_new = len(new_rows)
+    else:
+        bias = fit_color_bias_model(splits["train"])
+        extra = augment_vision(splits["train"], cfg.augment, cfg.augment.seed)
+        import numpy as np
+
+        train = splits["train"]
+        splits["train_augmented"] = ImageSplit(
+            np.concatenate([train.images, extra.images]),
+            __import__("pandas").concat([train.frame, extra.frame], ignore_index=True),
+            train.class_names, train.group_names,
+        )
+        for name in list(splits):
+            split = splits[name]
+            split.frame = add_bias_probs(split.frame, bias.predict_proba(split))
+        n_new = len(extra)
+    meta = {"source": ds.content_hash, "augmented_rows": n_new, "bias_model": cfg.debias.bias_model}
+    manifest = write_dataset(out_dir, ds.task, splits, meta)
+    return manifest
+
+
+# ------------------------------------------------------------------ training
+def _split_frame(split):
+    return split if not hasattr(split, "frame") else split.frame
+
+
+def _bias_probs(split):
+    import numpy as np
+
+    frame = _split_frame(split)
+    if "bias_probs" not in frame.columns:
+        return None
+    return np.asarray(frame["bias_probs"].tolist(), dtype="float32")
+
+
+@reports_errors
+def train_variant(
+    config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, out_dir: str | Path,
+    teacher_dir: str | Path | None = None, tracking_uri: str | None = None, parent_run_id: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one variant (a teacher, or a student with its whole recipe) and log it to MLflow."""
+    from debiaskd import tracking
+    from debiaskd.data.store import read_dataset
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    specs = variant_specs(cfg)
+    if variant not in specs:
+        raise DebiaskdError(f"unknown or unselected variant '{variant}'", file="variants", rule="study design")
+    spec = specs[variant]
+    if spec.uses_kd and teacher_dir is None:
+        raise DebiaskdError(f"variant '{variant}' needs its teacher's model", rule="study design")
+    ds = read_dataset(dataset_dir)
+    train_name = "train_augmented" if spec.augment and "train_augmented" in ds.splits else "train"
+    train, validation = ds.splits[train_name], ds.splits["validation"]
+    out_dir = Path(out_dir)
+    model_dir = out_dir / "model"
+    run_id = None
+    if tracking_uri and parent_run_id:
+        params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
+        params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash})
+        run_id = tracking.start_variant_run(tracking_uri, parent_run_id, variant, seed, spec.role, params)
+        tracking.log_dataset(tracking_uri, run_id, _split_frame(train).drop(columns=["bias_probs"],
+                             errors="ignore").head(1000), f"{train_name}", ds.content_hash,
+                             str(Path(dataset_dir).resolve()), "training")
+    monitor = tracking.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else None
+    try:
+        if monitor is not None:
+            monitor.__enter__()
+        if spec.role == "teacher" or not spec.uses_kd:
+            from debiaskd.train import train_model
+
+            result = train_model(spec, cfg, train, validation, seed, model_dir,
+                                 bias_probs=_bias_probs(train), progress=progress)
+        else:
+            from debiaskd.distill import distill_student
+
+            result = distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
+                                     bias_probs=_bias_probs(train), progress=progress)
+    except BaseException:
+        if run_id:
+            tracking.end_run(tracking_uri, run_id, "FAILED")
+        raise
+    finally:
+        if monitor is not None:
+            monitor.__exit__(None, None, None)
+    out = {
+        "variant": variant, "seed": seed, "role": spec.role, "run_id": run_id, "run_name": run_name(variant, seed),
+        "model_dir": str(Path(result.model_dir).resolve()), "seconds": result.seconds,
+        "examples_per_second": result.examples_per_second, "best_epoch": result.best_epoch,
+        "history": result.history,
+    }
+    if run_id:
+        for step, epoch in enumerate(result.history):
+            tracking.log_metrics(tracking_uri, run_id, {f"train/{k}": v for k, v in epoch.items()}, step=step)
+        tracking.log_metrics(tracking_uri, run_id, {"train/seconds": result.seconds,
+                                                    "train/examples_per_second": result.examples_per_second})
+        model_uri = tracking.log_model(tracking_uri, run_id, result.model_dir, cfg.task)
+        tracking.set_tags(tracking_uri, run_id, {"debiaskd.model_uri": model_uri})
+        out["model_uri"] = model_uri
+    _write_json(out_dir / RESULT_FILE, out)
+    return out
+
+
+# ---------------------------------------------------------------- evaluation
+@reports_errors
+def evaluate_variant(
+    config_yaml: str | StudyConfig, train_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Bias-stratified evaluation of a trained variant; metrics and predictions land in its run."""
+    from debiaskd import tracking
+    from debiaskd.data.store import read_dataset
+    from debiaskd.evaluate import evaluate_model
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    trained = read_result(train_dir)
+    ds = read_dataset(dataset_dir)
+    splits = {k: v for k, v in ds.splits.items() if k in ("test", "challenge")}
+    result = evaluate_model(Path(trained["model_dir"]), splits, cfg)
+    out_dir = Path(out_dir)
+    result.save(out_dir)
+    summary = result.to_dict()
+    summary.update({k: trained[k] for k in ("variant", "seed", "role", "run_id", "run_name")})
+    summary["model_uri"] = trained.get("model_uri")
+    run_id = trained.get("run_id")
+    if tracking_uri and run_id:
+        tracking.log_metrics(tracking_uri, run_id, result.metrics)
+        tracking.log_artifacts(tracking_uri, run_id, out_dir, "evaluation")
+        tracking.end_run(tracking_uri, run_id, "FINISHED")
+    _write_json(out_dir / RESULT_FILE, summary)
+    return summary
+
+
+@reports_errors
+def analyze_pair(
+    config_yaml: str | StudyConfig, train_dir: str | Path, reference_train_dir: str | Path | None,
+    dataset_dir: str | Path, out_dir: str | Path, tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Attention and circuit analysis of a model (and its reference), logged to the study run."""
+    from debiaskd import tracking
+    from debiaskd.analysis.run import analyze
+    from debiaskd.data.store import read_dataset
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    trained = read_result(train_dir)
+    reference = read_result(reference_train_dir)["model_dir"] if reference_train_dir else None
+    ds = read_dataset(dataset_dir)
+    out_dir = Path(out_dir)
+    result = analyze(trained["model_dir"], _split_frame(ds.splits["challenge"]), out_dir, cfg, reference=reference)
+    if tracking_uri and parent_run_id:
+        tracking.log_artifacts(tracking_uri, parent_run_id, out_dir, f"analysis/{trained['run_name']}")
+    return result
+
+
+@reports_errors
+def collect_evaluations(
+    config_yaml: str | StudyConfig, seed: int, tracking_uri: str, parent_run_id: str, out_dir: str | Path
+) -> list[str]:
+    """Download one seed's evaluations (``eval/<run>``) and analyses (``analysis/<run>``) from MLflow.
+
+    Fails with a clear error when a selected variant has no finished, evaluated run, so nothing
+    downstream registers a model from a failed run.
+    """
+    import mlflow
+
+    from debiaskd import tracking
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    rows = tracking.study_runs(tracking_uri, cfg.experiment_name, parent_run_id)
+    out_dir = Path(out_dir)
+    found = []
+    for name in variant_specs(cfg):
+        runs = [r for r in rows if r["variant"] == name and str(r["seed"]) == str(seed)]
+        done = [r for r in runs if r["status"] == "FINISHED" and any(k.startswith("challenge") for k in r["metrics"])]
+        if not done:
+            raise DebiaskdError(f"variant {run_name(name, seed)} has no finished, evaluated run",
+                                file=tracking_uri, rule="every variant evaluated")
+        target = out_dir / "eval" / run_name(name, seed)
+        target.mkdir(parents=True, exist_ok=True)
+        tracking.client(tracking_uri)
+        local = mlflow.artifacts.download_artifacts(run_id=done[0]["run_id"], artifact_path="evaluation",
+                                                    dst_path=str(target.parent / f".{target.name}"))
+        shutil.copytree(local, target, dirs_exist_ok=True)
+        shutil.rmtree(target.parent / f".{target.name}", ignore_errors=True)
+        found.append(str(target))
+    for model, _ in analysis_pairs(cfg):
+        name = run_name(model, seed)
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=parent_run_id, artifact_path=f"analysis/{name}",
+                                                        dst_path=str(out_dir / ".analysis"))
+        except Exception:  # analysis is optional (disabled or skipped for this model)
+            continue
+        shutil.copytree(local, out_dir / "analysis" / name, dirs_exist_ok=True)
+    shutil.rmtree(out_dir / ".analysis", ignore_errors=True)
+    return found
+
+
+def collected_dirs(folders: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Evaluation and analysis folders inside the artifacts written by :func:`collect_evaluations`."""
+    evals, analyses = [], []
+    for folder in folders:
+        folder = Path(folder)
+        evals += sorted(p for p in (folder / "eval").glob("*") if p.is_dir())
+        analyses += sorted(p for p in (folder / "analysis").glob("*") if p.is_dir())
+    return evals, analyses
+
+
+# ------------------------------------------------------------ summary, gate
+@reports_errors
+def summarize(
+    config_yaml: str | StudyConfig, eval_dirs: list[str | Path], out_dir: str | Path,
+    tracking_uri: str | None = None, parent_run_id: str | None = None,
+    analysis_dirs: list[str | Path] | None = None,
+) -> dict[str, Any]:
+    """Write summary.json, report.md and plots; register teacher and candidate student; gate it."""
+    from debiaskd.report import build_summary, write_report
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    evals = [read_result(d) for d in eval_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = build_summary(cfg, evals, eval_dirs)
+    if tracking_uri and parent_run_id and cfg.tracking.register_models:
+        summary["registration"] = register_candidates(cfg, summary, tracking_uri, parent_run_id)
+    summary["promoted"] = None
+    write_report(cfg, summary, out_dir, analysis_dirs or [])
+    if tracking_uri and parent_run_id:
+        from debiaskd import tracking
+
+        tracking.log_metrics(tracking_uri, parent_run_id, _summary_metrics(summary))
+        tracking.log_artifacts(tracking_uri, parent_run_id, out_dir, "report")
+    return summary
+
+
+def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for variant, entry in summary["variants"].items():
+        for key in ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
+                    "heuristic_reliance"):
+            if isinstance(entry.get(key), int | float):
+                metrics[f"{variant}/{key}"] = entry[key]
+    for variant, entry in summary.get("transfer", {}).items():
+        if isinstance(entry.get("robustness_retention"), int | float):
+            metrics[f"{variant}/robustness_retention"] = entry["robustness_retention"]
+    return metrics
+
+
+def register_candidates(
+    cfg: StudyConfig, summary: dict[str, Any], tracking_uri: str, parent_run_id: str
+) -> dict[str, Any]:
+    """Register the debiased teacher and the candidate student (alias ``challenger``) with evidence."""
+    from debiaskd import tracking
+    from debiaskd.gate import GATE_KEYS
+
+    variants = summary["variants"]
+    teacher_name, student_name = f"{cfg.model_prefix}-teacher", f"{cfg.model_prefix}-student"
+    teacher = variants.get("teacher_debiased")
+    candidate = summary.get("candidate")
+    out: dict[str, Any] = {"teacher": None, "student": None}
+    if not teacher or not teacher.get("model_uri"):
+        return out
+    t_tags = {f"metric.{k}": teacher.get(k) for k in GATE_KEYS}
+    t_tags.update({"run_id": teacher["mlflow_run_id"], "variant": "teacher_debiased",
+                   "data_hash": summary.get("data_hash", ""), "study_run_id": parent_run_id})
+    t_version = tracking.register_model(tracking_uri, teacher["model_uri"], teacher_name, teacher["mlflow_run_id"],
+                                        t_tags)
+    out["teacher"] = {"name": teacher_name, "version": t_version}
+    if not candidate:
+        return out
+    student = variants[candidate]
+    s_tags: dict[str, Any] = {f"metric.{k}": student.get(k) for k in GATE_KEYS}
+    s_tags.update({f"teacher.{k}": teacher.get(k) for k in GATE_KEYS})
+    s_tags.update({"run_id": student["mlflow_run_id"], "variant": candidate, "teacher_version": t_version,
+                   "teacher_name": teacher_name, "data_hash": summary.get("data_hash", ""),
+                   "study_run_id": parent_run_id})
+    transfer = summary.get("transfer", {}).get(candidate, {})
+    s_tags["retention"] = transfer.get("robustness_retention")
+    for group, value in (transfer.get("by_group_retention") or {}).items():
+        s_tags[f"retention.{group}"] = value
+    s_version = tracking.register_model(tracking_uri, student["model_uri"], student_name, student["mlflow_run_id"],
+                                        s_tags)
+    tracking.set_alias(tracking_uri, student_name, tracking.CHALLENGER, s_version)
+    decision = tracking.promote(tracking_uri, student_name, s_version, cfg.gate, dry_run=True)
+    out["student"] = {"name": student_name, "version": s_version, "variant": candidate,
+                      "gate": decision.to_dict()}
+    return out
+
+
+def gate_decision(summary: dict[str, Any]) -> str:
+    student = (summary.get("registration") or {}).get("student")
+    return "pass" if student and student["gate"]["passed"] else "refuse"
+
+
+@reports_errors
+def promote_challenger(config_yaml: str | StudyConfig, tracking_uri: str) -> dict[str, Any]:
+    """Move ``champion`` to the ``challenger`` if the gate passes (GateRefused otherwise)."""
+    from debiaskd import tracking
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _tracking(tracking_uri)
+    name = f"{cfg.model_prefix}-student"
+    challenger = tracking.alias_version(tracking_uri, name, tracking.CHALLENGER)
+    if challenger is None:
+        raise DebiaskdError(f"'{name}' has no challenger to promote", file=tracking_uri, rule="registered model")
+    decision = tracking.promote(tracking_uri, name, str(challenger.version), cfg.gate)
+    return {"name": name, "version": str(challenger.version), "alias": tracking.CHAMPION,
+            "decision": decision.to_dict()}
+
+
+# ----------------------------------------------------------- in-process run
+def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """The same steps as the kfp pipeline, called directly in this process, in the same order."""
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    parent = start_study(cfg, tracking_uri, "study") if tracking_uri else None
+    prepare_data(cfg, out / "data")
+    validate_data(cfg, out / "data", out / "validation", tracking_uri, parent)
+    augment_data(cfg, out / "data", out / "augmented")
+    evals, analyses = [], []
+    for seed in cfg.seeds:
+        trained: dict[str, Path] = {}
+        for name, spec in variant_specs(cfg).items():
+            tdir = out / "train" / run_name(name, seed)
+            teacher_dir = None
+            if spec.teacher:
+                teacher_dir = Path(read_result(trained[spec.teacher])["model_dir"])
+            train_variant(cfg, name, seed, out / "augmented", tdir, teacher_dir, tracking_uri, parent, progress)
+            trained[name] = tdir
+            edir = out / "eval" / run_name(name, seed)
+            evaluate_variant(cfg, tdir, out / "augmented", edir, tracking_uri)
+            evals.append(edir)
+        if cfg.analysis.enabled and seed == cfg.seeds[0]:
+            for model, ref in analysis_pairs(cfg):
+                if model in trained:
+                    adir = out / "analysis" / run_name(model, seed)
+                    analyze_pair(cfg, trained[model], trained.get(ref) if ref else None, out / "augmented", adir,
+                                 tracking_uri, parent)
+                    analyses.append(adir)
+    summary = summarize(cfg, evals, out / "report", tracking_uri, parent, analyses)
+    if tracking_uri and gate_decision(summary) == "pass":
+        summary["promoted"] = promote_challenger(cfg, tracking_uri)
+    if tracking_uri and parent:
+        from debiaskd import tracking
+
+        tracking.end_run(tracking_uri, parent)
+    return summary
+
+
+def analysis_pairs(cfg: StudyConfig) -> list[tuple[str, str | None]]:
+    """Which models are analysed, each against which reference (the study's "why")."""
+    pairs = [("teacher_debiased", "teacher_erm"), ("student_kd", "teacher_debiased"),
+             ("student_kd_all", "teacher_debiased")]
+    selected = variant_specs(cfg)
+    return [(m, r) for m, r in pairs if m in selected and (r is None or r in selected)]

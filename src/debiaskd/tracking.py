@@ -1,0 +1,386 @@
+"""MLflow: study and variant runs, metrics by group, artifacts, registration and aliases.
+
+Every call goes through :func:`_call`, which retries with backoff and then fails with a
+:class:`DebiaskdError` naming the tracking URI. A registered version is created with all of
+its evidence tags in the same request, so none exists without them; the ``champion`` alias
+is only ever moved by :func:`promote`, after the gate passed on those tags.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from debiaskd.config import GateConfig, StudyConfig
+from debiaskd.errors import DebiaskdError, GateRefused
+from debiaskd.gate import GATE_KEYS, GateDecision, evaluate_gate
+
+T = TypeVar("T")
+CHAMPION, CHALLENGER = "champion", "challenger"
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+
+# Fail fast rather than hang: MLflow's own HTTP retries default to minutes.
+for _key, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+def resolve_tracking_uri(cfg: StudyConfig | None = None, out_dir: str | Path | None = None) -> str:
+    """``cfg.tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<out_dir>/mlflow.db``."""
+    if cfg is not None and cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    base = Path(out_dir) if out_dir is not None else Path.cwd()
+    return f"sqlite:///{(base / 'mlflow.db').resolve()}"
+
+
+def _call(uri: str, what: str, fn: Callable[[], T], attempts: int = 3, backoff: float = 1.0) -> T:
+    """Run one MLflow operation with retries; a clear error when the server keeps failing."""
+    from mlflow.exceptions import MlflowException
+
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            code = getattr(exc, "error_code", "")
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"):
+                raise
+            last = exc
+        except (OSError, ConnectionError) as exc:  # requests' errors derive from OSError
+            last = exc
+        if attempt + 1 < attempts:
+            time.sleep(backoff * 2**attempt)
+    raise DebiaskdError(
+        f"MLflow at {uri} failed to {what} after {attempts} attempts: {str(last).splitlines()[0][:300]}",
+        file=uri, rule="tracking server reachable",
+    )
+
+
+def client(uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+# ------------------------------------------------------------------------ runs
+def ensure_experiment(uri: str, name: str) -> str:
+    c = client(uri)
+
+    def get_or_create() -> str:
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return c.create_experiment(name)
+
+    return _call(uri, f"create experiment '{name}'", get_or_create)
+
+
+def start_study_run(uri: str, cfg: StudyConfig, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """The parent run of one pipeline run; params = the resolved config."""
+    c = client(uri)
+    exp_id = ensure_experiment(uri, cfg.experiment_name)
+    all_tags = {"debiaskd.kind": "study", "debiaskd.preset": cfg.preset, "debiaskd.task": cfg.task,
+                "debiaskd.config_hash": cfg.config_hash(), **(tags or {})}
+    run = _call(uri, "create the study run", lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags))
+    log_params(uri, run.info.run_id, flatten(cfg.to_dict()))
+    _call(uri, "log the config", lambda: c.log_text(run.info.run_id, cfg.to_yaml(), "resolved_config.yaml"))
+    return run.info.run_id
+
+
+def start_variant_run(
+    uri: str, parent_run_id: str, variant: str, seed: int, role: str, params: dict[str, Any] | None = None
+) -> str:
+    """A nested run per variant and seed, named like the kfp task (``student_kd-s0``)."""
+    c = client(uri)
+    parent = _call(uri, "read the study run", lambda: c.get_run(parent_run_id))
+    tags = {"mlflow.parentRunId": parent_run_id, "debiaskd.kind": "variant", "debiaskd.variant": variant,
+            "debiaskd.seed": str(seed), "debiaskd.role": role}
+    run = _call(uri, "create a variant run", lambda: c.create_run(
+        parent.info.experiment_id, run_name=f"{variant}-s{seed}", tags=tags))
+    if params:
+        log_params(uri, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    c = client(uri)
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        chunk = items[i:i + 100]
+        _call(uri, "log params", lambda chunk=chunk: c.log_batch(run_id, params=chunk))
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
+    """Log finite numeric metrics (``None``/NaN are skipped), keys kept as given."""
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    now = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in sorted(metrics.items())
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
+    for i in range(0, len(items), 500):
+        chunk = items[i:i + 500]
+        _call(uri, "log metrics", lambda chunk=chunk: c.log_batch(run_id, metrics=chunk))
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    c = client(uri)
+    items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    _call(uri, "set tags", lambda: c.log_batch(run_id, tags=items))
+
+
+def log_artifacts(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    c = client(uri)
+    path = Path(path)
+    if path.is_dir():
+        _call(uri, f"upload {path.name}", lambda: c.log_artifacts(run_id, str(path), artifact_path))
+    elif path.is_file():
+        _call(uri, f"upload {path.name}", lambda: c.log_artifact(run_id, str(path), artifact_path))
+
+
+def log_dict(uri: str, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+    c = client(uri)
+    _call(uri, f"upload {artifact_file}", lambda: c.log_dict(run_id, data, artifact_file))
+
+
+def log_dataset(uri: str, run_id: str, frame, name: str, digest: str, source: str, context: str) -> None:
+    """Record a data set input (with its DVC/content hash) on a run."""
+    import mlflow
+
+    client(uri)
+    dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+
+    def log() -> None:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_input(dataset, context=context)
+
+    _call(uri, "log the data set input", log)
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    c = client(uri)
+    _call(uri, "end the run", lambda: c.set_terminated(run_id, status))
+
+
+def system_metrics(run_id: str):
+    """Context manager: sample CPU/RAM (and GPU) into ``run_id`` while training."""
+    import contextlib
+
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:  # pragma: no cover - optional in MLflow builds
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def monitor():
+        mon = SystemMetricsMonitor(run_id, sampling_interval=2, samples_before_logging=1)
+        try:
+            mon.start()
+        except Exception:  # a monitor failure must never fail training
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                mon.finish()
+
+    return monitor()
+
+
+# ---------------------------------------------------------------------- models
+def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -> str:
+    """Log the model folder as an MLflow pyfunc (models-from-code; no pickle); returns its URI."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    client(uri)
+    if task == "nli":
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "premise"), ColSpec("string", "hypothesis")]),
+            outputs=Schema([ColSpec("string", "label"), ColSpec("double", "confidence")]),
+        )
+    else:
+        signature = None
+
+    def log() -> str:
+        import warnings
+
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*")
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)},
+                signature=signature, pip_requirements=["debiaskd"],
+            )
+        return info.model_uri
+
+    return _call(uri, "log the model", log)
+
+
+def register_model(uri: str, model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> str:
+    """Create a registered version with all its evidence tags in one request; returns the version."""
+    import mlflow
+
+    client(uri)
+    str_tags = {k: str(v) for k, v in tags.items()}
+    version = _call(uri, f"register a version of '{name}'",
+                    lambda: mlflow.register_model(model_uri, name, tags=str_tags))
+    return str(version.version)
+
+
+def alias_version(uri: str, name: str, alias: str):
+    """The version an alias points at, or None (``search_model_versions`` drops aliases)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(uri)
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise DebiaskdError(f"cannot read alias '{alias}' of '{name}': {exc}", file=uri,
+                            rule="tracking server reachable") from exc
+
+
+def set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    c = client(uri)
+    _call(uri, f"set alias {alias}", lambda: c.set_registered_model_alias(name, alias, version))
+
+
+def version_metrics(tags: dict[str, str], prefix: str) -> dict[str, float | None]:
+    """Read ``<prefix>.<metric>`` evidence tags back into numbers."""
+    out: dict[str, float | None] = {}
+    for key in GATE_KEYS:
+        raw = tags.get(f"{prefix}.{key}")
+        try:
+            out[key] = float(raw) if raw not in (None, "", "None") else None
+        except ValueError:
+            out[key] = None
+    return out
+
+
+def promote(uri: str, name: str, version: str | None, gate: GateConfig, dry_run: bool = False) -> GateDecision:
+    """Apply the gate to ``version`` (default: the ``challenger``) and move ``champion`` if it passes.
+
+    Raises :class:`GateRefused` when refused; the champion is left unchanged. If another
+    promotion moved the alias meanwhile, the final alias is re-read and reported.
+    """
+    c = client(uri)
+    if version is None:
+        challenger = alias_version(uri, name, CHALLENGER)
+        if challenger is None:
+            raise DebiaskdError(f"'{name}' has no '{CHALLENGER}' version; pass --version", file=uri,
+                                rule="registered model")
+        version = str(challenger.version)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise DebiaskdError(f"no version {version} of registered model '{name}'", file=uri,
+                            rule="registered model") from exc
+    tags = dict(mv.tags or {})
+    champion = alias_version(uri, name, CHAMPION)
+    champion_metrics = None
+    if champion is not None and str(champion.version) != str(version):
+        champion_metrics = version_metrics(dict(champion.tags or {}), "metric")
+    decision = evaluate_gate(version_metrics(tags, "metric"), version_metrics(tags, "teacher"), gate,
+                             champion_metrics)
+    if dry_run:
+        return decision
+    for key, value in decision.tags().items():
+        _call(uri, "tag the gate decision", lambda key=key, value=value: c.set_model_version_tag(
+            name, str(version), key, value))
+    if not decision.passed:
+        raise GateRefused(decision.reasons)
+    set_alias(uri, name, CHAMPION, str(version))
+    final = alias_version(uri, name, CHAMPION)
+    if final is not None and str(final.version) != str(version):
+        decision.reasons.append(f"another promotion won the race: champion is version {final.version}")
+    return decision
+
+
+def resolve_model(uri: str | None, model: str, dest: str | Path | None = None) -> Path:
+    """A local model folder for a path or an MLflow URI (``models:/NAME@ALIAS``, ``runs:/…``)."""
+    if "://" not in model and not model.startswith(("models:/", "runs:/")):
+        return Path(model)
+    import tempfile
+
+    import mlflow
+
+    if uri:
+        client(uri)
+    target = Path(dest or tempfile.mkdtemp(prefix="debiaskd-model-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target)))
+    except Exception as exc:
+        raise DebiaskdError(f"cannot fetch model '{model}': {str(exc).splitlines()[0][:300]}",
+                            file=model, rule="model uri") from exc
+    for meta in sorted(local.rglob("debiaskd.json")):
+        return meta.parent
+    for config in sorted(local.rglob("config.json")):
+        return config.parent
+    raise DebiaskdError("the MLflow model holds no debiaskd model folder", file=model, rule="model uri")
+
+
+# --------------------------------------------------------------------- compare
+def study_runs(uri: str, experiment: str, parent_run_id: str | None = None) -> list[dict[str, Any]]:
+    """Variant runs of an experiment (latest study run by default) with their metrics."""
+    c = client(uri)
+    exp = _call(uri, "find the experiment", lambda: c.get_experiment_by_name(experiment))
+    if exp is None:
+        raise DebiaskdError(f"no experiment named '{experiment}'", file=uri, rule="experiment")
+    if parent_run_id is None:
+        parents = _call(uri, "search runs", lambda: c.search_runs(
+            [exp.experiment_id], "tags.`debiaskd.kind` = 'study'", order_by=["attributes.start_time DESC"],
+            max_results=1))
+        if not parents:
+            return []
+        parent_run_id = parents[0].info.run_id
+    runs = _call(uri, "search runs", lambda: c.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=1000))
+    rows = []
+    for run in runs:
+        rows.append({
+            "run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "variant": run.data.tags.get("debiaskd.variant"), "seed": run.data.tags.get("debiaskd.seed"),
+            "role": run.data.tags.get("debiaskd.role"), "metrics": dict(run.data.metrics),
+        })
+    rows.sort(key=lambda r: (r["role"] != "teacher", r["variant"] or "", r["seed"] or ""))
+    return rows
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,111 @@
+"""MLflow tracking and the registry against a real `mlflow server` over HTTP."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from debiaskd import tracking
+from debiaskd.config import GateConfig, load_config
+from debiaskd.errors import DebiaskdError, GateRefused
+from debiaskd.gate import GATE_KEYS
+from debiaskd.models import build_nli_teacher, load_model, save_model
+
+TEACHER = {"in_distribution_accuracy": 0.8, "challenge_accuracy": 0.6, "worst_group_accuracy": 0.4}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    cfg = load_config("smoke")
+    model, tok = build_nli_teacher(cfg.nli_model, 0)
+    path = tmp_path_factory.mktemp("model") / "m"
+    save_model(model, path, {"task": "nli", "variant": "student_kd", "label_names": ["entailment", "neutral",
+                                                                                       "contradiction"]}, tok)
+    return path
+
+
+def _register(uri, name, model_dir, metrics, experiment="registry-test"):
+    cfg = load_config("smoke", overrides=[f"tracking.experiment={experiment}"])
+    parent = tracking.start_study_run(uri, cfg, "study")
+    run = tracking.start_variant_run(uri, parent, "student_kd", 0, "student")
+    tracking.log_metrics(uri, run, {"challenge/lexical_overlap/non-entailment/accuracy": 0.5})
+    model_uri = tracking.log_model(uri, run, model_dir)
+    tags = {f"metric.{k}": metrics[k] for k in GATE_KEYS}
+    tags.update({f"teacher.{k}": TEACHER[k] for k in GATE_KEYS})
+    tags["run_id"] = run
+    version = tracking.register_model(uri, model_uri, name, run, tags)
+    return run, model_uri, version
+
+
+def test_runs_metrics_and_registered_model_roundtrip(mlflow_server, model_dir, tmp_path):
+    uri = mlflow_server.uri
+    run, model_uri, version = _register(uri, "rt-student", model_dir, {
+        "in_distribution_accuracy": 0.79, "challenge_accuracy": 0.58, "worst_group_accuracy": 0.35})
+    c = tracking.client(uri)
+    got = c.get_run(run)
+    assert got.data.metrics["challenge/lexical_overlap/non-entailment/accuracy"] == 0.5
+    assert got.data.tags["debiaskd.variant"] == "student_kd"
+    assert "mlflow.parentRunId" in got.data.tags
+    mv = c.get_model_version("rt-student", version)
+    assert mv.tags["metric.challenge_accuracy"] == "0.58" and mv.tags["run_id"] == run
+    # the registered model reloads offline into a working debiaskd model folder
+    local = tracking.resolve_model(uri, "models:/rt-student/" + version, tmp_path / "dl")
+    loaded = load_model(local)
+    assert loaded.meta["variant"] == "student_kd"
+
+
+def test_gate_promotes_passing_and_refuses_failing_leaving_champion(mlflow_server, model_dir):
+    uri = mlflow_server.uri
+    name = "gate-student"
+    _, _, good = _register(uri, name, model_dir, {"in_distribution_accuracy": 0.79, "challenge_accuracy": 0.58,
+                                                   "worst_group_accuracy": 0.35})
+    decision = tracking.promote(uri, name, good, GateConfig())
+    assert decision.passed
+    assert str(tracking.alias_version(uri, name, "champion").version) == good
+    _, _, bad = _register(uri, name, model_dir, {"in_distribution_accuracy": 0.45, "challenge_accuracy": 0.70,
+                                                  "worst_group_accuracy": 0.50})
+    with pytest.raises(GateRefused) as refused:
+        tracking.promote(uri, name, bad, GateConfig())
+    assert any("floor" in r for r in refused.value.reasons)
+    assert str(tracking.alias_version(uri, name, "champion").version) == good
+    tags = tracking.client(uri).get_model_version(name, bad).tags
+    assert tags["gate.decision"] == "refused" and tags["gate.check.competent"] == "false"
+
+
+def test_racing_promotions_end_on_a_passing_version(mlflow_server, model_dir):
+    uri = mlflow_server.uri
+    name = "race-student"
+    metrics = {"in_distribution_accuracy": 0.79, "challenge_accuracy": 0.58, "worst_group_accuracy": 0.35}
+    versions = [_register(uri, name, model_dir, metrics)[2] for _ in range(2)]
+    results: dict[str, object] = {}
+
+    def go(v):
+        try:
+            results[v] = tracking.promote(uri, name, v, GateConfig(require_not_worse_than_champion=False))
+        except Exception as exc:  # recorded and checked below
+            results[v] = exc
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = str(tracking.alias_version(uri, name, "champion").version)
+    assert final in versions
+    assert all(getattr(r, "passed", False) for r in results.values())
+    loser = [v for v in versions if v != final][0]
+    # the loser either ran first (and was overwritten) or saw the race and said so
+    assert results[loser].passed
+
+
+def test_unreachable_server_fails_with_clear_error():
+    uri = "http://127.0.0.1:9"  # nothing listens on the discard port
+    with pytest.raises(DebiaskdError) as err:
+        tracking.log_metrics(uri, "0" * 32, {"a": 1.0})
+    assert "127.0.0.1:9" in str(err.value) and "tracking server reachable" in str(err.value)
+
+
+def test_unknown_experiment_in_compare_is_a_user_error(mlflow_server):
+    with pytest.raises(DebiaskdError):
+        tracking.study_runs(mlflow_server.uri, "no-such-experiment")
