@@ -86,7 +86,11 @@ def run_local(
     from debiaskd.pipeline.study_pipeline import build_pipeline
 
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DebiaskdError(f"cannot create the output folder: {exc.strerror}", file=str(out),
+                            rule="writable output") from exc
     _check_writable(out)
     for name in OUTPUTS:  # a stale result must not pass for this run's
         (out / name).unlink(missing_ok=True)
@@ -146,10 +150,20 @@ def run_local(
     summary["tracking_uri"] = uri
     summary["pipeline_root"] = str(out / "kfp")
     summary["seconds"] = round(time.time() - started, 1)
+    summary["peak_rss_mb"] = _peak_rss_mb()
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, out / "summary.json")
     return summary
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process or its largest finished child (a kfp step), in MiB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
 
 
 def _recorded_errors(path: Path) -> list[dict[str, str]]:

@@ -7,7 +7,8 @@ the cache volume) are applied by :func:`apply_platform` at compile time.
 """
 
 
-from typing import Any
+import json
+from typing import Any, List  # noqa: UP035 (kfp needs typing.List for list parameters)
 
 from kfp import dsl
 
@@ -49,7 +50,9 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
     comps = make_components(cfg.cluster.image, cfg.cluster.gpu_image if cfg.cluster.gpu_per_training_task else None)
     specs = variant_specs(cfg)
     pairs = analysis_pairs(cfg) if cfg.analysis.enabled else []
-    config_yaml = cfg.to_yaml()
+    # one line of JSON (a YAML subset): kfp copies defaults into a comment header of the IR file,
+    # where a multi-line string would break the YAML
+    config_yaml = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def setup(task, name: str, training: bool = False):
         task.set_display_name(name)
@@ -60,7 +63,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
     @dsl.pipeline(name=pipeline_name(cfg), description="Does debiasing survive knowledge distillation? "
                   "Teachers, every student variant, bias-stratified evaluation, analysis and a robustness gate.")
     def study(config: str = config_yaml, tracking_uri: str = "", run_name: str = "study",
-              seeds: list = list(cfg.seeds)) -> dsl.HTML:  # noqa: B006 (kfp reads the default)
+              seeds: List[int] = list(cfg.seeds)) -> dsl.HTML:  # noqa: B006, UP006 (kfp reads both)
         start = setup(comps.start_study(config=config, tracking_uri=tracking_uri, run_name=run_name),
                       "start MLflow study run")
         prep = setup(comps.prepare_data(config=config), "prepare data")

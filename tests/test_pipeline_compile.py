@@ -1,0 +1,76 @@
+"""The compiled Kubeflow IR: every component, GPU requests, secrets and volumes (golden file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from debiaskd.config import load_config
+from debiaskd.pipeline import compile_pipeline
+
+GOLDEN = Path(__file__).parent / "golden" / "pipeline_paper_nli.yaml"
+COMPONENTS = {"start-study", "prepare-data", "validate-data", "augment-data", "train-model", "distill-student",
+              "evaluate-model", "collect-evaluations", "analyze-model", "summarize-study", "promote-champion"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[str, list[dict]]:
+    path = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    compile_pipeline(load_config("paper"), str(path), platform=True)
+    text = path.read_text()
+    return text, list(yaml.safe_load_all(text))
+
+
+def test_matches_golden_file(compiled):
+    text, _ = compiled
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert GOLDEN.is_file(), "golden file missing: run with UPDATE_GOLDEN=1 once and review it"
+    assert list(yaml.safe_load_all(GOLDEN.read_text())) == list(yaml.safe_load_all(text)), (
+        "the compiled pipeline changed; review the diff and refresh with UPDATE_GOLDEN=1 pytest "
+        "tests/test_pipeline_compile.py"
+    )
+
+
+def test_every_component_and_variant_is_wired(compiled):
+    _, (spec, _) = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    names = {"-".join(k.split("-")[1:]).rstrip("-0123456789") for k in executors}
+    assert COMPONENTS <= names
+    labels = {t["taskInfo"]["name"] for comp in spec["components"].values()
+              for t in comp.get("dag", {}).get("tasks", {}).values()}
+    for variant in load_config("paper").variants:
+        assert f"train {variant}" in labels and f"evaluate {variant}" in labels
+    assert "robustness-gate-passed" in str(spec["root"]["dag"]["tasks"])
+
+
+def test_training_tasks_request_gpus_on_the_cuda_image(compiled):
+    _, (spec, platform) = compiled
+    cfg = load_config("paper")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        container = ex["container"]
+        training = "train-model" in name or "distill-student" in name
+        accel = container.get("resources", {}).get("accelerator")
+        if training:
+            assert container["image"] == cfg.cluster.gpu_image
+            assert accel["resourceType"] == "nvidia.com/gpu" and accel["resourceCount"] == "1"
+            assert k8s[name]["tolerations"] and k8s[name]["nodeSelector"]
+        else:
+            assert container["image"] == cfg.cluster.image and accel is None
+        secret = k8s[name]["secretAsEnv"][0]
+        assert secret["secretName"] == cfg.cluster.mlflow_secret
+        assert {e["envVar"] for e in secret["keyToEnv"]} >= {"MLFLOW_TRACKING_URI", "AWS_SECRET_ACCESS_KEY"}
+        assert k8s[name]["pvcMount"][0]["mountPath"] == cfg.cluster.pvc_mount
+
+
+def test_default_preset_compiles_without_gpu(tmp_path):
+    path = tmp_path / "p.yaml"
+    compile_pipeline(load_config("default"), str(path), platform=True)
+    spec = next(yaml.safe_load_all(path.read_text()))
+    assert all("accelerator" not in ex["container"].get("resources", {})
+               for ex in spec["deploymentSpec"]["executors"].values())

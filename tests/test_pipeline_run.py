@@ -1,0 +1,116 @@
+"""The study pipeline end to end through kfp.local against a real MLflow server (smoke preset)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from debiaskd import tracking
+from debiaskd.config import VARIANTS
+
+pytestmark = pytest.mark.slow
+SUMMARY_KEYS = {"in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
+                "heuristic_reliance", "by_group", "mlflow_run_id", "model_uri", "role", "method"}
+
+
+def debiaskd(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "debiaskd", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mlflow_server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", mlflow_server.uri,
+                    "--set", "tracking.experiment=e2e-smoke", "--set", "tracking.model_prefix=e2e")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out, proc, mlflow_server.uri
+
+
+def test_outputs_follow_the_interface(smoke_run):
+    out, proc, _ = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "smoke" and summary["task"] == "nli" and summary["seeds"] == [0]
+    assert set(summary["variants"]) == set(VARIANTS)
+    for name, entry in summary["variants"].items():
+        assert SUMMARY_KEYS <= set(entry), name
+        assert 0.0 <= entry["challenge_accuracy"] <= 1.0
+        assert any(g.endswith("/non-entailment") for g in entry["by_group"])
+    assert set(summary["transfer"]) == {v for v in VARIANTS if v.startswith("student_")}
+    kd = summary["transfer"]["student_kd"]
+    assert "robustness_retention" in kd and kd["by_group_retention"]
+    report = (out / "report.md").read_text()
+    assert "student_kd_all" in report and "McNemar" in report
+    for png in summary["plots"]:
+        assert (out / png).is_file() and (out / png).stat().st_size > 1000
+    assert (out / "kfp").is_dir() and (out / "resolved_config.yaml").is_file()
+    assert "student_kd_teacher_init" in proc.stdout  # the printed results table
+
+
+def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
+    out, _, uri = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    rows = tracking.study_runs(uri, "e2e-smoke")
+    assert {r["variant"] for r in rows} == set(VARIANTS)
+    assert all(r["status"] == "FINISHED" for r in rows)
+    kd = next(r for r in rows if r["variant"] == "student_kd")
+    assert "challenge/lexical_overlap/non-entailment/accuracy" in kd["metrics"]
+    assert "test/accuracy" in kd["metrics"]
+    c = tracking.client(uri)
+    artifacts = {a.path for a in c.list_artifacts(kd["run_id"], "evaluation")}
+    assert any(p.endswith("predictions.npz") for p in artifacts)
+    reg = summary["registration"]
+    student = c.get_model_version(reg["student"]["name"], reg["student"]["version"])
+    assert student.tags["run_id"] == summary["variants"][reg["student"]["variant"]]["mlflow_run_id"]
+    assert "teacher.challenge_accuracy" in student.tags and "data_hash" in student.tags
+    assert student.tags["gate.decision"] == "passed"  # the smoke gate's thresholds are zero
+    assert str(tracking.alias_version(uri, reg["student"]["name"], "challenger").version) == reg["student"]["version"]
+    assert summary["promoted"] == {"name": "e2e-student", "version": reg["student"]["version"], "alias": "champion"}
+    teacher = c.get_model_version(reg["teacher"]["name"], reg["teacher"]["version"])
+    assert teacher.tags["variant"] == "teacher_debiased"
+
+
+def test_rerun_with_same_dir_reuses_finished_steps(smoke_run):
+    out, _, uri = smoke_run
+    before = json.loads((out / "summary.json").read_text())
+    proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", uri,
+                    "--set", "tracking.experiment=e2e-smoke", "--set", "tracking.model_prefix=e2e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "kfp.log").read_text()
+    assert log.count("cache") >= 10 or log.lower().count("cached") >= 10, "finished steps were not reused"
+    after = json.loads((out / "summary.json").read_text())
+    assert after["variants"]["student_kd"]["challenge_accuracy"] == before["variants"]["student_kd"][
+        "challenge_accuracy"]
+
+
+def test_failed_validation_stops_before_training_and_registers_nothing(mlflow_server, tmp_path):
+    bad = tmp_path / "bad_mnli.tsv"
+    bad.write_text("index\tpremise\thypothesis\tgold_label\n0\tA man sleeps.\tA man rests.\tentailment\n"
+                   "1\tA dog runs.\t\tmaybe\n2\tA cat sits.\tAn animal sits.\tneutral\n")
+    out = tmp_path / "run"
+    proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", mlflow_server.uri,
+                    "--set", "tracking.experiment=e2e-bad", "--set", "tracking.model_prefix=e2e-bad",
+                    "--set", f"nli_data.train=mnli:{bad}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "bad_mnli.tsv" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "summary.json").exists()
+    c = tracking.client(mlflow_server.uri)
+    assert not c.search_registered_models("name LIKE 'e2e-bad%'")
+    log = (out / "kfp.log").read_text()
+    assert "train-model" not in log and "distill-student" not in log
+
+
+def test_postgres_backend(postgres_mlflow_server, tmp_path):
+    """The same pipeline, fewer variants, on MLflow backed by PostgreSQL."""
+    out = tmp_path / "run"
+    proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", postgres_mlflow_server.uri,
+                    "--set", "tracking.experiment=e2e-pg", "--set", "variants=[student_kd]",
+                    "--set", "analysis.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = tracking.study_runs(postgres_mlflow_server.uri, "e2e-pg")
+    assert {r["variant"] for r in rows} == {"teacher_debiased", "student_kd"}
+    assert Path(out / "summary.json").is_file()
