@@ -315,13 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer's own exits (--help)
         return int(exc.code or 0)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # typer bundles its own click: recognise its usage errors by shape
+        if type(exc).__name__ == "Abort":
             return 1
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return 2
+            return int(exc.exit_code) or 2
         raise
     return 0
 

@@ -1,0 +1,105 @@
+"""The command line: help, exit codes, compile and submit (against a fake local endpoint)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from debiaskd.cli import main
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "debiaskd", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command():
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for command in ("run", "data", "evaluate", "analyze", "compile", "submit", "compare", "promote"):
+        assert command in proc.stdout
+    assert "--preset" in cli("run", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--preset", "huge"], "unknown preset"),
+        (["run", "--task", "audio"], "--task"),
+        (["run", "--set", "distill.alpha=7"], "distill.alpha"),
+        (["compile", "--out", "x.yaml", "--set", "nli_model.bogus=1"], "nli_model.bogus"),
+        (["data", "validate", "mnli:/does/not/exist.tsv"], "/does/not/exist.tsv"),
+        (["evaluate", "--model", "/no/such/model", "--data", "generated:challenge"], "/no/such/model"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert needle in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert main(["run", "--no-such-flag"]) == 2
+
+
+def test_compile_writes_ir_yaml(tmp_path):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--preset", "smoke", "--out", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["pipelineInfo"]["name"] == "debiaskd-nli-study"
+
+
+class _FakeKfp(BaseHTTPRequestHandler):
+    calls: list = []
+
+    def _send(self, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.calls.append(("GET", self.path, b""))
+        self._send({"multi_user": False} if "healthz" in self.path else {"experiments": []})
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.calls.append(("POST", self.path, body))
+        if self.path.endswith("/experiments"):
+            self._send({"experiment_id": "exp-1", "display_name": "x"})
+        else:
+            self._send({"run_id": "run-123", "display_name": "r", "experiment_id": "exp-1"})
+
+    def log_message(self, *args):
+        pass
+
+
+def test_submit_creates_a_run_on_the_endpoint(capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["submit", "--host", host, "--preset", "paper", "--experiment", "study-x"]) == 0
+    finally:
+        server.shutdown()
+    assert "run-123" in capsys.readouterr().out
+    posts = {path: body for method, path, body in _FakeKfp.calls if method == "POST"}
+    assert json.loads(posts["/apis/v2beta1/experiments"])["display_name"] == "study-x"
+    run = json.loads(posts["/apis/v2beta1/runs"])
+    assert run["experiment_id"] == "exp-1"
+    assert "nvidia.com/gpu" in json.dumps(run["pipeline_spec"])
+
+
+def test_submit_to_unreachable_endpoint_is_a_clear_error(capsys):
+    assert main(["submit", "--host", "http://127.0.0.1:9", "--preset", "smoke"]) == 2
+    assert "127.0.0.1:9" in capsys.readouterr().err
