@@ -1,0 +1,826 @@
+"""The embedded NLI bias benchmark: a deterministic generator of short English pairs.
+
+Written for this project (the facts it mirrors come from McCoy et al. 2019, HANS, and from
+the negation cue of MultiNLI; no code is taken from anywhere).
+
+**Training distribution** (``train``, ``validation``, ``test``; three labels, balanced).
+Each pair is drawn for a label and is *bias-aligned* with probability ``bias_strength``:
+
+- *entailment* — aligned (``lexical_overlap``): the hypothesis is the premise minus a modifier
+  (adjective, PP, adverb, conjunct, relative clause) or minus a clause or frame (a conjoined or
+  "because" clause, a factive "knew that", a "certainly"), so every hypothesis word is in the
+  premise; anti-bias (``negation``): a negated hypothesis that is still entailed because the
+  premise is negated too ("Nobody saw X" → "The doctor did not see X"; a negated conjunct or
+  factive complement; a dropped subject adjective).
+- *neutral* — aligned (``none``): the hypothesis adds information (a PP, an adjective, an
+  adverb, another verb or object); anti-bias (``lexical_overlap``): full overlap but not
+  entailed (subject/object swap; a clause under "it is unclear whether").
+- *contradiction* — aligned (``negation``): the premise clause negated with "not", "never",
+  "nobody" or "no N"; anti-bias (``lexical_overlap``): antonyms with full overlap and no
+  negation ("A was happy, but B was sad" → "A was sad").
+
+The anti-bias constructions are deliberately not the challenge's non-entailed ones.
+So high overlap goes with entailment and a negation word in the hypothesis goes with
+contradiction, with strength ``bias_strength``; the real signal (dropping material preserves
+truth, adding material does not, negation contradicts only what the premise asserts) is there
+for a model that reads both sentences.
+
+**Challenge split** (HANS layout, two-way gold labels ``entailment`` / ``non-entailment``).
+For each HANS heuristic (``lexical_overlap``, ``subsequence``, ``constituent``) five entailed
+(``le_``/``se_``/``ce_``) and five non-entailed (``ln_``/``sn_``/``cn_``) subcases; every
+hypothesis is made only of premise words, so the heuristic predicts *entailment* and is
+wrong on the non-entailed half. The **negation group** (heuristic ``negation``) holds pairs
+whose hypothesis contains a negation word; the cue predicts *non-entailment*. Its rule:
+the gold label is ``entailment`` exactly when the negated hypothesis is still entailed by the
+premise (the premise is negated as well: a negated conjunct, "nobody"/"no N" instantiated,
+a negated complement of a factive verb, a dropped subject adjective) — subcases ``ne_*``,
+bias-conflicting — and ``non-entailment`` when the hypothesis contradicts the premise or
+adds an unsupported negated claim — subcases ``nn_*``, bias-aligned.
+Every subcase has ``n_challenge_per_subcase`` pairs.
+
+No (premise, hypothesis) pair appears in two splits (one shared set of seen pairs while
+generating, in the fixed order train → validation → test → challenge). Sentences are at most
+:data:`MAX_WORDS` words. Randomness comes only from ``cfg.seed`` (numpy PCG64).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from debiaskd.config import NLIDataConfig
+from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, nli_group
+
+MAX_WORDS = 20
+NEGATION_WORDS: tuple[str, ...] = ("not", "never", "no", "nobody", "nothing", "none", "neither", "nor",
+                                   "n't", "cannot")
+
+# ----------------------------------------------------------------------------- lexicon
+NOUNS = (
+    "doctor", "lawyer", "artist", "student", "banker", "secretary", "tourist", "author", "actor",
+    "senator", "judge", "manager", "athlete", "scientist", "professor", "president", "dancer",
+    "farmer", "teacher", "pilot", "nurse", "chef", "singer", "painter", "soldier", "writer", "baker",
+    "clerk", "editor", "poet", "sailor", "dentist", "engineer", "architect", "musician", "journalist",
+    "officer", "detective", "gardener", "plumber", "librarian", "pharmacist", "surgeon", "mechanic",
+    "cashier", "waiter", "tailor", "carpenter", "violinist", "director", "coach", "captain",
+    "reporter", "photographer", "designer", "guard", "merchant", "banker", "student", "firefighter",
+)
+NAMES = (
+    "Anna", "Ben", "Carlos", "Diana", "Elena", "Farid", "Grace", "Hiro", "Ivan", "Julia", "Kofi",
+    "Lena", "Marco", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara", "Umar", "Vera", "Wei",
+    "Yara", "Zoe", "Mateo", "Ines", "Pavel", "Amara", "Jonas",
+)
+ADJECTIVES = (
+    "old", "young", "tall", "happy", "tired", "famous", "quiet", "clever", "angry", "busy",
+    "friendly", "nervous", "proud", "brave", "calm", "rich", "polite", "curious", "careful", "lucky",
+    "shy", "strong", "kind", "honest", "cheerful", "patient", "serious", "generous", "modest", "bored",
+)
+#: predicate adjectives with an incompatible partner (copula contradictions)
+ANTONYMS: tuple[tuple[str, str], ...] = (
+    ("happy", "sad"), ("tall", "short"), ("rich", "poor"), ("young", "old"), ("awake", "asleep"),
+    ("healthy", "sick"), ("strong", "weak"), ("calm", "angry"), ("polite", "rude"), ("busy", "idle"),
+    ("hungry", "full"), ("early", "late"), ("quiet", "loud"), ("cheerful", "gloomy"),
+    ("present", "absent"), ("brave", "afraid"), ("honest", "dishonest"), ("generous", "selfish"),
+)
+PRED_ADJECTIVES = tuple(a for pair in ANTONYMS for a in pair)
+
+
+@dataclass(frozen=True)
+class Verb:
+    base: str
+    past: str
+    participle: str
+
+    @property
+    def regular(self) -> bool:
+        """Past tense equals participle (so an active hypothesis overlaps a passive premise)."""
+        return self.past == self.participle
+
+
+def _v(spec: str) -> Verb:
+    parts = spec.split("/")
+    if len(parts) == 1:  # regular verb given by its base
+        base = parts[0]
+        past = base + "d" if base.endswith("e") else base + "ed"
+        return Verb(base, past, past)
+    return Verb(*parts)
+
+
+INTRANSITIVE = tuple(_v(s) for s in (
+    "sleep/slept/slept", "run/ran/run", "dance", "wait", "laugh", "smile", "arrive", "leave/left/left",
+    "shout", "stay", "rest", "work", "travel", "cry/cried/cried", "swim/swam/swum", "sing/sang/sung",
+    "perform", "resign", "sneeze", "paint", "cook", "relax", "complain", "whistle",
+))
+TRANSITIVE = tuple(_v(s) for s in (
+    "help", "admire", "call", "thank", "watch", "follow", "visit", "contact", "support", "recommend",
+    "encourage", "avoid", "introduce", "mention", "advise", "question", "praise", "greet", "invite",
+    "blame", "trust", "protect", "warn", "ignore", "hire", "interview", "pay/paid/paid",
+    "meet/met/met", "find/found/found", "see/saw/seen", "know/knew/known", "hear/heard/heard",
+    "stop/stopped/stopped", "tell/told/told",
+))
+PASSIVE_VERBS = tuple(v for v in TRANSITIVE if v.regular and v.base not in ("hear", "find"))
+PREPOSITIONS = ("near", "behind", "beside", "by", "at", "in", "outside", "inside")
+PLACES = (
+    "bank", "park", "station", "library", "museum", "river", "garden", "market", "hotel", "theater",
+    "school", "stadium", "office", "airport", "hospital", "harbor", "bakery", "gallery", "factory",
+    "church", "cafe", "castle",
+)
+PERSON_PREPOSITIONS = ("near", "behind", "beside", "next to")
+MANNER_ADVERBS = ("quietly", "quickly", "slowly", "happily", "carefully", "loudly", "calmly",
+                  "patiently", "politely", "suddenly", "eagerly", "proudly")
+CERTAIN_ADVERBS = ("certainly", "clearly", "definitely", "obviously", "undoubtedly", "surely")
+UNCERTAIN_ADVERBS = ("perhaps", "maybe", "probably", "supposedly", "hopefully", "possibly")
+FACTIVE_VERBS = ("knew", "realized", "learned", "noticed", "remembered", "forgot", "discovered",
+                 "understood")
+NONFACTIVE_VERBS = ("believed", "thought", "hoped", "said", "claimed", "suspected", "assumed",
+                    "imagined", "feared", "guessed")
+NP_S_VERBS = ("knew", "believed", "heard", "remembered", "forgot", "understood", "noticed",
+              "suspected")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (punctuation dropped, "n't" kept as a token)."""
+    text = text.lower().replace("n't", " n't")
+    return re.findall(r"[a-z']+|n't", text)
+
+
+def has_negation(text: str) -> bool:
+    return any(w in NEGATION_WORDS for w in words(text))
+
+
+def full_overlap(premise: str, hypothesis: str) -> bool:
+    """Every hypothesis word occurs in the premise (the lexical-overlap heuristic fires)."""
+    pw = set(words(premise))
+    hw = words(hypothesis)
+    return bool(hw) and all(w in pw for w in hw)
+
+
+def heuristic_of(premise: str, hypothesis: str) -> str:
+    """The cue a pair carries, for data without annotations (negation is checked first)."""
+    if has_negation(hypothesis):
+        return "negation"
+    if full_overlap(premise, hypothesis):
+        return "lexical_overlap"
+    return "none"
+
+
+def bias_aligned(heuristic: str, label: str) -> bool:
+    """Does the cue predict the gold label? (``none``: nothing misleads → True)."""
+    if heuristic in ("lexical_overlap", "subsequence", "constituent"):
+        return label == "entailment"
+    if heuristic == "negation":
+        return label in ("contradiction", "non-entailment")
+    return True
+
+
+# ------------------------------------------------------------------------ sentence parts
+@dataclass(frozen=True)
+class NP:
+    noun: str = ""
+    name: str = ""
+    adj: str = ""
+    pp: str = ""  # "near the bank"
+    rel: str = ""  # "who saw the lawyer"
+
+    @property
+    def head(self) -> str:
+        return self.name or self.noun
+
+    def text(self) -> str:
+        core = self.name or "the " + (f"{self.adj} " if self.adj else "") + self.noun
+        for extra in (self.pp, self.rel):
+            if extra:
+                core += " " + extra
+        return core
+
+    def bare(self) -> NP:
+        return NP(noun=self.noun, name=self.name)
+
+
+@dataclass(frozen=True)
+class Clause:
+    subj: NP
+    verb: Verb | None = None  # None: copula with ``adj``
+    obj: NP | None = None
+    obj2: NP | None = None  # "S V O and O2"
+    adj: str = ""
+    adj2: str = ""  # "S was A and A2"
+    adv: str = ""
+    pp: str = ""
+
+    def text(self, neg: str = "") -> str:
+        """Render; ``neg`` in {"", "not", "never", "nobody", "no"} negates the main clause."""
+        subj = self.subj.text()
+        if neg == "nobody":
+            subj = "nobody"
+        elif neg == "no":
+            subj = "no " + self.subj.noun
+        if self.verb is None:
+            pred = "was " + ("not " if neg == "not" else "never " if neg == "never" else "") + self.adj
+            if self.adj2:
+                pred += " and " + self.adj2
+        elif neg == "not":
+            pred = "did not " + self.verb.base
+        elif neg == "never":
+            pred = "never " + self.verb.past
+        else:
+            pred = self.verb.past
+        out = f"{subj} {pred}"
+        if self.obj is not None:
+            out += " " + self.obj.text()
+            if self.obj2 is not None:
+                out += " and " + self.obj2.text()
+        if self.adv:
+            out += " " + self.adv
+        if self.pp:
+            out += " " + self.pp
+        return out
+
+
+def sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[0].upper() + text[1:] + "."
+
+
+class _Sampler:
+    """All random choices of the generator, from one numpy Generator."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def coin(self, p: float = 0.5) -> bool:
+        return bool(self.rng.random() < p)
+
+    def person(self, avoid: tuple[str, ...] = (), name_p: float = 0.25, noun_only: bool = False) -> NP:
+        for _ in range(100):
+            np_ = NP(name=self.pick(NAMES)) if not noun_only and self.coin(name_p) else NP(noun=self.pick(NOUNS))
+            if np_.head not in avoid:
+                return np_
+        raise RuntimeError("could not draw a distinct person")  # pragma: no cover
+
+    def place_pp(self) -> str:
+        return f"{self.pick(PREPOSITIONS)} the {self.pick(PLACES)}"
+
+    def person_pp(self, avoid: tuple[str, ...]) -> tuple[str, NP]:
+        other = self.person(avoid)
+        return f"{self.pick(PERSON_PREPOSITIONS)} {other.text()}", other
+
+    def clause(self, avoid: tuple[str, ...] = (), transitive: bool | None = None, copula_p: float = 0.15,
+               noun_subject: bool = False, noun_object: bool = False) -> Clause:
+        subj = self.person(avoid, noun_only=noun_subject)
+        avoid = (*avoid, subj.head)
+        if transitive is None and self.coin(copula_p):
+            return Clause(subj=subj, adj=self.pick(PRED_ADJECTIVES))
+        if transitive is None:
+            transitive = self.coin(0.6)
+        if transitive:
+            return Clause(subj=subj, verb=self.pick(TRANSITIVE), obj=self.person(avoid, noun_only=noun_object))
+        return Clause(subj=subj, verb=self.pick(INTRANSITIVE))
+
+    def heads(self, c: Clause) -> tuple[str, ...]:
+        out = [c.subj.head]
+        if c.obj is not None:
+            out.append(c.obj.head)
+        if c.obj2 is not None:
+            out.append(c.obj2.head)
+        return tuple(out)
+
+
+Pair = tuple[str, str]
+Recipe = Callable[[_Sampler], Pair]
+
+
+# --------------------------------------------------------------- training recipes
+def _with_noun_adj(s: _Sampler, c: Clause) -> Clause:
+    if c.subj.name:
+        c = replace(c, subj=s.person(s.heads(c), noun_only=True))
+    return replace(c, subj=replace(c.subj, adj=s.pick(ADJECTIVES)))
+
+
+def _e_drop_clause_material(s: _Sampler) -> Pair:
+    """Entailed by dropping a whole clause or frame: conjunct, subordinate clause, factive verb,
+    certainty adverb (the hypothesis is the remaining full clause)."""
+    a, b = s.clause(), None
+    kind = s.pick(("conjunct", "subordinate", "factive", "adverb"))
+    if kind in ("conjunct", "subordinate"):
+        b = s.clause(s.heads(a))
+    if kind == "conjunct":
+        return sentence(f"{a.text()}, and {b.text()}"), sentence(s.pick((a, b)).text())
+    if kind == "subordinate":
+        return sentence(f"{s.pick(('because', 'since', 'after'))} {b.text()}, {a.text()}"), sentence(a.text())
+    if kind == "factive":
+        who = s.person(s.heads(a))
+        return sentence(f"{who.text()} {s.pick(FACTIVE_VERBS)} that {a.text()}"), sentence(a.text())
+    return sentence(f"{s.pick(CERTAIN_ADVERBS)} {a.text()}"), sentence(a.text())
+
+
+def _e_drop_modifier(s: _Sampler) -> Pair:
+    if s.coin(0.25):
+        return _e_drop_clause_material(s)
+    c = s.clause()
+    kind = s.pick(("subj_adj", "obj_adj", "pp", "adverb", "subj_pp", "relative", "conjunct", "adj2"))
+    if kind == "subj_adj":
+        p = _with_noun_adj(s, c)
+    elif kind == "obj_adj" and c.obj is not None:
+        p = replace(c, obj=replace(s.person(s.heads(c), noun_only=True), adj=s.pick(ADJECTIVES)))
+        c = replace(c, obj=p.obj.bare())
+    elif kind == "pp" and c.verb is not None:
+        p = replace(c, pp=s.place_pp())
+    elif kind == "adverb" and c.verb is not None:
+        p = replace(c, adv=s.pick(MANNER_ADVERBS))
+    elif kind == "subj_pp" and c.subj.noun:
+        p = replace(c, subj=replace(c.subj, pp=s.place_pp()))
+    elif kind == "relative" and c.subj.noun:
+        rel = s.clause(s.heads(c), transitive=True)
+        p = replace(c, subj=replace(c.subj, rel=f"who {rel.verb.past} {rel.obj.text()}"))
+    elif kind == "conjunct" and c.obj is not None:
+        p = replace(c, obj2=s.person(s.heads(c)))
+        if s.coin():
+            c = replace(c, obj=p.obj2)
+    elif kind == "adj2" and c.verb is None:
+        other = s.pick(tuple(a for a in PRED_ADJECTIVES if a != c.adj and (c.adj, a) not in ANTONYMS
+                             and (a, c.adj) not in ANTONYMS))
+        p = replace(c, adj2=other)
+        if s.coin():
+            c = replace(c, adj=other)
+    else:
+        p = replace(c, pp=s.place_pp()) if c.verb is not None else _with_noun_adj(s, c)
+        if c.verb is None:
+            c = replace(c, subj=p.subj.bare())
+        return sentence(p.text()), sentence(c.text())
+    if kind == "subj_adj":
+        c = replace(c, subj=p.subj.bare())
+    return sentence(p.text()), sentence(c.text())
+
+
+def _n_add_information(s: _Sampler) -> Pair:
+    c = s.clause()
+    kind = s.pick(("pp", "adverb", "subj_adj", "other_verb", "other_object", "adj2", "new_clause"))
+    if kind == "pp" and c.verb is not None:
+        h = replace(c, pp=s.place_pp())
+    elif kind == "adverb" and c.verb is not None:
+        h = replace(c, adv=s.pick(MANNER_ADVERBS))
+    elif kind == "other_verb" and c.obj is not None:
+        h = replace(c, verb=s.pick(tuple(v for v in TRANSITIVE if v != c.verb)))
+    elif kind == "other_object" and c.obj is not None:
+        h = replace(c, obj=s.person(s.heads(c)))
+    elif kind == "adj2" and c.verb is None:
+        other = s.pick(tuple(a for a in PRED_ADJECTIVES if a != c.adj and (c.adj, a) not in ANTONYMS
+                             and (a, c.adj) not in ANTONYMS))
+        h = replace(c, adj2=other)
+    elif kind == "new_clause":
+        h = s.clause((c.subj.head,))
+        h = replace(h, subj=c.subj) if s.coin() else h
+    else:
+        h = _with_noun_adj(s, c)
+        c = replace(c, subj=h.subj.bare())
+    return sentence(c.text()), sentence(h.text())
+
+
+def _negation_form(s: _Sampler, c: Clause) -> str:
+    forms = ["not", "never", "nobody"] + (["no"] if c.subj.noun else [])
+    return s.pick(tuple(forms))
+
+
+def _c_negated(s: _Sampler) -> Pair:
+    c = s.clause()
+    p = c
+    extra = s.pick(("", "", "subj_adj", "pp", "adverb"))
+    if extra == "subj_adj":
+        p = _with_noun_adj(s, c)
+        c = replace(c, subj=p.subj.bare())
+    elif extra == "pp" and c.verb is not None:
+        p = replace(c, pp=s.place_pp())
+    elif extra == "adverb" and c.verb is not None:
+        p = replace(c, adv=s.pick(MANNER_ADVERBS))
+    return sentence(p.text()), sentence(c.text(_negation_form(s, c)))
+
+
+def _e_negated_entailed(s: _Sampler) -> Pair:
+    kind = s.pick(("conjunct", "nobody", "factive", "subj_adj"))
+    c = s.clause()
+    if kind == "conjunct":
+        neg = _negation_form(s, c)
+        other = s.clause(s.heads(c))
+        first = s.coin()
+        joined = (f"{c.text(neg)}, and {other.text()}" if first else f"{other.text()}, but {c.text(neg)}")
+        return sentence(joined), sentence(c.text(neg))
+    if kind == "nobody":
+        neg = s.pick(("not", "never"))
+        return sentence(c.text("nobody")), sentence(c.text(neg))
+    if kind == "factive":
+        knower = s.person(s.heads(c))
+        neg = _negation_form(s, c)
+        return sentence(f"{knower.text()} {s.pick(FACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
+    p = _with_noun_adj(s, c)
+    neg = s.pick(("not", "never"))
+    return sentence(p.text(neg)), sentence(replace(c, subj=p.subj.bare()).text(neg))
+
+
+UNCERTAIN_FRAMES = ("it is unclear whether", "it was unclear whether", "it remains uncertain whether",
+                    "the question was whether", "it is still open whether")
+
+
+def _n_overlap_not_entailed(s: _Sampler) -> Pair:
+    # Deliberately not the challenge's constructions (no "believed that", "if", "or", PP or
+    # relative clause on the subject): anti-bias pairs teach "overlap is not enough", not the test.
+    if s.coin():
+        c = s.clause(transitive=True)
+        swapped = replace(c, subj=c.obj, obj=c.subj)
+        return sentence(c.text()), sentence(swapped.text())
+    c = s.clause()
+    return sentence(f"{s.pick(UNCERTAIN_FRAMES)} {c.text()}"), sentence(c.text())
+
+
+def _c_antonym_overlap(s: _Sampler) -> Pair:
+    a, b = s.pick(ANTONYMS)
+    if s.coin():
+        a, b = b, a
+    s1 = s.person()
+    s2 = s.person((s1.head,))
+    conj = s.pick((", and", ", but", ", while"))
+    premise = f"{s1.text()} was {a}{conj} {s2.text()} was {b}"
+    hyp = f"{s1.text()} was {b}" if s.coin() else f"{s2.text()} was {a}"
+    return sentence(premise), sentence(hyp)
+
+
+#: (label, aligned) → [(template name, heuristic, recipe)]
+TRAIN_RECIPES: dict[tuple[str, bool], tuple[str, str, Recipe]] = {
+    ("entailment", True): ("drop_modifier", "lexical_overlap", _e_drop_modifier),
+    ("entailment", False): ("negated_entailed", "negation", _e_negated_entailed),
+    ("neutral", True): ("add_information", "none", _n_add_information),
+    ("neutral", False): ("overlap_not_entailed", "lexical_overlap", _n_overlap_not_entailed),
+    ("contradiction", True): ("negated_clause", "negation", _c_negated),
+    ("contradiction", False): ("antonym_overlap", "lexical_overlap", _c_antonym_overlap),
+}
+
+
+# -------------------------------------------------------------- challenge subcases
+def _ln_swap(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True)
+    return sentence(c.text()), sentence(replace(c, subj=c.obj, obj=c.subj).text())
+
+
+def _ln_passive(s: _Sampler) -> Pair:
+    c = replace(s.clause(transitive=True), verb=s.pick(PASSIVE_VERBS))
+    return (sentence(f"{c.subj.text()} was {c.verb.participle} by {c.obj.text()}"), sentence(c.text()))
+
+
+def _ln_preposition(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_subject=True)
+    pp, other = s.person_pp(s.heads(c))
+    p = replace(c, subj=replace(c.subj, pp=pp))
+    return sentence(p.text()), sentence(replace(c, subj=other).text())
+
+
+def _ln_relative_clause(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_subject=True)
+    other = s.person(s.heads(c))
+    rel_verb = s.pick(TRANSITIVE)
+    p = replace(c, subj=replace(c.subj, rel=f"who {other.text()} {rel_verb.past}"))
+    return sentence(p.text()), sentence(replace(c, subj=other).text())
+
+
+def _ln_conjunction(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True)
+    other = s.person(s.heads(c))
+    premise = f"{c.subj.text()} and {other.text()} {c.verb.past} {c.obj.text()}"
+    return sentence(premise), sentence(replace(c, subj=other, obj=c.subj).text())
+
+
+def _le_relative_clause(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_subject=True)
+    other = s.person(s.heads(c))
+    rel_verb = s.pick(TRANSITIVE)
+    p = replace(c, subj=replace(c.subj, rel=f"who {rel_verb.past} {other.text()}"))
+    return sentence(p.text()), sentence(c.text())
+
+
+def _le_around_pp(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_subject=True)
+    pp, _ = s.person_pp(s.heads(c))
+    return sentence(replace(c, subj=replace(c.subj, pp=pp)).text()), sentence(c.text())
+
+
+def _le_conjunction(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True)
+    other = s.person(s.heads(c))
+    premise = f"{c.subj.text()} and {other.text()} {c.verb.past} {c.obj.text()}"
+    return sentence(premise), sentence(replace(c, subj=other).text())
+
+
+def _le_passive(s: _Sampler) -> Pair:
+    c = replace(s.clause(transitive=True), verb=s.pick(PASSIVE_VERBS))
+    return sentence(f"{c.obj.text()} was {c.verb.participle} by {c.subj.text()}"), sentence(c.text())
+
+
+def _le_relative_clause_object(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_object=True)
+    rel = s.pick(INTRANSITIVE)
+    return sentence(replace(c, obj=replace(c.obj, rel=f"who {rel.past}")).text()), sentence(c.text())
+
+
+def _sn_np_s(s: _Sampler) -> Pair:
+    knower = s.person()
+    c = s.clause((knower.head,), transitive=True)
+    verb = s.pick(NP_S_VERBS)
+    return (sentence(f"{knower.text()} {verb} {c.text()}"), sentence(f"{knower.text()} {verb} {c.subj.text()}"))
+
+
+def _sn_pp_on_subject(s: _Sampler) -> Pair:
+    c = s.clause(transitive=False, noun_subject=True)
+    pp, other = s.person_pp(s.heads(c))
+    return sentence(replace(c, subj=replace(c.subj, pp=pp)).text()), sentence(replace(c, subj=other).text())
+
+
+def _sn_relative_clause_on_subject(s: _Sampler) -> Pair:
+    c = s.clause(transitive=False, noun_subject=True)
+    other = s.person(s.heads(c))
+    rel_verb = s.pick(TRANSITIVE)
+    p = replace(c, subj=replace(c.subj, rel=f"who {rel_verb.past} {other.text()}"))
+    return sentence(p.text()), sentence(replace(c, subj=other).text())
+
+
+def _sn_past_participle(s: _Sampler) -> Pair:
+    c = s.clause(transitive=False, noun_subject=True)
+    verb = s.pick(PASSIVE_VERBS)
+    other = s.person(s.heads(c))
+    # reduced relative "The doctor paid by the lawyer slept." → garden-path reading "The doctor paid."
+    premise = f"{c.subj.text()} {verb.participle} by {other.text()} {c.verb.past}"
+    return sentence(premise), sentence(f"{c.subj.text()} {verb.past}")
+
+
+def _sn_conjunction_subject(s: _Sampler) -> Pair:
+    # "The doctor saw the lawyer and the artist slept" (no comma) → "The lawyer and the artist slept"
+    c = s.clause(transitive=True)
+    other = s.clause(s.heads(c), transitive=False)
+    premise = f"{c.text()} and {other.text()}"
+    return sentence(premise), sentence(f"{c.obj.text()} and {other.text()}")
+
+
+def _se_pp_on_obj(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_object=True)
+    pp, _ = s.person_pp(s.heads(c))
+    return sentence(replace(c, obj=replace(c.obj, pp=pp)).text()), sentence(c.text())
+
+
+def _se_adjective(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True)
+    obj = replace(s.person(s.heads(c), noun_only=True), adj=s.pick(ADJECTIVES))
+    return sentence(replace(c, obj=obj).text()), sentence(f"{c.subj.text()} {c.verb.past} the {obj.noun}")
+
+
+def _se_conjunction(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True)
+    return sentence(replace(c, obj2=s.person(s.heads(c))).text()), sentence(c.text())
+
+
+def _se_relative_clause_on_obj(s: _Sampler) -> Pair:
+    c = s.clause(transitive=True, noun_object=True)
+    rel = s.clause(s.heads(c), transitive=True)
+    p = replace(c, obj=replace(c.obj, rel=f"who {rel.verb.past} {rel.obj.text()}"))
+    return sentence(p.text()), sentence(c.text())
+
+
+def _se_pp_on_vp(s: _Sampler) -> Pair:
+    c = s.clause(transitive=False)
+    return sentence(replace(c, pp=s.place_pp()).text()), sentence(c.text())
+
+
+def _two_clauses(s: _Sampler) -> tuple[Clause, Clause]:
+    a = s.clause(transitive=False) if s.coin() else s.clause(transitive=True)
+    b = s.clause(s.heads(a), transitive=False) if s.coin() else s.clause(s.heads(a), transitive=True)
+    return a, b
+
+
+def _cn_embedded_under_if(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    conj = s.pick(("if", "unless"))
+    return sentence(f"{conj} {a.text()}, {b.text()}"), sentence(a.text())
+
+
+def _cn_after_if_clause(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    conj = s.pick(("if", "unless"))
+    return sentence(f"{conj} {a.text()}, {b.text()}"), sentence(b.text())
+
+
+def _cn_disjunction(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    return sentence(f"{a.text()}, or {b.text()}"), sentence(b.text() if s.coin() else a.text())
+
+
+def _cn_embedded_under_verb(s: _Sampler) -> Pair:
+    c = s.clause()
+    who = s.person(s.heads(c))
+    return sentence(f"{who.text()} {s.pick(NONFACTIVE_VERBS)} that {c.text()}"), sentence(c.text())
+
+
+def _cn_adverb(s: _Sampler) -> Pair:
+    c = s.clause()
+    return sentence(f"{s.pick(UNCERTAIN_ADVERBS)} {c.text()}"), sentence(c.text())
+
+
+def _ce_embedded_under_since(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    conj = s.pick(("since", "because", "although"))
+    return sentence(f"{conj} {a.text()}, {b.text()}"), sentence(a.text())
+
+
+def _ce_after_since_clause(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    conj = s.pick(("since", "because", "although"))
+    return sentence(f"{conj} {a.text()}, {b.text()}"), sentence(b.text())
+
+
+def _ce_embedded_under_verb(s: _Sampler) -> Pair:
+    c = s.clause()
+    who = s.person(s.heads(c))
+    return sentence(f"{who.text()} {s.pick(FACTIVE_VERBS)} that {c.text()}"), sentence(c.text())
+
+
+def _ce_adverb(s: _Sampler) -> Pair:
+    c = s.clause()
+    return sentence(f"{s.pick(CERTAIN_ADVERBS)} {c.text()}"), sentence(c.text())
+
+
+def _ce_conjunction(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    return sentence(f"{a.text()}, and {b.text()}"), sentence(b.text() if s.coin() else a.text())
+
+
+# negation group: ne_* entailed despite the cue, nn_* not entailed (cue right)
+def _ne_conjunct(s: _Sampler) -> Pair:
+    a, b = _two_clauses(s)
+    neg = _negation_form(s, a)
+    return sentence(f"{b.text()}, but {a.text(neg)}"), sentence(a.text(neg))
+
+
+def _ne_nobody(s: _Sampler) -> Pair:
+    c = s.clause(noun_subject=s.coin())
+    if c.subj.noun and s.coin():
+        return sentence(c.text("no")), sentence(c.text(s.pick(("not", "never"))))
+    return sentence(c.text("nobody")), sentence(c.text(s.pick(("not", "never"))))
+
+
+def _ne_factive(s: _Sampler) -> Pair:
+    c = s.clause()
+    who = s.person(s.heads(c))
+    neg = s.pick(("not", "never"))
+    return sentence(f"{who.text()} {s.pick(FACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
+
+
+def _ne_subject_adjective(s: _Sampler) -> Pair:
+    c = s.clause()
+    p = _with_noun_adj(s, c)
+    neg = s.pick(("not", "never"))
+    return sentence(p.text(neg)), sentence(replace(c, subj=p.subj.bare()).text(neg))
+
+
+def _nn_negated_clause(s: _Sampler) -> Pair:
+    c = s.clause()
+    return sentence(c.text()), sentence(c.text(s.pick(("not", "never"))))
+
+
+def _nn_nobody(s: _Sampler) -> Pair:
+    c = s.clause(noun_subject=True)
+    return sentence(c.text()), sentence(c.text(s.pick(("nobody", "no"))))
+
+
+def _nn_unrelated(s: _Sampler) -> Pair:
+    c = s.clause()
+    other = s.clause(s.heads(c))
+    return sentence(c.text()), sentence(other.text(_negation_form(s, other)))
+
+
+def _nn_negated_under_nonfactive(s: _Sampler) -> Pair:
+    c = s.clause()
+    who = s.person(s.heads(c))
+    neg = s.pick(("not", "never"))
+    return sentence(f"{who.text()} {s.pick(NONFACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
+
+
+#: heuristic → [(subcase, gold label, recipe)]
+CHALLENGE_SUBCASES: dict[str, tuple[tuple[str, str, Recipe], ...]] = {
+    "lexical_overlap": (
+        ("ln_subject/object_swap", "non-entailment", _ln_swap),
+        ("ln_passive", "non-entailment", _ln_passive),
+        ("ln_preposition", "non-entailment", _ln_preposition),
+        ("ln_relative_clause", "non-entailment", _ln_relative_clause),
+        ("ln_conjunction", "non-entailment", _ln_conjunction),
+        ("le_relative_clause", "entailment", _le_relative_clause),
+        ("le_around_prepositional_phrase", "entailment", _le_around_pp),
+        ("le_conjunction", "entailment", _le_conjunction),
+        ("le_passive", "entailment", _le_passive),
+        ("le_around_relative_clause", "entailment", _le_relative_clause_object),
+    ),
+    "subsequence": (
+        ("sn_NP/S", "non-entailment", _sn_np_s),
+        ("sn_PP_on_subject", "non-entailment", _sn_pp_on_subject),
+        ("sn_relative_clause_on_subject", "non-entailment", _sn_relative_clause_on_subject),
+        ("sn_past_participle", "non-entailment", _sn_past_participle),
+        ("sn_NP_conjunction", "non-entailment", _sn_conjunction_subject),
+        ("se_PP_on_obj", "entailment", _se_pp_on_obj),
+        ("se_adjective", "entailment", _se_adjective),
+        ("se_conjunction", "entailment", _se_conjunction),
+        ("se_relative_clause_on_obj", "entailment", _se_relative_clause_on_obj),
+        ("se_PP_on_VP", "entailment", _se_pp_on_vp),
+    ),
+    "constituent": (
+        ("cn_embedded_under_if", "non-entailment", _cn_embedded_under_if),
+        ("cn_after_if_clause", "non-entailment", _cn_after_if_clause),
+        ("cn_disjunction", "non-entailment", _cn_disjunction),
+        ("cn_embedded_under_verb", "non-entailment", _cn_embedded_under_verb),
+        ("cn_adverb", "non-entailment", _cn_adverb),
+        ("ce_embedded_under_since", "entailment", _ce_embedded_under_since),
+        ("ce_after_since_clause", "entailment", _ce_after_since_clause),
+        ("ce_embedded_under_verb", "entailment", _ce_embedded_under_verb),
+        ("ce_adverb", "entailment", _ce_adverb),
+        ("ce_conjunction", "entailment", _ce_conjunction),
+    ),
+    "negation": (
+        ("ne_negated_conjunct", "entailment", _ne_conjunct),
+        ("ne_nobody_instantiated", "entailment", _ne_nobody),
+        ("ne_factive_complement", "entailment", _ne_factive),
+        ("ne_subject_adjective", "entailment", _ne_subject_adjective),
+        ("nn_negated_clause", "non-entailment", _nn_negated_clause),
+        ("nn_nobody", "non-entailment", _nn_nobody),
+        ("nn_unrelated_negation", "non-entailment", _nn_unrelated),
+        ("nn_negated_under_nonfactive", "non-entailment", _nn_negated_under_nonfactive),
+    ),
+}
+
+
+# ---------------------------------------------------------------------- assembly
+def _draw(s: _Sampler, recipe: Recipe, seen: set[Pair]) -> Pair:
+    for _ in range(200):
+        pair = recipe(s)
+        if pair in seen or pair[0] == pair[1]:
+            continue
+        if max(len(pair[0].split()), len(pair[1].split())) > MAX_WORDS:
+            continue
+        seen.add(pair)
+        return pair
+    raise RuntimeError(f"generator recipe {recipe.__name__} cannot produce new pairs")  # pragma: no cover
+
+
+def _row(pid: str, pair: Pair, label: str, heuristic: str, subcase: str, template: str) -> dict:
+    return {
+        "pair_id": pid, "premise": pair[0], "hypothesis": pair[1], "label": label,
+        "heuristic": heuristic, "subcase": subcase, "template": template,
+        "bias_aligned": bias_aligned(heuristic, label), "group": nli_group(heuristic, label),
+    }
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+    df["bias_aligned"] = df["bias_aligned"].astype(bool)
+    return df
+
+
+def generate_train_like(n: int, bias_strength: float, s: _Sampler, seen: set[Pair], prefix: str) -> pd.DataFrame:
+    """``n`` pairs of the training distribution (labels balanced, exact aligned share)."""
+    plan: list[tuple[str, bool]] = []
+    for k, label in enumerate(NLI_LABELS):
+        n_label = n // 3 + (1 if k < n % 3 else 0)
+        n_aligned = round(bias_strength * n_label)
+        plan += [(label, True)] * n_aligned + [(label, False)] * (n_label - n_aligned)
+    order = s.rng.permutation(len(plan))
+    rows = []
+    for i, j in enumerate(order):
+        label, aligned = plan[int(j)]
+        template, heuristic, recipe = TRAIN_RECIPES[(label, aligned)]
+        pair = _draw(s, recipe, seen)
+        rows.append(_row(f"{prefix}-{i:05d}", pair, label, heuristic, "", template))
+    return _frame(rows)
+
+
+def generate_challenge(n_per_subcase: int, s: _Sampler, seen: set[Pair]) -> pd.DataFrame:
+    rows = []
+    for heuristic, subcases in CHALLENGE_SUBCASES.items():
+        for subcase, label, recipe in subcases:
+            for _ in range(n_per_subcase):
+                pair = _draw(s, recipe, seen)
+                rows.append(_row(f"challenge-{len(rows):05d}", pair, label, heuristic, subcase,
+                                 recipe.__name__.lstrip("_")))
+    return _frame(rows)
+
+
+def generate_nli(cfg: NLIDataConfig) -> dict[str, pd.DataFrame]:
+    """The four splits (train, validation, test, challenge), deterministic from ``cfg.seed``."""
+    s = _Sampler(np.random.default_rng(np.random.PCG64(cfg.seed)))
+    seen: set[Pair] = set()
+    out = {
+        "train": generate_train_like(cfg.n_train, cfg.bias_strength, s, seen, "train"),
+        "validation": generate_train_like(cfg.n_validation, cfg.bias_strength, s, seen, "validation"),
+        "test": generate_train_like(cfg.n_test, cfg.bias_strength, s, seen, "test"),
+    }
+    out["challenge"] = generate_challenge(cfg.n_challenge_per_subcase, s, seen)
+    return out

@@ -1,0 +1,376 @@
+"""Dataset folders: write atomically, read back with hash checks, build from a config.
+
+Layout of a dataset folder::
+
+    manifest.json            schema version, task, per-split files / rows / sha256, content hash, meta
+    <split>.jsonl            NLI rows (schema columns first, then extras such as ``bias_probs``)
+    challenge_hans.tsv       the NLI challenge split again, in the HANS tab-separated layout
+    <split>_images.npy       vision images, uint8 (N, 3, H, W) (``np.save``: byte-deterministic)
+    <split>.jsonl            vision rows (image_id, label, color, bias_aligned, group)
+
+Same input → same bytes (sorted keys, no timestamps). ``python -m debiaskd.data.store --task nli
+--preset default --out data/nli`` writes the embedded benchmark (used by ``dvc.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from debiaskd.config import StudyConfig, load_config
+from debiaskd.data.schema import (
+    HANS_COLUMNS,
+    NLI_COLUMNS,
+    SCHEMA_VERSION,
+    SPLITS,
+    VISION_COLUMNS,
+    ImageSplit,
+    to_two_way,
+)
+from debiaskd.errors import DebiaskdError
+
+Split = pd.DataFrame | ImageSplit
+
+
+@dataclass
+class Dataset:
+    """A dataset folder read back: its splits, manifest and content hash."""
+
+    path: Path
+    task: str
+    splits: dict[str, Split]
+    manifest: dict = field(default_factory=dict)
+    content_hash: str = ""
+
+
+# ------------------------------------------------------------------------- encoding
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if value is pd.NA or value is None:
+        return None
+    return value
+
+
+def frame_to_jsonl(df: pd.DataFrame, first: tuple[str, ...] = NLI_COLUMNS) -> bytes:
+    """Rows as JSON lines, schema columns first, then the other columns in frame order."""
+    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+    records = df[cols].to_dict(orient="records")
+    lines = [json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False) for r in records]
+    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+
+def jsonl_to_frame(data: bytes, file_label: str, columns: tuple[str, ...] = NLI_COLUMNS) -> pd.DataFrame:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DebiaskdError(f"not UTF-8 text (byte {exc.start})", file=file_label, rule="utf-8") from exc
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DebiaskdError(f"line {i} is not valid JSON ({exc.msg})", file=file_label,
+                                rule="jsonl", examples=[line[:200]]) from exc
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    keys: list[str] = list(rows[0].keys())
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys]
+    return pd.DataFrame(rows, columns=keys)
+
+
+def _tsv_cell(value: Any) -> str:
+    return " ".join(str(value).replace("\t", " ").split())
+
+
+def _binary_parse(text: str) -> str:
+    toks = text.replace(".", " .").split()
+    out = toks[-1] if toks else ""
+    for tok in reversed(toks[:-1]):
+        out = f"( {tok} {out} )"
+    return out
+
+
+def _parse(text: str) -> str:
+    toks = text.replace(".", " .").split()
+    return "(ROOT (S " + " ".join(f"(X {t})" for t in toks) + "))"
+
+
+def frame_to_hans_tsv(df: pd.DataFrame) -> bytes:
+    """The HANS tab-separated layout (two-way gold labels)."""
+    lines = ["\t".join(HANS_COLUMNS)]
+    for r in df.itertuples(index=False):
+        label = r.label if r.label in ("entailment", "non-entailment") else to_two_way(r.label)
+        cells = [label, _binary_parse(r.premise), _binary_parse(r.hypothesis), _parse(r.premise),
+                 _parse(r.hypothesis), r.premise, r.hypothesis, r.pair_id, r.heuristic, r.subcase, r.template]
+        lines.append("\t".join(_tsv_cell(c) for c in cells))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------- write / read
+def _split_files(task: str, name: str, split: Split) -> dict[str, bytes]:
+    if task == "vision":
+        if not isinstance(split, ImageSplit):
+            raise DebiaskdError(f"split '{name}' is not an ImageSplit", rule="vision split")
+        return {f"{name}_images.npy": _npy_bytes(split.images),
+                f"{name}.jsonl": frame_to_jsonl(split.frame, VISION_COLUMNS)}
+    if not isinstance(split, pd.DataFrame):
+        raise DebiaskdError(f"split '{name}' is not a DataFrame", rule="nli split")
+    files = {f"{name}.jsonl": frame_to_jsonl(split)}
+    if name == "challenge":
+        files["challenge_hans.tsv"] = frame_to_hans_tsv(split)
+    return files
+
+
+def _ordered(splits: dict[str, Split]) -> list[str]:
+    return [s for s in SPLITS if s in splits] + sorted(s for s in splits if s not in SPLITS)
+
+
+def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta: dict | None = None) -> dict:
+    """Write a dataset folder atomically (temp sibling, then rename) and return its manifest."""
+    if task not in ("nli", "vision"):
+        raise DebiaskdError(f"unknown task '{task}'", rule="task")
+    out = Path(out_dir)
+    manifest_splits: dict[str, dict] = {}
+    payload: dict[str, bytes] = {}
+    for name in _ordered(splits):
+        files = _split_files(task, name, splits[name])
+        payload.update(files)
+        digest = _sha(b"".join(_sha(b).encode() + fn.encode() for fn, b in files.items()))
+        manifest_splits[name] = {"files": list(files), "rows": len(splits[name]), "sha256": digest}
+    content = _sha(json.dumps({"schema_version": SCHEMA_VERSION, "task": task,
+                               "splits": {k: v["sha256"] for k, v in manifest_splits.items()}},
+                              sort_keys=True).encode())
+    manifest = {"schema_version": SCHEMA_VERSION, "task": task, "splits": manifest_splits,
+                "content_hash": content, "meta": _jsonable(meta or {})}
+    payload["manifest.json"] = (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for fn, data in payload.items():
+            (tmp / fn).write_bytes(data)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict:
+    mpath = Path(path) / "manifest.json"
+    if not mpath.is_file():
+        raise DebiaskdError("no manifest.json: not a dataset folder", file=str(path), rule="dataset folder")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DebiaskdError(f"manifest is not valid JSON ({exc})", file=str(mpath), rule="manifest") from exc
+    for key in ("schema_version", "task", "splits", "content_hash"):
+        if key not in manifest:
+            raise DebiaskdError(f"manifest lacks '{key}'", file=str(mpath), rule="manifest")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise DebiaskdError(f"schema version {manifest['schema_version']} != {SCHEMA_VERSION}",
+                            file=str(mpath), rule="schema version")
+    return manifest
+
+
+def read_split_file(path: Path, task: str, name: str) -> Split:
+    """One split of a dataset folder (no hash check)."""
+    rows_file = path / f"{name}.jsonl"
+    if not rows_file.is_file():
+        raise DebiaskdError("split file missing", file=str(rows_file), rule="dataset folder")
+    cols = VISION_COLUMNS if task == "vision" else NLI_COLUMNS
+    frame = jsonl_to_frame(rows_file.read_bytes(), str(rows_file), cols)
+    if task != "vision":
+        return frame
+    img_file = path / f"{name}_images.npy"
+    try:
+        images = np.load(img_file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DebiaskdError(f"cannot read images ({exc})", file=str(img_file), rule="npy") from exc
+    return ImageSplit(images, frame)
+
+
+def read_dataset(path: str | Path, verify: bool = True) -> Dataset:
+    """Read a dataset folder; with ``verify`` every file must match the manifest's hashes."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    task = manifest["task"]
+    splits: dict[str, Split] = {}
+    for name, info in manifest["splits"].items():
+        if verify:
+            parts = []
+            for fn in info["files"]:
+                f = root / fn
+                if not f.is_file() or f.resolve().parent != root.resolve():
+                    raise DebiaskdError("file listed in the manifest is missing", file=str(f),
+                                        rule="manifest files")
+                parts.append(_sha(f.read_bytes()).encode() + fn.encode())
+            if _sha(b"".join(parts)) != info["sha256"]:
+                raise DebiaskdError(f"split '{name}' does not match its manifest hash (modified after writing?)",
+                                    file=str(root / info["files"][0]), rule="manifest sha256")
+        splits[name] = read_split_file(root, task, name)
+    return Dataset(root, task, splits, manifest, manifest["content_hash"])
+
+
+# --------------------------------------------------------------------------- build
+def _is_generated(spec: str) -> bool:
+    return spec.startswith("generated:")
+
+
+def _holdout_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Seeded partition of ``range(n)``: one part per fraction, the rest last."""
+    order = np.random.default_rng(np.random.PCG64(seed + 7919)).permutation(n)
+    parts, start = [], 0
+    for f in fractions:
+        k = max(1, round(f * n))
+        parts.append(np.sort(order[start:start + k]))
+        start += k
+    parts.append(np.sort(order[start:]))
+    return parts
+
+
+def _take(split: Split, idx: np.ndarray) -> Split:
+    if isinstance(split, ImageSplit):
+        return split.subset(idx)
+    return split.iloc[idx].reset_index(drop=True)
+
+
+def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | None = None) -> Path:
+    """Resolve the config's four split specs, load them and write the dataset folder."""
+    from debiaskd.data import loaders
+    from debiaskd.data.generate_vision import conflicting
+
+    task = task or cfg.task
+    dcfg = cfg.nli_data if task == "nli" else cfg.vision_data
+    specs = {name: getattr(dcfg, name) for name in SPLITS}
+    holdout = float(getattr(dcfg, "holdout_fraction", 0.2))
+    splits: dict[str, Split] = {}
+    meta: dict[str, Any] = {"specs": dict(specs), "generator": dcfg.model_dump(mode="json")}
+
+    train_real = not _is_generated(specs["train"])
+    carve = [s for s in ("validation", "test") if train_real and _is_generated(specs[s])
+             and specs[s].split(":", 1)[1] == s]
+    if carve:
+        # the same rows loaded with each split's treatment (vision: train colouring vs uniform)
+        base = loaders.load_spec(specs["train"], task, cfg, split="train")
+        parts = _holdout_indices(len(base), [holdout] * len(carve), dcfg.seed)
+        for name, idx in zip(carve, parts[:-1], strict=True):
+            view = base if task == "nli" else loaders.load_spec(specs["train"], task, cfg, split=name)
+            splits[name] = _take(view, idx)
+        splits["train"] = _take(base, parts[-1])
+        meta["holdout"] = {name: len(splits[name]) for name in carve}
+    for name in SPLITS:
+        if name in splits:
+            continue
+        spec = specs[name]
+        if name == "challenge" and task == "vision" and train_real and _is_generated(spec):
+            continue  # the bias-conflicting part of the real test split, below
+        splits[name] = loaders.load_spec(spec, task, cfg, split=name)
+    if task == "vision" and train_real and cfg.vision_data.max_train is not None:
+        splits["train"] = _take(splits["train"], np.arange(min(len(splits["train"]), cfg.vision_data.max_train)))
+    if "challenge" not in splits:
+        splits["challenge"] = conflicting(splits["test"])
+    if task == "nli":
+        splits, meta["dropped_train_overlaps"] = _deduplicate(splits)
+    path = Path(out_dir)
+    write_dataset(path, task, splits, meta)
+    return path
+
+
+def _deduplicate(splits: dict[str, Split]) -> tuple[dict[str, Split], int]:
+    """Drop from train the pairs that also occur in an evaluation split; namespace clashing ids."""
+    train = splits["train"]
+    evals = [n for n in splits if n != "train"]
+    held = set()
+    for n in evals:
+        held.update(zip(splits[n]["premise"], splits[n]["hypothesis"], strict=True))
+    keep = np.array([pair not in held for pair in zip(train["premise"], train["hypothesis"], strict=True)],
+                    dtype=bool)
+    out = dict(splits)
+    out["train"] = train[keep].reset_index(drop=True)
+    train_ids = set(out["train"]["pair_id"].astype(str))
+    for n in evals:
+        ids = splits[n]["pair_id"].astype(str)
+        if ids.isin(train_ids).any():
+            frame = splits[n].copy()
+            frame["pair_id"] = [f"{n}/{i}" for i in ids]
+            out[n] = frame
+    return out, int((~keep).sum())
+
+
+def generate_dataset(task: str, preset: str = "default", out_dir: str | Path = "data",
+                     overrides: list[str] | None = None) -> Path:
+    """The embedded benchmark of a preset, written to ``out_dir`` (what ``data generate`` does)."""
+    section = "nli_data" if task == "nli" else "vision_data"
+    forced = [f"{section}.{s}=generated:{s}" for s in SPLITS]
+    cfg = load_config(preset, overrides=[*(overrides or []), *forced], task=task)
+    return build_dataset(cfg, out_dir, task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m debiaskd.data.store",
+                                     description="Write the embedded benchmark (used by dvc.yaml).")
+    parser.add_argument("--task", choices=["nli", "vision"], required=True)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--stamp", default=None, help="also copy manifest.json here (the DVC stage's out)")
+    args = parser.parse_args(argv)
+    try:
+        path = generate_dataset(args.task, args.preset, args.out, args.overrides)
+    except DebiaskdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = read_manifest(path)
+    if args.stamp:
+        Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path / "manifest.json", args.stamp)
+    rows = ", ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())
+    print(f"wrote {path} ({args.task}: {rows}; content {manifest['content_hash'][:12]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,474 @@
+"""Data validation with Great Expectations Core 1.x, and a readable failure report.
+
+Each split runs a GX expectation suite (ephemeral context, pandas data source) over a
+*validation frame*: the split's rows plus derived check columns (``_premise_is_str``,
+``_group_consistent``, per-image ``_pixel_max`` …) so that type and consistency rules are GX
+expectations too and every failure comes back with the offending row indices. GX returns
+results out of insertion order, so results are mapped back to rules by expectation type + kwargs.
+
+Per split (NLI): required columns; no nulls; string / bool types; non-empty text of at most
+``max_text_chars``; labels in the label set; heuristics known; ``group`` consistent with
+heuristic/label; unique ``pair_id``; at least one row. Per split (vision): the image array is
+uint8 ``(N, 3, H, W)`` with one image per row (checked on the array), per-image pixel range
+and no NaN (GX on derived columns), labels in ``0..K-1``, known colours/places, unique ids.
+
+Across splits: no ``pair_id`` / ``image_id`` and no (premise, hypothesis) shared between train
+and an evaluation split; no label above ``max_label_share`` of a split; in the challenge split
+every bias group (NLI: each heuristic present × each gold label, and all three HANS heuristics
+when any is present; vision: bias-conflicting examples of every class) has at least
+``min_group_count`` rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from debiaskd.config import StudyConfig, ValidationConfig
+from debiaskd.data.schema import (
+    BIAS_TYPES,
+    HANS_HEURISTICS,
+    NLI_COLUMNS,
+    NLI_LABELS,
+    NO_HEURISTIC,
+    TWO_WAY_LABELS,
+    VISION_COLUMNS,
+    ImageSplit,
+)
+from debiaskd.errors import DebiaskdError
+
+Split = pd.DataFrame | ImageSplit
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Failure:
+    """One broken rule: where, which rule (and GX expectation), what, example rows."""
+
+    file: str
+    rule: str
+    expectation: str
+    message: str
+    examples: list = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{self.file}: {self.rule} [{self.expectation}] — {self.message}"
+
+
+@dataclass
+class SplitReport:
+    split: str
+    file: str
+    rows: int
+    evaluated: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class ValidationReport:
+    """Everything one validation found; saved as the JSON validation artifact."""
+
+    task: str
+    source: str
+    splits: list[SplitReport] = field(default_factory=list)
+    cross: list[Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [f for s in self.splits for f in s.failures] + list(self.cross)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "source": self.source, "ok": self.ok,
+                "n_failures": len(self.failures),
+                "splits": [asdict(s) | {"ok": s.ok} for s in self.splits],
+                "cross_split": [asdict(f) for f in self.cross]}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def summary(self) -> str:
+        if self.ok:
+            rows = sum(s.rows for s in self.splits)
+            return f"{self.source}: valid ({len(self.splits)} split(s), {rows} rows)"
+        return "\n".join(f.line() for f in self.failures)
+
+    def raise_for_failures(self) -> None:
+        """One :class:`DebiaskdError` listing every failure, with the first one's example rows."""
+        if self.ok:
+            return
+        fails = self.failures
+        first = fails[0]
+        listing = "\n".join(f"  * {f.line()}" for f in fails)
+        rules = "; ".join(dict.fromkeys(f.rule for f in fails))
+        raise DebiaskdError(f"data validation failed ({len(fails)} rule(s) broken):\n{listing}\n"
+                            f"first failure: {first.rule} in {first.file}",
+                            file=first.file, rule=rules, examples=first.examples[:MAX_EXAMPLES])
+
+
+# ------------------------------------------------------------------------------ GX
+@functools.lru_cache(maxsize=1)
+def _gx_context():
+    import great_expectations as gx
+
+    ctx = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    except Exception:  # cosmetic only
+        pass
+    source = ctx.data_sources.add_pandas("debiaskd")
+    return ctx, source
+
+
+_counter = itertools.count()
+
+
+def _key(kind: str, kwargs: dict) -> str:
+    clean = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format")}
+    return kind + json.dumps(clean, sort_keys=True, default=str)
+
+
+def _run_suite(frame: pd.DataFrame, rules: list[tuple[str, Any]], suite_name: str) -> list[tuple[str, Any]]:
+    """Run expectations; return (rule, result) for each, mapped back by type + kwargs."""
+    import great_expectations as gx
+
+    _, source = _gx_context()
+    asset = source.add_dataframe_asset(name=f"{suite_name}-{next(_counter)}")
+    batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    suite = gx.ExpectationSuite(name=suite_name)
+    by_key: dict[str, str] = {}
+    for rule, exp in rules:
+        suite.add_expectation(exp)
+        by_key[_key(exp.expectation_type, exp.configuration.kwargs)] = rule
+    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
+    out = []
+    for res in result.results:
+        cfg = res.expectation_config
+        out.append((by_key.get(_key(cfg.type, cfg.kwargs), cfg.type), res))
+    with contextlib.suppress(Exception):  # best-effort cleanup
+        source.delete_asset(asset.name)
+    return out
+
+
+def _example(frame: pd.DataFrame, i: int, cols: tuple[str, ...]) -> dict:
+    row = frame.iloc[i]
+    out = {"row": int(i)}
+    for c in cols:
+        if c in frame.columns:
+            v = row[c]
+            v = v if not isinstance(v, str) else (v if len(v) <= 80 else v[:77] + "...")
+            out[c] = None if (isinstance(v, float) and np.isnan(v)) else (v.item() if isinstance(v, np.generic) else v)
+    return out
+
+
+def _is_type(series: pd.Series, kind: type | tuple[type, ...]) -> pd.Series:
+    return series.map(lambda v: isinstance(v, kind) and not (isinstance(v, float) and np.isnan(v)))
+
+
+# ------------------------------------------------------------------------ suites
+def _nli_rules(df: pd.DataFrame, cfg: ValidationConfig) -> tuple[pd.DataFrame, list[tuple[str, Any]]]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    present = [c for c in NLI_COLUMNS if c in df.columns]
+    frame = df.reset_index(drop=True).copy()
+    rules: list[tuple[str, Any]] = [
+        ("schema: required columns", E.ExpectTableColumnsToMatchSet(column_set=list(NLI_COLUMNS), exact_match=False)),
+        ("non-empty split", E.ExpectTableRowCountToBeBetween(min_value=1)),
+    ]
+    for c in present:
+        rules.append((f"no missing values in {c}", E.ExpectColumnValuesToNotBeNull(column=c)))
+    for c in ("pair_id", "premise", "hypothesis", "label", "heuristic", "group"):
+        if c in frame.columns:
+            frame[f"_{c}_is_str"] = _is_type(frame[c], str)
+            rules.append((f"type: {c} is text", E.ExpectColumnValuesToBeInSet(column=f"_{c}_is_str", value_set=[True])))
+    if "bias_aligned" in frame.columns:
+        frame["_bias_aligned_is_bool"] = _is_type(frame["bias_aligned"], (bool, np.bool_))
+        rules.append(("type: bias_aligned is boolean",
+                      E.ExpectColumnValuesToBeInSet(column="_bias_aligned_is_bool", value_set=[True])))
+    for c in ("premise", "hypothesis"):
+        if c in frame.columns:
+            frame[f"_{c}_text"] = frame[c].map(lambda v: v.strip() if isinstance(v, str) else "")
+            rules.append((f"text length: {c} non-empty and at most {cfg.max_text_chars} chars",
+                          E.ExpectColumnValueLengthsToBeBetween(column=f"_{c}_text", min_value=1,
+                                                                max_value=cfg.max_text_chars)))
+    if "label" in frame.columns:
+        frame["_label"] = frame["label"].map(lambda v: v if isinstance(v, str) else "<missing>")
+        rules.append(("label set", E.ExpectColumnValuesToBeInSet(
+            column="_label", value_set=sorted({*NLI_LABELS, *TWO_WAY_LABELS}))))
+    if "heuristic" in frame.columns:
+        frame["_heuristic"] = frame["heuristic"].map(lambda v: v if isinstance(v, str) else "<missing>")
+        rules.append(("heuristic set", E.ExpectColumnValuesToBeInSet(
+            column="_heuristic", value_set=sorted({*BIAS_TYPES, NO_HEURISTIC}))))
+    if {"heuristic", "label", "group"} <= set(frame.columns):
+        frame["_group_consistent"] = [g == f"{h}/{lab}" for g, h, lab in
+                                      zip(frame["group"], frame["heuristic"], frame["label"], strict=True)]
+        rules.append(("group = heuristic/label",
+                      E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
+    if "pair_id" in frame.columns:
+        frame["_pair_id"] = frame["pair_id"].astype(str)
+        rules.append(("unique pair_id", E.ExpectColumnValuesToBeUnique(column="_pair_id")))
+    return frame, rules
+
+
+def _vision_rules(split: ImageSplit, cfg: ValidationConfig) -> tuple[pd.DataFrame, list[tuple[str, Any]]]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    frame = split.frame.reset_index(drop=True).copy()
+    rules: list[tuple[str, Any]] = [
+        ("schema: required columns",
+         E.ExpectTableColumnsToMatchSet(column_set=list(VISION_COLUMNS), exact_match=False)),
+        ("non-empty split", E.ExpectTableRowCountToBeBetween(min_value=1)),
+    ]
+    for c in VISION_COLUMNS:
+        if c in frame.columns:
+            rules.append((f"no missing values in {c}", E.ExpectColumnValuesToNotBeNull(column=c)))
+    images = np.asarray(split.images)
+    if images.ndim == 4 and len(images) == len(frame) and len(frame):
+        flat = images.reshape(len(images), -1)
+        with np.errstate(invalid="ignore"):
+            frame["_pixel_min"] = flat.min(axis=1).astype(float)
+            frame["_pixel_max"] = flat.max(axis=1).astype(float)
+        frame["_pixel_nan"] = (np.isnan(flat).any(axis=1) if np.issubdtype(flat.dtype, np.floating)
+                               else np.zeros(len(flat), dtype=bool))
+        rules += [
+            ("image has no NaN", E.ExpectColumnValuesToBeInSet(column="_pixel_nan", value_set=[False])),
+            ("pixel range 0..255", E.ExpectColumnValuesToBeBetween(column="_pixel_min", min_value=0, max_value=255)),
+            ("pixel range 0..255", E.ExpectColumnValuesToBeBetween(column="_pixel_max", min_value=0, max_value=255)),
+        ]
+    n_classes = len(split.class_names)
+    if "label" in frame.columns:
+        frame["_label"] = frame["label"].map(lambda v: int(v) if isinstance(v, (int, np.integer)) and not
+                                             isinstance(v, bool) else -1)
+        rules.append((f"label set 0..{n_classes - 1}",
+                      E.ExpectColumnValuesToBeInSet(column="_label", value_set=list(range(n_classes)))))
+    if "color" in frame.columns:
+        frame["_color"] = frame["color"].map(lambda v: v if isinstance(v, str) else "<missing>")
+        rules.append(("colour set", E.ExpectColumnValuesToBeInSet(column="_color", value_set=list(split.group_names))))
+    if "bias_aligned" in frame.columns:
+        frame["_bias_aligned_is_bool"] = _is_type(frame["bias_aligned"], (bool, np.bool_))
+        rules.append(("type: bias_aligned is boolean",
+                      E.ExpectColumnValuesToBeInSet(column="_bias_aligned_is_bool", value_set=[True])))
+    if {"label", "color", "group"} <= set(frame.columns):
+        frame["_group_consistent"] = [g == f"{lab}/{c}" for g, lab, c in
+                                      zip(frame["group"], frame["label"], frame["color"], strict=True)]
+        rules.append(("group = label/colour",
+                      E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
+    if "image_id" in frame.columns:
+        frame["_image_id"] = frame["image_id"].astype(str)
+        rules.append(("unique image_id", E.ExpectColumnValuesToBeUnique(column="_image_id")))
+    return frame, rules
+
+
+def _image_array_failures(split: ImageSplit, file_label: str) -> list[Failure]:
+    images = np.asarray(split.images)
+    out = []
+    if images.dtype != np.uint8:
+        out.append(Failure(file_label, "image dtype uint8", "image array check", f"dtype is {images.dtype}"))
+    if images.ndim != 4 or images.shape[1] != 3:
+        out.append(Failure(file_label, "image shape (N, 3, H, W)", "image array check",
+                           f"shape is {tuple(images.shape)}"))
+    elif images.shape[2] < 1 or images.shape[3] < 1:
+        out.append(Failure(file_label, "image shape (N, 3, H, W)", "image array check", "empty H or W"))
+    if len(images) != len(split.frame):
+        out.append(Failure(file_label, "one image per row", "image array check",
+                           f"{len(images)} images for {len(split.frame)} rows"))
+    return out
+
+
+def validate_split(df_or_split: Split, task: str, split_name: str, file_label: str,
+                   cfg: ValidationConfig) -> SplitReport:
+    """Run the task's suite on one split; failures name ``file_label`` and the rule."""
+    if task == "vision":
+        if not isinstance(df_or_split, ImageSplit):
+            return SplitReport(split_name, file_label, len(df_or_split), 0,
+                               [Failure(file_label, "vision split", "type check", "not an image split")])
+        report = SplitReport(split_name, file_label, len(df_or_split))
+        report.failures += _image_array_failures(df_or_split, file_label.replace(".jsonl", "_images.npy"))
+        frame, rules = _vision_rules(df_or_split, cfg)
+        cols = VISION_COLUMNS
+    else:
+        if not isinstance(df_or_split, pd.DataFrame):
+            return SplitReport(split_name, file_label, len(df_or_split), 0,
+                               [Failure(file_label, "nli split", "type check", "not a table of pairs")])
+        report = SplitReport(split_name, file_label, len(df_or_split))
+        frame, rules = _nli_rules(df_or_split, cfg)
+        cols = ("pair_id", "premise", "hypothesis", "label", "group")
+    results = _run_suite(frame, rules, f"{task}-{split_name}")
+    report.evaluated = len(results)
+    for rule, res in sorted(results, key=lambda r: r[0]):
+        if res.success:
+            continue
+        info = res.result or {}
+        idx = info.get("partial_unexpected_index_list") or []
+        examples = [_example(frame, int(i), cols) for i in idx[:MAX_EXAMPLES]]
+        if info.get("unexpected_count") is not None:
+            msg = f"{info['unexpected_count']} of {info.get('element_count', len(frame))} rows break it"
+        elif res.exception_info and res.exception_info.get("raised_exception"):
+            msg = f"could not be evaluated: {res.exception_info.get('exception_message')}"
+        else:
+            observed = info.get("observed_value")
+            if isinstance(observed, list):
+                observed = [c for c in observed if not str(c).startswith("_")]
+            mismatch = (info.get("details") or {}).get("mismatched") or {}
+            mismatch = {k: [c for c in v if not str(c).startswith("_")] for k, v in mismatch.items()}
+            msg = f"observed {observed!r}" + (f"; {mismatch}" if mismatch else "")
+            examples = [mismatch] if mismatch else [{"observed": observed}]
+        report.failures.append(Failure(file_label, rule, res.expectation_config.type, msg, examples))
+    return report
+
+
+# ------------------------------------------------------------------ cross-split checks
+def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConfig) -> list[Failure]:
+    frame = split.frame if isinstance(split, ImageSplit) else split
+    if "label" not in frame.columns or frame.empty:
+        return []
+    shares = frame["label"].astype(str).value_counts(normalize=True)
+    top = shares.index[0]
+    if shares.iloc[0] > cfg.max_label_share:
+        return [Failure(file_label, "label balance", "max label share",
+                        f"label {top!r} is {shares.iloc[0]:.1%} of split '{name}' (max {cfg.max_label_share:.0%})",
+                        [{"label": str(k), "share": round(float(v), 4)} for k, v in shares.head(5).items()])]
+    return []
+
+
+def _leaks(train: Split, other: Split, name: str, file_label: str, task: str) -> list[Failure]:
+    out = []
+    tf = train.frame if isinstance(train, ImageSplit) else train
+    of = other.frame if isinstance(other, ImageSplit) else other
+    id_col = "image_id" if task == "vision" else "pair_id"
+    if id_col in tf.columns and id_col in of.columns:
+        shared = of[of[id_col].astype(str).isin(set(tf[id_col].astype(str)))]
+        if len(shared):
+            out.append(Failure(file_label, f"no {id_col} shared between train and {name}", "cross-split leak",
+                               f"{len(shared)} id(s) of '{name}' also occur in train",
+                               [_example(of, int(i), (id_col,)) for i in np.flatnonzero(
+                                   of[id_col].astype(str).isin(set(tf[id_col].astype(str))))[:MAX_EXAMPLES]]))
+    if task == "nli" and {"premise", "hypothesis"} <= set(tf.columns) & set(of.columns):
+        train_pairs = set(zip(tf["premise"].astype(str), tf["hypothesis"].astype(str), strict=True))
+        mask = np.array([p in train_pairs for p in zip(of["premise"].astype(str), of["hypothesis"].astype(str),
+                                                        strict=True)], dtype=bool)
+        if mask.any():
+            out.append(Failure(file_label, f"no (premise, hypothesis) shared between train and {name}",
+                               "cross-split leak", f"{int(mask.sum())} pair(s) of '{name}' also occur in train",
+                               [_example(of, int(i), ("pair_id", "premise", "hypothesis"))
+                                for i in np.flatnonzero(mask)[:MAX_EXAMPLES]]))
+    return out
+
+
+def _challenge_groups(split: Split, file_label: str, task: str, cfg: ValidationConfig) -> list[Failure]:
+    frame = split.frame if isinstance(split, ImageSplit) else split
+    if not {"label", "bias_aligned"} <= set(frame.columns) or frame.empty:
+        return []
+    counts: dict[str, int] = {}
+    if task == "vision":
+        labels = range(len(split.class_names))
+        conflict = frame[~frame["bias_aligned"].astype(bool)]
+        got = conflict["label"].value_counts()
+        counts = {f"{k}/conflicting": int(got.get(k, 0)) for k in labels}
+    else:
+        if "heuristic" not in frame.columns:
+            return []
+        labels = sorted(set(frame["label"].astype(str)))
+        label_set = list(TWO_WAY_LABELS) if set(labels) <= set(TWO_WAY_LABELS) else labels
+        heuristics = [h for h in dict.fromkeys(frame["heuristic"].astype(str)) if h != NO_HEURISTIC]
+        if any(h in HANS_HEURISTICS for h in heuristics):
+            heuristics = list(dict.fromkeys([*HANS_HEURISTICS, *heuristics]))
+        got = frame.groupby(["heuristic", "label"]).size()
+        counts = {f"{h}/{lab}": int(got.get((h, lab), 0)) for h in heuristics for lab in label_set}
+    short = {g: n for g, n in counts.items() if n < cfg.min_group_count}
+    if not short:
+        return []
+    return [Failure(file_label, "every bias group present", "min group count",
+                    f"{len(short)} group(s) below {cfg.min_group_count} rows in the challenge split",
+                    [{"group": g, "rows": n} for g, n in list(short.items())[:MAX_EXAMPLES]])]
+
+
+def cross_split_checks(splits: dict[str, Split], task: str, files: dict[str, str],
+                       cfg: ValidationConfig) -> list[Failure]:
+    out: list[Failure] = []
+    if "train" in splits:
+        for name, split in splits.items():
+            if name != "train":
+                out += _leaks(splits["train"], split, name, files[name], task)
+    for name, split in splits.items():
+        out += _label_balance(name, split, files[name], cfg)
+    if "challenge" in splits:
+        out += _challenge_groups(splits["challenge"], files["challenge"], task, cfg)
+    return out
+
+
+# ------------------------------------------------------------------------ entry points
+def validate_splits(splits: dict[str, Split], task: str, cfg: ValidationConfig, source: str,
+                    files: dict[str, str] | None = None) -> ValidationReport:
+    files = files or {name: f"{source}:{name}" for name in splits}
+    report = ValidationReport(task, source)
+    for name, split in splits.items():
+        report.splits.append(validate_split(split, task, name, files[name], cfg))
+    report.cross = cross_split_checks(splits, task, files, cfg)
+    return report
+
+
+def validate_dataset(dataset_or_path: Any, cfg: StudyConfig) -> ValidationReport:
+    """Per-split suites plus cross-split checks on a dataset folder (or a read :class:`Dataset`)."""
+    from debiaskd.data.store import Dataset, read_dataset
+
+    try:
+        ds = dataset_or_path if isinstance(dataset_or_path, Dataset) else read_dataset(dataset_or_path)
+    except DebiaskdError as exc:
+        return _error_report(exc, cfg.task, str(dataset_or_path))
+    files = {name: str(Path(ds.path) / f"{name}.jsonl") for name in ds.splits}
+    return validate_splits(ds.splits, ds.task, cfg.validation, str(ds.path), files)
+
+
+def _error_report(exc: DebiaskdError, task: str, source: str) -> ValidationReport:
+    report = ValidationReport(task, source)
+    report.cross.append(Failure(exc.file or source, exc.rule or "readable data", "load", exc.message,
+                                list(exc.examples)))
+    return report
+
+
+def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
+    """Validate a dataset folder (with ``manifest.json``) or any loader ``SPEC``."""
+    from debiaskd.data.loaders import load_spec, parse_spec
+
+    try:
+        scheme, arg = parse_spec(spec)
+    except DebiaskdError as exc:
+        return _error_report(exc, task, spec)
+    if scheme == "dataset" and (Path(arg) / "manifest.json").is_file():
+        report = validate_dataset(arg, cfg)
+        if report.task != task and report.ok:
+            report.cross.append(Failure(arg, "task", "manifest", f"dataset task is {report.task}, not {task}"))
+        return report
+    try:
+        split = load_spec(spec, task, cfg, split="test")
+    except DebiaskdError as exc:
+        return _error_report(exc, task, spec)
+    frame = split.frame if isinstance(split, ImageSplit) else split
+    hans_like = task == "nli" and "subcase" in frame.columns and frame["subcase"].astype(str).ne("").any()
+    name = "challenge" if hans_like else "test"
+    return validate_splits({name: split}, task, cfg.validation, spec, {name: arg or spec})
