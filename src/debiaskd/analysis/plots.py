@@ -1,0 +1,175 @@
+"""Figures for the analysis and the report (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out_png: str | Path) -> Path:
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    _plt().close(fig)
+    return out
+
+
+def _matrix(values: Any) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=np.float64)
+
+
+def _heat(ax: Any, matrix: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None,
+          cmap: str = "viridis", xlabel: str = "head", ylabel: str = "layer") -> Any:
+    im = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, origin="lower")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if matrix.shape[0] <= 24:
+        ax.set_yticks(range(matrix.shape[0]))
+    if matrix.shape[1] <= 24:
+        ax.set_xticks(range(matrix.shape[1]))
+    return im
+
+
+def plot_attention_heatmap(profiles: Mapping[str, Any], out_png: str | Path, title: str = "overlap attention share",
+                           key: str = "overlap_share") -> Path:
+    """Layer × head heat maps of ``key`` (overlap share or entropy), one panel per subset (aligned / anti-bias)."""
+    plt = _plt()
+    panels = [(name, _matrix(p[key])) for name, p in profiles.items() if p and p.get(key) is not None]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.4), squeeze=False)
+    finite = [m[np.isfinite(m)] for _, m in panels]
+    vmax = max((float(f.max()) for f in finite if f.size), default=1.0)
+    for ax, (name, matrix) in zip(axes[0], panels, strict=False):
+        im = _heat(ax, matrix, f"{title}: {name}", 0.0, vmax)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, out_png)
+
+
+def plot_head_importance(importance: Mapping[str, Any], out_png: str | Path, title: str = "head ablation",
+                         top: int = 20) -> Path:
+    """Bars of the drop in gold log-prob (and accuracy) for the most important heads."""
+    plt = _plt()
+    acc = np.asarray(importance["accuracy_drop"], dtype=np.float64)
+    lp = np.asarray(importance["logprob_drop"], dtype=np.float64)
+    cells = [(la, h) for la in range(acc.shape[0]) for h in range(acc.shape[1]) if np.isfinite(acc[la, h])]
+    cells.sort(key=lambda c: (-acc[c], -lp[c]))
+    cells = cells[:top]
+    labels = [f"L{la}H{h}" for la, h in cells]
+    x = np.arange(len(cells))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(cells) + 2), 3.2))
+    ax.bar(x - 0.2, [acc[c] for c in cells], 0.4, label="accuracy drop")
+    ax.bar(x + 0.2, [lp[c] for c in cells], 0.4, label="gold log-prob drop")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xticks(x, labels, rotation=60, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
+def plot_probes(reports: Mapping[str, Mapping[str, Any]], out_png: str | Path, title: str = "linear probes") -> Path:
+    """Probe accuracy by layer, one panel per target, one line per model (dashed: majority rate)."""
+    plt = _plt()
+    targets = sorted({t for r in reports.values() for t in r["accuracy"]})
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(3.6 * max(1, len(targets)), 3.0), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=False):
+        for name, report in reports.items():
+            acc = report["accuracy"].get(target)
+            if acc is None:
+                continue
+            ys = [np.nan if v is None else v for v in acc]
+            line = ax.plot(report["layers"], ys, marker="o", label=name)[0]
+            majority = report["majority"].get(target)
+            if majority is not None:
+                ax.axhline(majority, ls="--", lw=0.8, color=line.get_color())
+        ax.set_title(f"{title}: {target}", fontsize=9)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylim(0.0, 1.05)
+        ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
+def plot_teacher_student(similarity: Mapping[str, Any], teacher_overlap: Any, student_overlap: Any,
+                         out_png: str | Path) -> Path:
+    """Panel: teacher and student overlap share per head, and the student × teacher head similarity."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    t, s = _matrix(teacher_overlap), _matrix(student_overlap)
+    vmax = float(np.nanmax(np.concatenate([t.ravel(), s.ravel()]))) if np.isfinite(t).any() else 1.0
+    fig.colorbar(_heat(axes[0], t, "teacher overlap share (anti-bias)", 0.0, vmax), ax=axes[0], fraction=0.046)
+    fig.colorbar(_heat(axes[1], s, "student overlap share (anti-bias)", 0.0, vmax), ax=axes[1], fraction=0.046)
+    sim = np.asarray(similarity["similarity"], dtype=np.float64)
+    im = _heat(axes[2], sim, "head similarity (1 − JS)", 0.0, 1.0, cmap="magma", xlabel="teacher head",
+               ylabel="student head")
+    if sim.shape[1] > 24:
+        axes[2].set_xticks([])
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    return _save(fig, out_png)
+
+
+def plot_channel_importance(importance: Mapping[str, Any], out_png: str | Path, top: int = 20) -> Path:
+    plt = _plt()
+    rows = importance["top_channels"][:top]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(rows) + 2), 3.0))
+    ax.bar(range(len(rows)), [r["accuracy_drop"] for r in rows])
+    ax.set_xticks(range(len(rows)), [str(r["channel"]) for r in rows], fontsize=7)
+    ax.set_xlabel("feature channel")
+    ax.set_title("channel ablation: anti-bias accuracy drop", fontsize=9)
+    return _save(fig, out_png)
+
+
+def _group_value(entry: Any) -> float:
+    if isinstance(entry, Mapping):
+        entry = entry.get("accuracy")
+    return np.nan if entry is None else float(entry)
+
+
+def plot_group_accuracies(summary_variants: Mapping[str, Mapping[str, Any]], out_png: str | Path,
+                          groups: Sequence[str] | None = None, title: str = "challenge accuracy by group") -> Path:
+    """Grouped bars: variants × challenge groups (from each variant's ``by_group``)."""
+    plt = _plt()
+    groups = list(groups or sorted({g for v in summary_variants.values() for g in (v.get("by_group") or {})}))
+    names = list(summary_variants)
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 3), 3.8))
+    for i, name in enumerate(names):
+        by_group = summary_variants[name].get("by_group") or {}
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, [_group_value(by_group.get(g)) for g in groups], width,
+               label=name)
+    ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out_png)
+
+
+def plot_retention(transfer: Mapping[str, Mapping[str, Any]], out_png: str | Path) -> Path:
+    """Per student: overall robustness retention and per-group retention (dots); 1 = teacher level."""
+    plt = _plt()
+    names = list(transfer)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 3.6))
+    for i, name in enumerate(names):
+        entry = transfer[name]
+        overall = entry.get("robustness_retention")
+        ax.bar(i, np.nan if overall is None else overall, 0.6, color="tab:blue", alpha=0.7)
+        per_group = [v for v in (entry.get("by_group_retention") or {}).values() if v is not None]
+        ax.scatter([i] * len(per_group), per_group, s=10, color="black", zorder=3)
+    ax.axhline(1.0, color="tab:red", ls="--", lw=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("student / teacher challenge accuracy")
+    ax.set_title("robustness retention (bars: overall, dots: per group)", fontsize=9)
+    return _save(fig, out_png)
