@@ -1,0 +1,172 @@
+"""Distillation recipes on top of :mod:`debiaskd.train`: teacher-output caching and rounds.
+
+Teacher logits are computed once per (model weights, data content) and stored as ``.npy``
+files in a cache folder, so epochs, rounds and variants that share a teacher and a training
+frame reuse them. :func:`distill_student` turns a :class:`~debiaskd.study.VariantSpec` into
+training runs: teacher-weight initialisation, ``spec.rounds`` rounds of iterative distillation
+(optionally through a teacher-assistant), cached or online KD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from debiaskd.config import StudyConfig
+from debiaskd.data.schema import NLI_LABELS, ImageSplit
+from debiaskd.errors import DebiaskdError
+from debiaskd.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
+from debiaskd.train import Inputs, TrainResult, predict_logits, resolve_device, train_model
+
+_KEY_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def data_hash(data: pd.DataFrame | ImageSplit, max_length: int | None = None) -> str:
+    """Content hash of what a model sees: the text pairs (+ max length) or the image bytes."""
+    h = hashlib.sha256()
+    if isinstance(data, ImageSplit):
+        h.update(np.ascontiguousarray(data.images).tobytes())
+        h.update(str(data.images.shape).encode())
+    else:
+        h.update(f"max_length={max_length}\n".encode())
+        for p, q in zip(data["premise"].tolist(), data["hypothesis"].tolist(), strict=True):
+            h.update(f"{p}\t{q}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def model_key(model_dir: str | Path) -> str:
+    """Hash of a saved model's weights (so a retrained model in the same folder misses the cache)."""
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors")) or [model_dir / VISION_WEIGHTS]
+    h = hashlib.sha256()
+    for f in files:
+        if not f.is_file():
+            raise DebiaskdError("model folder has no weights", file=str(model_dir), rule="model path")
+        stat = f.stat()
+        memo = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        if memo not in _KEY_MEMO:
+            fh = hashlib.sha256()
+            with open(f, "rb") as stream:
+                for chunk in iter(lambda s=stream: s.read(1 << 22), b""):
+                    fh.update(chunk)
+            _KEY_MEMO[memo] = fh.hexdigest()
+        h.update(_KEY_MEMO[memo].encode())
+    return h.hexdigest()[:20]
+
+
+def teacher_logits(model_or_loaded: LoadedModel | nn.Module, data: pd.DataFrame | ImageSplit, cfg: StudyConfig,
+                   batch_size: int | None = None, tokenizer: Any = None) -> np.ndarray:
+    """Logits ``(N, C)`` of a model on ``data`` (inference mode, dynamic padding, input order)."""
+    loaded = model_or_loaded if isinstance(model_or_loaded, LoadedModel) else None
+    model = loaded.model if loaded else model_or_loaded
+    tokenizer = tokenizer or (loaded.tokenizer if loaded else None)
+    task = "vision" if isinstance(data, ImageSplit) else "nli"
+    labels = [str(c) for c in data.class_names] if isinstance(data, ImageSplit) else list(NLI_LABELS)
+    inputs = Inputs(task, data, labels, tokenizer, cfg.nli_model.max_length)
+    device = resolve_device(cfg.train_config("teacher").device)
+    model.to(device)
+    return predict_logits(model, inputs, batch_size or cfg.eval.batch_size, device, cfg.teacher_train.bf16)
+
+
+def cached_teacher_logits(model_dir: str | Path, frame: pd.DataFrame | ImageSplit, cache_dir: str | Path,
+                          cfg: StudyConfig, model: LoadedModel | None = None) -> np.ndarray:
+    """:func:`teacher_logits` through a cache keyed by the model's weights and the data's content."""
+    cache_dir = Path(cache_dir)
+    key = f"{model_key(model_dir)}-{data_hash(frame, cfg.nli_model.max_length)}"
+    path = cache_dir / f"logits-{key}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    loaded = model or load_model(model_dir)
+    logits = teacher_logits(loaded, frame, cfg)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, logits, allow_pickle=False)
+    os.replace(tmp, path)
+    info = {"model_dir": str(model_dir), "rows": len(frame), "shape": list(logits.shape), "key": key}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return logits
+
+
+def _depth(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "num_hidden_layers", None)
+
+
+def distill_student(
+    spec, cfg: StudyConfig, train: pd.DataFrame | ImageSplit, validation: pd.DataFrame | ImageSplit | None,
+    seed: int, out_dir: str | Path, teacher_dir: str | Path | None, *, bias_probs: np.ndarray | None = None,
+    progress: bool = True, cache_dir: str | Path | None = None, conf_reg_logits: np.ndarray | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train the student of ``spec`` (all rounds); the last round's model lands in ``out_dir``.
+
+    * no teacher (``student_erm``, ``student_debiased``): plain :func:`train_model`;
+    * round ``r`` learns from round ``r − 1``'s model (round 1 from ``teacher_dir``); with
+      ``nli_model.assistant_layers`` set, the rounds before the last train teacher-assistants of
+      that depth. Intermediate rounds are kept beside the model, in ``<out_dir>.rounds/round<r>``
+      (:func:`rounds_dir`), so the model folder holds only the final student;
+    * ``spec.teacher_init``: each round's student copies the layers of its round's teacher when
+      that one is deeper (teacher or assistant), else of the original teacher
+      (``distill.init_layers`` or evenly spaced, embeddings included);
+    * KD reads cached teacher logits (``cache_dir``, default ``<out_dir parent>/teacher_cache``) unless
+      ``distill.cache_teacher`` is off or hidden/attention transfer needs online teacher passes.
+    """
+    if not spec.uses_kd:
+        return train_model(spec, cfg, train, validation, seed, out_dir, bias_probs=bias_probs, progress=progress,
+                           resume=resume, conf_reg_logits=conf_reg_logits)
+    if teacher_dir is None:
+        raise DebiaskdError(f"variant '{spec.name}' needs the model of '{spec.teacher}'", rule="distillation")
+    out = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else out.parent / "teacher_cache"
+    nli = cfg.task == "nli"
+    transfer = nli and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
+    attn_impl = "eager" if nli and cfg.distill.attention_weight > 0 else None
+    online = transfer or not cfg.distill.cache_teacher
+    original = load_model(teacher_dir, attn_implementation=attn_impl)
+    assistant = cfg.nli_model.assistant_layers if nli and spec.rounds > 1 else None
+    student_depth = cfg.nli_model.student_layers
+
+    current_dir, current = Path(teacher_dir), original
+    result: TrainResult | None = None
+    for r in range(1, spec.rounds + 1):
+        last = r == spec.rounds
+        round_dir = out if last else rounds_dir(out) / f"round{r}"
+        layers = assistant if (assistant and not last) else None
+        logits = None if online else cached_teacher_logits(current_dir, train, cache, cfg, model=current)
+        init_from, layer_map = None, None
+        if spec.teacher_init:
+            depth = layers or student_depth
+            init_from = current if (not nli or (_depth(current.model) or 0) > depth) else original
+            if init_from is original and cfg.distill.init_layers and len(cfg.distill.init_layers) == depth:
+                layer_map = list(cfg.distill.init_layers)
+        result = train_model(
+            spec, cfg, train, validation, seed, round_dir, teacher_logits=logits, teacher_model=current,
+            init_from=init_from, bias_probs=bias_probs, progress=progress, resume=resume,
+            conf_reg_logits=conf_reg_logits, student_layers=layers, layer_map=layer_map,
+            extra_meta={"round": r, "round_teacher": str(current_dir), "assistant": bool(layers),
+                        "teacher_dir": str(teacher_dir), "kd_online": online},
+        )
+        if not last:
+            current_dir = round_dir
+            current = load_model(round_dir, attn_implementation=attn_impl)
+    assert result is not None
+    return result
+
+
+def rounds_dir(out_dir: str | Path) -> Path:
+    """Where :func:`distill_student` keeps the intermediate rounds of ``out_dir``'s student."""
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.rounds"
+
+
+def read_train_meta(model_dir: str | Path) -> dict[str, Any]:
+    """The ``train`` block that :func:`train_model` wrote into ``debiaskd.json``."""
+    meta_path = Path(model_dir) / META_FILE
+    return json.loads(meta_path.read_text(encoding="utf-8")).get("train", {}) if meta_path.is_file() else {}

@@ -1,0 +1,230 @@
+"""The training loop: batching, every variant of the study, determinism, early stopping, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from debiaskd.batching import collate_nli, encode_nli, length_grouped_batches
+from debiaskd.bias import fit_bias_model, fit_color_bias_model
+from debiaskd.config import load_config
+from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, NLI_COLUMNS, NLI_LABELS, ImageSplit
+from debiaskd.distill import distill_student, rounds_dir
+from debiaskd.errors import DebiaskdError
+from debiaskd.models import META_FILE, load_model, minilm_path
+from debiaskd.study import VariantSpec, variant_specs
+from debiaskd.train import TrainResult, train_model
+
+NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
+VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
+
+
+def tiny_nli(n: int = 96, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(NOUNS, 2, replace=False)
+        v = rng.choice(VERBS)
+        label = NLI_LABELS[i % 3]
+        premise = f"The {a} {v} the {b} near the lake" + " today" * int(rng.integers(0, 4)) + "."
+        if label == "entailment":
+            hyp, heur = f"The {a} {v} the {b}.", "lexical_overlap"
+        elif label == "neutral":
+            hyp, heur = f"The {a} {v} the {b} and the {rng.choice(NOUNS)}.", "none"
+        else:
+            hyp, heur = f"The {a} did not see the {b}.", "negation"
+        rows.append({"pair_id": f"p{seed}-{i}", "premise": premise, "hypothesis": hyp, "label": label,
+                     "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
+                     "group": f"{heur}/{label}"})
+    return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+
+
+def tiny_images(n: int = 64, size: int = 8, seed: int = 0, classes: int = 4) -> ImageSplit:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    colors = np.where(rng.random(n) < 0.9, labels, rng.integers(0, classes, n))
+    images = np.zeros((n, 3, size, size), dtype=np.uint8)
+    for i in range(n):
+        mask = np.zeros((size, size), bool)
+        mask[labels[i]:labels[i] + 3, 2:6] = True
+        for c in range(3):
+            images[i, c][mask] = int(255 * COLOR_RGB[colors[i]][c])
+    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": labels.astype(int),
+                          "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
+                          "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
+    return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))
+
+
+def _data(task: str):
+    if task == "nli":
+        train, val = tiny_nli(96), tiny_nli(30, seed=1)
+        return train, val, fit_bias_model(train, "features").predict_proba(train)
+    train, val = tiny_images(64), tiny_images(32, seed=1)
+    return train, val, fit_color_bias_model(train).predict_proba(train)
+
+
+def _weights(model_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_path()))
+
+
+# ------------------------------------------------------------------ batching
+def test_length_grouped_batches_cover_everything_once_and_group_lengths() -> None:
+    lengths = np.random.default_rng(0).integers(5, 60, 1000)
+    batches = length_grouped_batches(lengths, 8, seed=3)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))
+    assert batches == length_grouped_batches(lengths, 8, seed=3)
+    assert batches != length_grouped_batches(lengths, 8, seed=4)
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[flat[i:i + 8]]) for i in np.random.default_rng(1).permutation(1000)[:100]])
+    assert spread < random_spread / 3  # similar lengths share a batch
+    ordered = length_grouped_batches(lengths, 8, seed=0, shuffle=False)
+    assert [lengths[b].max() for b in ordered] == sorted((lengths[b].max() for b in ordered), reverse=True)
+
+
+def test_encode_once_and_pad_to_the_batch_longest(tokenizer) -> None:
+    df = tiny_nli(12)
+    enc = encode_nli(tokenizer, df, max_length=16)
+    assert len(enc) == 12 and enc.lengths.max() <= 16
+    idx = [int(np.argmin(enc.lengths)), 3]
+    batch = collate_nli(enc, idx, tokenizer.pad_token_id)
+    width = int(enc.lengths[idx].max())
+    assert batch["input_ids"].shape == (2, width)
+    assert batch["attention_mask"].sum(1).tolist() == enc.lengths[idx].tolist()
+    assert batch["input_ids"][0, int(enc.lengths[idx[0]]):].eq(tokenizer.pad_token_id).all()
+    assert "token_type_ids" in batch
+
+
+# ------------------------------------------------------------------ every variant
+@pytest.fixture(scope="module", params=["nli", "vision"])
+def trained_study(request, tmp_path_factory):
+    task = request.param
+    cfg = load_config("smoke", task=task)
+    train, val, bias_probs = _data(task)
+    root = tmp_path_factory.mktemp(f"study-{task}")
+    results: dict[str, TrainResult] = {}
+    for name, spec in variant_specs(cfg).items():
+        if spec.role == "teacher":
+            results[name] = train_model(spec, cfg, train, val, 0, root / name, bias_probs=bias_probs, progress=False)
+        else:
+            teacher_dir = root / spec.teacher if spec.teacher else None
+            results[name] = distill_student(spec, cfg, train, val, 0, root / name, teacher_dir,
+                                            bias_probs=bias_probs, progress=False, cache_dir=root / "cache")
+    return task, cfg, root, results
+
+
+def test_every_variant_trains_and_reloads(trained_study) -> None:
+    task, cfg, root, results = trained_study
+    assert set(results) == set(variant_specs(cfg))
+    for name, result in results.items():
+        loaded = load_model(result.model_dir)
+        assert loaded.meta["variant"] == name and loaded.meta["task"] == task
+        assert loaded.meta["config_hash"] == cfg.config_hash()
+        assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])
+        assert result.history[0]["peak_rss_mb"] > 0 and result.examples_per_second > 0
+        assert not (result.model_dir / "checkpoint").exists()
+        x = (torch.zeros(2, 3, 8, 8) if task == "vision" else
+             loaded.tokenizer(["a b"], ["a"], return_tensors="pt"))
+        out = loaded.model(x) if task == "vision" else loaded.model(**x).logits
+        assert out.shape[-1] == (4 if task == "vision" else 3)
+    spec = variant_specs(cfg)["student_kd_iterative"]
+    assert (rounds_dir(root / "student_kd_iterative") / "round1" / META_FILE).is_file()
+    assert not (root / "student_kd_iterative" / "teacher_cache").exists()
+    assert load_model(root / "student_kd_iterative").meta["round"] == spec.rounds
+    # one cache file per distinct (teacher weights, data): the debiased teacher and the round-1 students
+    assert len(list((root / "cache").glob("*.npy"))) == 3
+    if task == "nli":
+        student = load_model(root / "student_kd")
+        assert student.model.config.num_hidden_layers == cfg.nli_model.student_layers
+        assert load_model(root / "student_kd_teacher_init").meta["layer_map"] == [1]
+
+
+def test_debiasing_changes_training(trained_study) -> None:
+    _, _, root, _ = trained_study
+    erm, debiased = _weights(root / "teacher_erm"), _weights(root / "teacher_debiased")
+    assert any(not torch.equal(erm[k], debiased[k]) for k in erm)
+    kd, kd_debiased = _weights(root / "student_kd"), _weights(root / "student_kd_debiased")
+    assert any(not torch.equal(kd[k], kd_debiased[k]) for k in kd)
+
+
+# ------------------------------------------------------------------ determinism & loop
+@pytest.mark.parametrize("task", ["nli", "vision"])
+def test_same_seed_same_weights(task, tmp_path) -> None:
+    cfg = load_config("smoke", task=task, overrides=["teacher_train.grad_accum=2",
+                                                     "vision_teacher_train.grad_accum=2"])
+    train, val, bias_probs = _data(task)
+    spec = variant_specs(cfg)["teacher_debiased"]
+    a = train_model(spec, cfg, train, val, 7, tmp_path / "a", bias_probs=bias_probs, progress=False)
+    b = train_model(spec, cfg, train, val, 7, tmp_path / "b", bias_probs=bias_probs, progress=False)
+    c = train_model(spec, cfg, train, val, 8, tmp_path / "c", bias_probs=bias_probs, progress=False)
+    wa, wb, wc = _weights(a.model_dir), _weights(b.model_dir), _weights(c.model_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    meta = json.loads((a.model_dir / META_FILE).read_text())
+    n_batches = 64 // 32 if task == "vision" else 96 // 16
+    assert meta["train"]["steps"] == n_batches // 2
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path) -> None:
+    cfg = load_config("smoke", overrides=["teacher_train.epochs=5", "teacher_train.lr=1e-12",
+                                          "teacher_train.early_stopping_patience=1", "teacher_train.warmup_ratio=0"])
+    train, val, _ = _data("nli")
+    result = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "m", progress=False)
+    # a learning rate this small cannot change the predictions: no improvement after epoch 1
+    assert len(result.history) == 2 and result.best_epoch == 1
+    assert all(h["validation_accuracy"] is not None for h in result.history)
+
+
+def test_max_steps_and_meta(tmp_path) -> None:
+    cfg = load_config("smoke", overrides=["student_train.max_steps=3", "student_train.epochs=4"])
+    train, val, _ = _data("nli")
+    result = train_model(VariantSpec("student_erm", "student", "erm"), cfg, train, val, 0, tmp_path / "s",
+                         progress=False)
+    meta = json.loads((result.model_dir / META_FILE).read_text())
+    assert meta["train"]["steps"] == 3 and len(result.history) == 1
+    assert meta["role"] == "student" and meta["label_names"] == list(NLI_LABELS)
+    assert meta["layers"] == cfg.nli_model.student_layers
+
+
+def test_missing_inputs_are_user_errors(tmp_path) -> None:
+    cfg = load_config("smoke")
+    train, val, _ = _data("nli")
+    specs = variant_specs(cfg)
+    with pytest.raises(DebiaskdError, match="teacher"):
+        train_model(specs["student_kd"], cfg, train, val, 0, tmp_path / "kd", progress=False)
+    with pytest.raises(DebiaskdError, match="bias"):
+        train_model(specs["teacher_debiased"], cfg, train, val, 0, tmp_path / "poe", progress=False)
+    with pytest.raises(DebiaskdError, match="labels"):
+        train_model(specs["teacher_erm"], cfg, train.assign(label="maybe"), val, 0, tmp_path / "x", progress=False)
+    with pytest.raises(DebiaskdError, match="teacher logits"):
+        train_model(specs["student_kd"], cfg, train, val, 0, tmp_path / "n", teacher_logits=np.zeros((3, 3)),
+                    progress=False)
+
+
+def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> None:
+    from debiaskd.bias import add_bias_probs
+
+    cfg = load_config("smoke", overrides=["debias.nli_method=conf_reg"])
+    train, val, bias_probs = _data("nli")
+    spec = variant_specs(cfg)["teacher_debiased"]
+    framed = add_bias_probs(train, bias_probs)
+    with pytest.raises(DebiaskdError, match="conf_reg"):
+        train_model(spec, cfg, framed, val, 0, tmp_path / "c0", progress=False)
+    erm_logits = np.random.default_rng(0).normal(size=(len(train), 3)).astype(np.float32)
+    a = train_model(spec, cfg, framed, val, 0, tmp_path / "c1", conf_reg_logits=erm_logits, progress=False)
+    b = train_model(spec, cfg, train, val, 0, tmp_path / "c2", bias_probs=bias_probs, conf_reg_logits=erm_logits,
+                    progress=False)
+    wa, wb = _weights(a.model_dir), _weights(b.model_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
