@@ -1,6 +1,6 @@
 """Data components: prepare (generate/load), validate (Great Expectations), augment."""
 
-from kfp.dsl import Dataset, Input, Markdown, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 
 def prepare_data(config: str, dataset: Output[Dataset]):
@@ -11,7 +11,7 @@ def prepare_data(config: str, dataset: Output[Dataset]):
     dataset.metadata["content_hash"] = manifest["content_hash"]
 
 
-def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, parent_run_id: str,
+def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, study: Input[Artifact],
                   report: Output[Markdown]):
     """Run the GX suites; fail the pipeline (before training) when the data breaks a rule."""
     import json
@@ -20,7 +20,8 @@ def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, paren
     from debiaskd import steps
 
     os.makedirs(report.path, exist_ok=True)
-    result = steps.validate_data(config, dataset.path, report.path, tracking_uri or None, parent_run_id or None)
+    result = steps.validate_data(config, dataset.path, report.path, tracking_uri or None,
+                                 steps.study_run_id(study.path))
     report.metadata["ok"] = bool(result.get("ok", True))
     with open(os.path.join(report.path, "validation.md"), "w", encoding="utf-8") as fh:
         fh.write("# Data validation\n\n```json\n" + json.dumps(result, indent=2)[:20000] + "\n```\n")

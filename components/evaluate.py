@@ -15,18 +15,18 @@ def evaluate_model(config: str, model: Input[Model], dataset: Input[Dataset], tr
             metrics.log_metric(key, float(result[key]))
 
 
-def collect_evaluations(config: str, seed: int, tracking_uri: str, parent_run_id: str,
+def collect_evaluations(config: str, seed: int, tracking_uri: str, study: Input[Artifact],
                         evaluations: Output[Artifact]):
     """Gather one seed's evaluations and analyses from MLflow (fails if a variant did not finish)."""
     from debiaskd import steps
 
-    steps.collect_evaluations(config, seed, tracking_uri, parent_run_id, evaluations.path)
+    steps.collect_evaluations(config, seed, tracking_uri, steps.study_run_id(study.path), evaluations.path)
 
 
 def analyze_model(config: str, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
-                  tracking_uri: str, parent_run_id: str, analysis: Output[HTML]):
+                  tracking_uri: str, study: Input[Artifact], analysis: Output[HTML]):
     """Attention-pattern and circuit analysis of a model against its reference."""
     from debiaskd import steps
 
     steps.analyze_pair(config, model.path, reference.path, dataset.path, analysis.path,
-                       tracking_uri or None, parent_run_id or None)
+                       tracking_uri or None, steps.study_run_id(study.path))

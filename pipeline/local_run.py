@@ -14,12 +14,13 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from debiaskd.config import StudyConfig, save_config
 from debiaskd.errors import DebiaskdError
-from debiaskd.steps import ERROR_FILE_ENV, analysis_pairs
+from debiaskd.steps import ERROR_FILE_ENV, analysis_pairs, preflight
 from debiaskd.study import variant_specs
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
@@ -94,6 +95,7 @@ def run_local(
     _check_writable(out)
     for name in OUTPUTS:  # a stale result must not pass for this run's
         (out / name).unlink(missing_ok=True)
+    preflight(cfg)
     save_config(cfg, out / "resolved_config.yaml")
     uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out)
     error_file = out / "errors.jsonl"
@@ -117,7 +119,10 @@ def run_local(
                                         daemon=True)
             follower.start()
         try:
-            with contextlib.redirect_stdout(_Tee(log, sys.__stdout__ if verbose else None)):
+            with contextlib.redirect_stdout(_Tee(log, sys.__stdout__ if verbose else None)), \
+                    warnings.catch_warnings():
+                if not verbose:  # kfp warns, per task, that display names and images are ignored locally
+                    warnings.filterwarnings("ignore", module=r"kfp\.local.*")
                 result = study(tracking_uri=uri, run_name=f"study-{cfg.config_hash()}")
         except BaseException as exc:  # kfp raises RuntimeError on a failed task
             failure = exc

@@ -68,7 +68,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                       "start MLflow study run")
         prep = setup(comps.prepare_data(config=config), "prepare data")
         valid = setup(comps.validate_data(config=config, dataset=prep.outputs["dataset"], tracking_uri=tracking_uri,
-                                          parent_run_id=start.output), "validate data (Great Expectations)")
+                                          study=start.outputs["study"]), "validate data (Great Expectations)")
         aug = setup(comps.augment_data(config=config, dataset=prep.outputs["dataset"]).after(valid),
                     "bias model + bias-aware augmentation")
         data = aug.outputs["augmented"]
@@ -79,10 +79,10 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                 if spec.teacher:
                     task = comps.distill_student(config=config, variant=name, seed=seed, dataset=data,
                                                  teacher=models[spec.teacher].outputs["model"],
-                                                 tracking_uri=tracking_uri, parent_run_id=start.output)
+                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
                 else:
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
-                                             tracking_uri=tracking_uri, parent_run_id=start.output)
+                                             tracking_uri=tracking_uri, study=start.outputs["study"])
                 models[name] = setup(task, f"train {name}", training=True)
                 ev = comps.evaluate_model(config=config, model=task.outputs["model"], dataset=data,
                                           tracking_uri=tracking_uri)
@@ -90,16 +90,16 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             for model, ref in pairs:
                 an = comps.analyze_model(config=config, model=models[model].outputs["model"],
                                          reference=models[ref].outputs["model"], dataset=data,
-                                         tracking_uri=tracking_uri, parent_run_id=start.output)
+                                         tracking_uri=tracking_uri, study=start.outputs["study"])
                 done.append(setup(an, f"analyze {model} vs {ref}"))
             collect = setup(comps.collect_evaluations(config=config, seed=seed, tracking_uri=tracking_uri,
-                                                      parent_run_id=start.output).after(*done),
+                                                      study=start.outputs["study"]).after(*done),
                             "collect evaluations")
         summary = setup(comps.summarize_study(config=config, evaluations=dsl.Collected(collect.outputs["evaluations"]),
-                                              tracking_uri=tracking_uri, parent_run_id=start.output),
+                                              tracking_uri=tracking_uri, study=start.outputs["study"]),
                         "summary, registration and gate")
         with dsl.If(summary.outputs["Output"] == "pass", name="robustness-gate-passed"):
-            setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, parent_run_id=start.output),
+            setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, study=start.outputs["study"]),
                   "promote champion")
         return summary.outputs["report"]
 

@@ -21,6 +21,8 @@ from debiaskd.errors import DebiaskdError, GateRefused
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="debiaskd", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -30,7 +32,8 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Generate and validate the bias benchmarks.")
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
-out = Console()
+# a wide table even when stdout is a pipe or a CI log (rich assumes 80 columns there)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke (tests, seconds) | default (CPU demo) | "
                                         "paper (GPU, BERT-base teacher)")]
@@ -82,7 +85,7 @@ def run(
         summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err)
         table = Table(title=f"debiaskd {t} study ({cfg.preset}) — accuracies in %", show_lines=False)
         for h in HEADERS:
-            table.add_column(h, justify="left" if h == "variant" else "right")
+            table.add_column(h, justify="left" if h == "variant" else "right", no_wrap=True)
         for row in results_rows(summary):
             table.add_row(*row)
         out.print(table)

@@ -62,16 +62,55 @@ def read_result(folder: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ tracking
 @reports_errors
-def start_study(config_yaml: str | StudyConfig, tracking_uri: str, name: str) -> str:
-    """Create the parent MLflow run of one study; returns its id."""
+def start_study(config_yaml: str | StudyConfig, tracking_uri: str, name: str,
+                out_dir: str | Path | None = None) -> str:
+    """Create the parent MLflow run of one study; returns its id (also written to ``out_dir``)."""
     from debiaskd import tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
-    return tracking.start_study_run(tracking_uri, cfg, name)
+    if tracking_uri is None:
+        raise DebiaskdError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI",
+                            rule="tracking configured")
+    run_id = tracking.start_study_run(tracking_uri, cfg, name)
+    if out_dir is not None:
+        _write_json(Path(out_dir) / "study.json", {"run_id": run_id, "name": name})
+    return run_id
+
+
+def study_run_id(study_dir: str | Path) -> str:
+    """The parent run id recorded by :func:`start_study` in its output folder."""
+    return json.loads((Path(study_dir) / "study.json").read_text(encoding="utf-8"))["run_id"]
 
 
 # ---------------------------------------------------------------------- data
+def preflight(cfg: StudyConfig) -> None:
+    """Cheap checks before any pipeline starts: data specs parse and exist, the model source resolves.
+
+    The pipeline's validation step still runs the full suites; this only makes the common
+    mistakes (a typo in a path, an unknown scheme) fail in a second with exit code 2.
+    """
+    from debiaskd.data.loaders import parse_spec
+
+    data = cfg.nli_data if cfg.task == "nli" else cfg.vision_data
+    for split in ("train", "validation", "test", "challenge"):
+        spec = getattr(data, split)
+        try:
+            scheme, arg = parse_spec(spec)
+        except DebiaskdError as exc:
+            rule = f"{cfg.task}_data.{split}: {exc.rule}"
+            raise DebiaskdError(exc.message, file=exc.file or spec, rule=rule) from exc
+        if scheme in ("generated", "hf", "colored-digits"):
+            continue
+        path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
+        if not path.exists():
+            raise DebiaskdError("data file does not exist", file=str(path), rule=f"{cfg.task}_data.{split}")
+    if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
+        from debiaskd.models import resolve_source
+
+        resolve_source(cfg.nli_model.teacher)
+
+
 @reports_errors
 def prepare_data(config_yaml: str | StudyConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate or load the four splits into a dataset folder (with its manifest)."""
@@ -254,11 +293,11 @@ def evaluate_variant(
     summary.update({k: trained[k] for k in ("variant", "seed", "role", "run_id", "run_name")})
     summary["model_uri"] = trained.get("model_uri")
     run_id = trained.get("run_id")
+    _write_json(out_dir / RESULT_FILE, summary)
     if tracking_uri and run_id:
         tracking.log_metrics(tracking_uri, run_id, result.metrics)
         tracking.log_artifacts(tracking_uri, run_id, out_dir, "evaluation")
         tracking.end_run(tracking_uri, run_id, "FINISHED")
-    _write_json(out_dir / RESULT_FILE, summary)
     return summary
 
 

@@ -29,6 +29,8 @@ for _key, _value in {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # offline by default: no usage data leaves the machine
 }.items():
     os.environ.setdefault(_key, _value)
 
@@ -67,9 +69,13 @@ def _call(uri: str, what: str, fn: Callable[[], T], attempts: int = 3, backoff: 
 
 
 def client(uri: str):
+    import logging
+
     import mlflow
     from mlflow import MlflowClient
 
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
