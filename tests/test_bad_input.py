@@ -409,9 +409,7 @@ CASES = [
     Case("config-missing-data-file", _c_config_missing_data_file),
     Case("model-path-missing", _c_model_path_missing),
     Case("model-pickle-only", _c_model_without_weights),
-    Case("model-label-count-mismatch", _c_model_label_mismatch,
-         xfail="evaluate_spec raises the label-set error without naming the model folder (fix pending in "
-               "src/debiaskd/evaluate.py: check loaded.label_names against the data before inference)"),
+    Case("model-label-count-mismatch", _c_model_label_mismatch),
 ]
 PARAMS = [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail else [])
           for c in CASES]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -58,7 +59,7 @@ def test_compile_writes_ir_yaml(tmp_path):
 
 
 class _FakeKfp(BaseHTTPRequestHandler):
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def _send(self, obj):
         body = json.dumps(obj).encode()
@@ -68,11 +69,11 @@ class _FakeKfp(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.calls.append(("GET", self.path, b""))
         self._send({"multi_user": False} if "healthz" in self.path else {"experiments": []})
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.calls.append(("POST", self.path, body))
         if self.path.endswith("/experiments"):

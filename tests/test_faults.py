@@ -156,8 +156,6 @@ def test_server_stopped_mid_run_fails_loudly_and_leaves_the_registry_clean(tmp_p
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="tracking.log_model/log_dataset use `with mlflow.start_run(run_id=...)`, whose "
-                   "exit marks the variant run FINISHED before it is evaluated (fix pending in tracking.py)")
 def test_logging_a_model_does_not_mark_the_run_finished(tmp_path):
     """A variant run stays RUNNING until evaluation ends it, so a crash leaves it visibly unfinished."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -184,8 +182,6 @@ def test_run_into_an_unwritable_folder_exits_2_naming_it(tmp_path, capsys, monke
     assert "writable output" in err and str(blocker) in "".join(err.split())
 
 
-@pytest.mark.xfail(strict=True, reason="store.write_dataset lets the OSError of mkdir escape (exit 1, traceback); "
-                   "fix pending: wrap it in DebiaskdError(rule='writable output')")
 def test_data_generate_into_an_unwritable_folder_exits_2(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")

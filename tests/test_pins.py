@@ -135,8 +135,6 @@ def test_constraints_file_is_exact_pins_only():
     assert not [ln for ln in lines if ln.startswith(("-e", "--", "file:", "git+"))]
 
 
-@pytest.mark.xfail(strict=True, reason="pyproject.toml has lower-bound-only requirements (pyyaml, tqdm, pandas, "
-                   "scipy, matplotlib, psycopg2-binary); fix pending: add upper bounds")
 def test_every_direct_dependency_is_pinned_or_bounded():
     loose = [str(r) for r in direct_requirements() if not is_bounded(r.specifier)]
     assert not loose, f"unbounded requirements in pyproject.toml: {loose}"

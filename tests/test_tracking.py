@@ -40,7 +40,7 @@ def _register(uri, name, model_dir, metrics, experiment="registry-test"):
 
 def test_runs_metrics_and_registered_model_roundtrip(mlflow_server, model_dir, tmp_path):
     uri = mlflow_server.uri
-    run, model_uri, version = _register(uri, "rt-student", model_dir, {
+    run, _model_uri, version = _register(uri, "rt-student", model_dir, {
         "in_distribution_accuracy": 0.79, "challenge_accuracy": 0.58, "worst_group_accuracy": 0.35})
     c = tracking.client(uri)
     got = c.get_run(run)
@@ -94,7 +94,7 @@ def test_racing_promotions_end_on_a_passing_version(mlflow_server, model_dir):
     final = str(tracking.alias_version(uri, name, "champion").version)
     assert final in versions
     assert all(getattr(r, "passed", False) for r in results.values())
-    loser = [v for v in versions if v != final][0]
+    loser = next(v for v in versions if v != final)
     # the loser either ran first (and was overwritten) or saw the race and said so
     assert results[loser].passed
 

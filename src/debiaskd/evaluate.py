@@ -21,6 +21,7 @@ import pandas as pd
 from debiaskd import metrics as M
 from debiaskd.config import StudyConfig
 from debiaskd.data.schema import ImageSplit
+from debiaskd.errors import DebiaskdError
 from debiaskd.inference import predict_proba
 from debiaskd.models import LoadedModel, load_model
 
@@ -260,6 +261,26 @@ def _load_spec(spec: str, task: str, cfg: StudyConfig) -> pd.DataFrame | ImageSp
     return load_spec(spec, task, cfg, split)
 
 
+def _check_labels(loaded: LoadedModel, data: pd.DataFrame | ImageSplit, spec: str) -> None:
+    """Refuse, before any inference, data whose labels the model cannot predict."""
+    frame = _frame(data)
+    names = set(loaded.label_names)
+    gold = {str(v) for v in frame["label"].unique()}
+    two_way = gold <= {"entailment", "non-entailment"} and "entailment" in names
+    if loaded.task == "nli" and not two_way and not gold <= names:
+        raise DebiaskdError(
+            f"the model predicts {sorted(names)} but the data has labels {sorted(gold - names)} "
+            f"({len(names)} model labels for {len(gold)} data labels; data: {spec})",
+            file=str(loaded.path), rule="model label count",
+        )
+    if loaded.task == "vision":
+        n_classes = int(loaded.meta.get("num_classes", 10))
+        bad = [int(v) for v in frame["label"].unique() if not 0 <= int(v) < n_classes]
+        if bad:
+            raise DebiaskdError(f"labels {sorted(bad)} are outside the model's {n_classes} classes (data: {spec})",
+                                file=str(loaded.path), rule="model label count")
+
+
 def evaluate_spec(
     model: str | Path | LoadedModel,
     spec: str,
@@ -280,6 +301,7 @@ def evaluate_spec(
     if data is None:
         data = _load_spec(spec, loaded.task, cfg)
     data = sample_split(data, limit, seed)
+    _check_labels(loaded, data, spec)
     stats, arrays = evaluate_split(
         loaded, data, batch_size=cfg.eval.batch_size, max_length=cfg.nli_model.max_length, ece_bins=cfg.eval.ece_bins,
         device=cfg.train_config("teacher").device,

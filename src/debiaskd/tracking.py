@@ -190,8 +190,14 @@ def log_dataset(uri: str, run_id: str, frame, name: str, digest: str, source: st
     def log() -> None:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_input(dataset, context=context)
+        _keep_running(uri, run_id)  # leaving start_run() ends the run; it is not evaluated yet
 
     _call(uri, "log the data set input", log)
+
+
+def _keep_running(uri: str, run_id: str) -> None:
+    """Put a run back to RUNNING after a fluent ``with mlflow.start_run(run_id)`` block closed it."""
+    client(uri).update_run(run_id, status="RUNNING")
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -250,6 +256,7 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)},
                 signature=signature, pip_requirements=["debiaskd"],
             )
+        _keep_running(uri, run_id)
         return info.model_uri
 
     return _call(uri, "log the model", log)

@@ -178,21 +178,28 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
                 "content_hash": content, "meta": _jsonable(meta or {})}
     payload["manifest.json"] = (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise DebiaskdError(f"cannot write the dataset: {exc.strerror}", file=str(out),
+                            rule="writable output") from exc
     try:
         for fn, data in payload.items():
             (tmp / fn).write_bytes(data)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             old.rename(out)
+        if isinstance(exc, OSError):
+            raise DebiaskdError(f"cannot write the dataset: {exc.strerror}", file=str(out),
+                                rule="writable output") from exc
         raise
     shutil.rmtree(old, ignore_errors=True)
     return manifest
