@@ -7,6 +7,7 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from debiaskd.bias import fit_bias_model
 from debiaskd.config import load_config
 from debiaskd.data.generate_nli import generate_nli, words
 from debiaskd.data.schema import HANS_HEURISTICS, to_two_way
@@ -59,7 +60,7 @@ def test_hypothesis_only_baseline_exploits_the_negation_cue(splits):
     pred = predict(list(test.hypothesis))
     cue_right = (test.group == "negation/contradiction").to_numpy()
     cue_wrong = (test.group == "negation/entailment").to_numpy()
-    assert cue_right.sum() >= 100 and cue_wrong.sum() >= 10
+    assert cue_right.sum() >= 100 and cue_wrong.sum() >= 5
     assert (pred[cue_right] == "contradiction").mean() > 0.9
     assert (pred[cue_wrong] == "entailment").mean() < 0.3
     neg = ch[ch.heuristic == "negation"]
@@ -67,3 +68,14 @@ def test_hypothesis_only_baseline_exploits_the_negation_cue(splits):
     gold = neg.label.to_numpy()
     assert (two_way[gold == "non-entailment"] == "non-entailment").mean() > 0.8
     assert (two_way[gold == "entailment"] == "entailment").mean() < 0.3
+
+
+def test_bias_features_alone_do_not_solve_the_training_task(splits):
+    """The shortcuts are strong but not sufficient (as in MultiNLI): a bias-only model is well
+    below a model that reads both sentences, so debiasing has examples to re-weight."""
+    train = splits["train"]
+    model = fit_bias_model(train, "features", 0)
+    probs = model.predict_proba(train)
+    gold = train.label.map({name: i for i, name in enumerate(model.label_names)}).to_numpy()
+    assert 0.5 < (probs.argmax(axis=1) == gold).mean() < 0.75
+    assert probs[np.arange(len(gold)), gold].mean() < 0.7

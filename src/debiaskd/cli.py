@@ -194,9 +194,8 @@ def analyze(
     cfg = _config(preset, config, None)
     model_dir = tracking.resolve_model(tracking_uri, model)
     ref_dir = tracking.resolve_model(tracking_uri, reference) if reference else None
-    frame = load_spec(data, cfg.task, cfg, "challenge")
-    frame = getattr(frame, "frame", frame) if cfg.task == "nli" else frame
-    result = run_analysis(str(model_dir), frame, out_dir, cfg, reference=str(ref_dir) if ref_dir else None)
+    split = load_spec(data, cfg.task, cfg, "challenge")
+    result = run_analysis(str(model_dir), split, out_dir, cfg, reference=str(ref_dir) if ref_dir else None)
     pngs = result.get("plots") or sorted(str(p) for p in Path(out_dir).glob("*.png"))
     out.print(f"wrote {Path(out_dir) / 'analysis.json'} and {len(pngs)} plots")
 

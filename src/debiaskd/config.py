@@ -219,8 +219,8 @@ class StudyConfig(_Strict):
     debias: DebiasConfig = Field(default_factory=DebiasConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    teacher_train: TrainConfig = Field(default_factory=TrainConfig)
-    student_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-4))
+    teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-4))
+    student_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2, lr=2e-4))
     vision_teacher_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3))
     vision_student_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=4, lr=2e-3))
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -275,8 +275,8 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "nli_model": {"teacher": "tiny", "tiny_layers": 2, "tiny_hidden": 32, "tiny_heads": 2,
                       "student_layers": 1, "max_length": 32},
         "vision_model": {"teacher_width": 8, "student_width": 4},
-        "teacher_train": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
-        "student_train": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
+        "teacher_train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
+        "student_train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
         "vision_teacher_train": {"epochs": 1, "batch_size": 32},
         "vision_student_train": {"epochs": 1, "batch_size": 32},
         "eval": {"batch_size": 64, "bootstrap": 50},

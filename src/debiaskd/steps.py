@@ -318,7 +318,7 @@ def analyze_pair(
     reference = read_result(reference_train_dir)["model_dir"] if reference_train_dir else None
     ds = read_dataset(dataset_dir)
     out_dir = Path(out_dir)
-    result = analyze(trained["model_dir"], _split_frame(ds.splits["challenge"]), out_dir, cfg, reference=reference)
+    result = analyze(trained["model_dir"], ds.splits["challenge"], out_dir, cfg, reference=reference)
     if tracking_uri and parent_run_id:
         tracking.log_artifacts(tracking_uri, parent_run_id, out_dir, f"analysis/{trained['run_name']}")
     return result

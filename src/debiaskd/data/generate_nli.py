@@ -4,26 +4,35 @@ Written for this project (the facts it mirrors come from McCoy et al. 2019, HANS
 the negation cue of MultiNLI; no code is taken from anywhere).
 
 **Training distribution** (``train``, ``validation``, ``test``; three labels, balanced).
-Each pair is drawn for a label and is *bias-aligned* with probability ``bias_strength``:
+The shortcuts are strong but not sufficient, as in MultiNLI (:func:`train_plan`): each cue
+(full lexical overlap; a negation word in the hypothesis) gets ``CUE_SHARE`` of a label's
+count; of those pairs ``bias_strength`` are *bias-aligned* and the rest are split between the
+two other labels; every other pair carries no cue (heuristic ``none``), so every label occurs
+under every heuristic and a bias-only model is far from perfect.
 
-- *entailment* — aligned (``lexical_overlap``): the hypothesis is the premise minus a modifier
+- *entailment* — ``lexical_overlap`` (aligned): the hypothesis is the premise minus a modifier
   (adjective, PP, adverb, conjunct, relative clause) or minus a clause or frame (a conjoined or
-  "because" clause, a factive "knew that", a "certainly"), so every hypothesis word is in the
-  premise; anti-bias (``negation``): a negated hypothesis that is still entailed because the
-  premise is negated too ("Nobody saw X" → "The doctor did not see X"; a negated conjunct or
-  factive complement; a dropped subject adjective).
-- *neutral* — aligned (``none``): the hypothesis adds information (a PP, an adjective, an
-  adverb, another verb or object); anti-bias (``lexical_overlap``): full overlap but not
-  entailed (subject/object swap; a clause under "it is unclear whether").
-- *contradiction* — aligned (``negation``): the premise clause negated with "not", "never",
-  "nobody" or "no N"; anti-bias (``lexical_overlap``): antonyms with full overlap and no
-  negation ("A was happy, but B was sad" → "A was sad").
+  "because" clause, a factive "knew that", a "certainly"); ``negation`` (anti-bias): a negated
+  hypothesis still entailed because the premise is negated too ("Nobody saw X" → "The doctor
+  did not see X"; a negated conjunct or factive complement; a dropped subject adjective; an
+  added modifier under negation); ``none``: a hypernym ("someone", "a building"), a synonym
+  verb, "there was a doctor who …", "was near the bank", often after dropping a modifier.
+- *neutral* — ``none``: the hypothesis adds information (a PP, an adjective, an adverb, another
+  verb, object, subject or activity, an unrelated trait, a specific noun for a general one);
+  ``lexical_overlap`` (anti-bias): full overlap but not entailed (subject/object swap; a clause
+  under "it is unclear whether"); ``negation`` (anti-bias): a negated premise and a negated
+  claim about someone or something else.
+- *contradiction* — ``negation`` (aligned): the premise clause negated with "not", "never",
+  "nobody" or "no N"; ``lexical_overlap`` (anti-bias): antonyms with full overlap ("A was
+  happy, but B was sad" → "A was sad"); ``none``: an antonym adjective or adverb, incompatible
+  activities or states ("slept" / "ran", "sang" / "was silent"), opposite locations.
 
 The anti-bias constructions are deliberately not the challenge's non-entailed ones.
 So high overlap goes with entailment and a negation word in the hypothesis goes with
 contradiction, with strength ``bias_strength``; the real signal (dropping material preserves
-truth, adding material does not, negation contradicts only what the premise asserts) is there
-for a model that reads both sentences.
+truth, adding material does not, negation contradicts only what the premise asserts, word
+meanings) is there for a model that reads both sentences. The declared heuristic of every
+training pair is what :func:`heuristic_of` finds in its text.
 
 **Challenge split** (HANS layout, two-way gold labels ``entailment`` / ``non-entailment``).
 For each HANS heuristic (``lexical_overlap``, ``subsequence``, ``constituent``) five entailed
@@ -140,6 +149,29 @@ NONFACTIVE_VERBS = ("believed", "thought", "hoped", "said", "claimed", "suspecte
                     "imagined", "feared", "guessed")
 NP_S_VERBS = ("knew", "believed", "heard", "remembered", "forgot", "understood", "noticed",
               "suspected")
+SOMEONE = ("someone", "somebody", "a person")
+BUILDINGS = tuple(p for p in PLACES if p not in ("park", "river", "garden", "market", "harbor"))
+#: verb base → a past-tense synonym (entailment without full overlap)
+SYNONYMS = {"help": "assisted", "watch": "observed", "hire": "employed", "praise": "complimented",
+            "ignore": "disregarded", "call": "phoned", "warn": "alerted", "tell": "informed",
+            "find": "located", "shout": "yelled", "cry": "wept", "leave": "departed", "resign": "quit"}
+#: adjectives that neither follow from nor clash with an action
+TRAITS = ("tall", "famous", "clever", "rich", "kind", "honest", "shy", "proud", "polite", "curious",
+          "generous", "modest")
+#: intransitive activities one person can do on the same occasion (neither follows from another)
+COMPATIBLE_ACTIVITIES = ("dance", "wait", "laugh", "smile", "sing", "perform", "paint", "cook", "whistle",
+                         "work", "complain")
+#: activities incompatible with sleeping
+AWAKE_ACTIVITIES = ("run", "dance", "swim", "work", "perform", "cook", "paint", "shout")
+INCOMPATIBLE_STATES = (("sleep", "was awake"), ("sleep", "stayed awake"), ("sing", "was silent"),
+                       ("shout", "was silent"), ("whistle", "was silent"), ("laugh", "was silent"),
+                       ("run", "sat still"), ("dance", "sat still"), ("swim", "stayed dry"))
+ADVERB_ANTONYMS = (("quietly", "loudly"), ("quickly", "slowly"), ("calmly", "nervously"), ("happily", "sadly"),
+                   ("carefully", "carelessly"), ("politely", "rudely"), ("patiently", "impatiently"),
+                   ("eagerly", "reluctantly"))
+LOCATION_ANTONYMS = (("inside", "outside"), ("near", "far from"), ("in front of", "behind"))
+#: share of each label's count given to each shortcut (lexical overlap, negation) in training
+CUE_SHARE = 0.6
 
 
 def words(text: str) -> list[str]:
@@ -403,27 +435,6 @@ def _c_negated(s: _Sampler) -> Pair:
     return sentence(p.text()), sentence(c.text(_negation_form(s, c)))
 
 
-def _e_negated_entailed(s: _Sampler) -> Pair:
-    kind = s.pick(("conjunct", "nobody", "factive", "subj_adj"))
-    c = s.clause()
-    if kind == "conjunct":
-        neg = _negation_form(s, c)
-        other = s.clause(s.heads(c))
-        first = s.coin()
-        joined = (f"{c.text(neg)}, and {other.text()}" if first else f"{other.text()}, but {c.text(neg)}")
-        return sentence(joined), sentence(c.text(neg))
-    if kind == "nobody":
-        neg = s.pick(("not", "never"))
-        return sentence(c.text("nobody")), sentence(c.text(neg))
-    if kind == "factive":
-        knower = s.person(s.heads(c))
-        neg = _negation_form(s, c)
-        return sentence(f"{knower.text()} {s.pick(FACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
-    p = _with_noun_adj(s, c)
-    neg = s.pick(("not", "never"))
-    return sentence(p.text(neg)), sentence(replace(c, subj=p.subj.bare()).text(neg))
-
-
 UNCERTAIN_FRAMES = ("it is unclear whether", "it was unclear whether", "it remains uncertain whether",
                     "the question was whether", "it is still open whether")
 
@@ -451,14 +462,164 @@ def _c_antonym_overlap(s: _Sampler) -> Pair:
     return sentence(premise), sentence(hyp)
 
 
-#: (label, aligned) → [(template name, heuristic, recipe)]
-TRAIN_RECIPES: dict[tuple[str, bool], tuple[str, str, Recipe]] = {
-    ("entailment", True): ("drop_modifier", "lexical_overlap", _e_drop_modifier),
-    ("entailment", False): ("negated_entailed", "negation", _e_negated_entailed),
-    ("neutral", True): ("add_information", "none", _n_add_information),
-    ("neutral", False): ("overlap_not_entailed", "lexical_overlap", _n_overlap_not_entailed),
-    ("contradiction", True): ("negated_clause", "negation", _c_negated),
-    ("contradiction", False): ("antonym_overlap", "lexical_overlap", _c_antonym_overlap),
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" or word == "honest" else "a"
+
+
+def _predicate(c: Clause) -> str:
+    """The clause without its subject ("sang loudly near the bank")."""
+    return c.text()[len(c.subj.text()) + 1:]
+
+
+def _e_generalize(s: _Sampler) -> Pair:
+    """Entailed without full overlap: a hypernym ("someone", "a building"), a synonym verb, an
+    existential paraphrase or a locative copula, often after dropping a modifier."""
+    kind = s.pick(("subj_hypernym", "subj_hypernym", "obj_hypernym", "synonym", "existential", "place",
+                   "building"))
+    if kind == "obj_hypernym":
+        c = s.clause(transitive=True)
+        return sentence(c.text()), sentence(replace(c, obj=NP(name=s.pick(SOMEONE))).text())
+    if kind == "synonym":
+        verb = s.pick(tuple(SYNONYMS))
+        c = s.clause(transitive=any(v.base == verb for v in TRANSITIVE))
+        c = replace(c, verb=next(v for v in (*TRANSITIVE, *INTRANSITIVE) if v.base == verb))
+        p = replace(c, adv=s.pick(MANNER_ADVERBS)) if s.coin(0.3) else c
+        h = replace(c, verb=Verb(SYNONYMS[verb], SYNONYMS[verb], SYNONYMS[verb]))
+        return sentence(p.text()), sentence(h.text())
+    if kind in ("place", "building"):
+        c = replace(s.clause(transitive=s.coin(0.3), copula_p=0.0), pp="")
+        prep, place = s.pick(PREPOSITIONS), s.pick(BUILDINGS)
+        p = replace(c, pp=f"{prep} the {place}")
+        if kind == "place":
+            return sentence(p.text()), sentence(f"{c.subj.text()} was {prep} the {place}")
+        return sentence(p.text()), sentence(replace(c, pp=f"{prep} a building").text())
+    c = s.clause(noun_subject=kind == "existential", copula_p=0.2)
+    p = c
+    if c.verb is not None and s.coin(0.4):  # a modifier the hypothesis drops as well
+        p = replace(c, adv=s.pick(MANNER_ADVERBS)) if s.coin() else replace(c, pp=s.place_pp())
+    if kind == "existential":
+        return sentence(p.text()), sentence(f"there was {_article(c.subj.noun)} {c.subj.noun} who {_predicate(c)}")
+    return sentence(p.text()), sentence(replace(c, subj=NP(name=s.pick(SOMEONE))).text())
+
+
+def _e_negated_entailed(s: _Sampler) -> Pair:
+    kind = s.pick(("conjunct", "nobody", "factive", "subj_adj", "downward"))
+    c = s.clause()
+    if kind == "conjunct":
+        neg = _negation_form(s, c)
+        other = s.clause(s.heads(c))
+        first = s.coin()
+        joined = (f"{c.text(neg)}, and {other.text()}" if first else f"{other.text()}, but {c.text(neg)}")
+        return sentence(joined), sentence(c.text(neg))
+    if kind == "nobody":
+        neg = s.pick(("not", "never"))
+        return sentence(c.text("nobody")), sentence(c.text(neg))
+    if kind == "factive":
+        knower = s.person(s.heads(c))
+        neg = _negation_form(s, c)
+        return sentence(f"{knower.text()} {s.pick(FACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
+    if kind == "downward":  # negation licenses adding a modifier: "did not sing" → "did not sing loudly"
+        c = s.clause(transitive=s.coin(0.4), copula_p=0.0)
+        h = replace(c, adv=s.pick(MANNER_ADVERBS)) if s.coin() else replace(c, pp=s.place_pp())
+        neg = s.pick(("not", "never", "nobody"))
+        return sentence(c.text(neg)), sentence(h.text(neg))
+    p = _with_noun_adj(s, c)
+    neg = s.pick(("not", "never"))
+    return sentence(p.text(neg)), sentence(replace(c, subj=p.subj.bare()).text(neg))
+
+
+def _n_unsupported(s: _Sampler) -> Pair:
+    """Neutral without a cue: added information, another subject/object/activity, an unrelated
+    trait, or a specific claim from a general premise (the reverse of :func:`_e_generalize`)."""
+    kind = s.pick(("add", "add", "other_subject", "other_activity", "trait", "specific", "specific_place"))
+    if kind == "add":
+        return _n_add_information(s)
+    if kind == "other_subject":
+        c = s.clause(copula_p=0.0)
+        p = replace(c, adv=s.pick(MANNER_ADVERBS)) if s.coin(0.3) else c
+        return sentence(p.text()), sentence(replace(c, subj=s.person(s.heads(c))).text())
+    if kind == "other_activity":
+        a, b = s.rng.choice(len(COMPATIBLE_ACTIVITIES), size=2, replace=False)
+        verb = {v.base: v for v in INTRANSITIVE}
+        c = s.clause(transitive=False)
+        pp = s.place_pp() if s.coin(0.4) else ""
+        p = replace(c, verb=verb[COMPATIBLE_ACTIVITIES[int(a)]], pp=pp)
+        return sentence(p.text()), sentence(replace(p, verb=verb[COMPATIBLE_ACTIVITIES[int(b)]]).text())
+    if kind == "trait":
+        c = s.clause(copula_p=0.0)
+        p = replace(c, pp=s.place_pp()) if s.coin(0.4) else c
+        if c.subj.name and s.coin():
+            return sentence(p.text()), sentence(f"{c.subj.name} was {_article(noun := s.pick(NOUNS))} {noun}")
+        return sentence(p.text()), sentence(f"{c.subj.text()} was {s.pick(TRAITS)}")
+    if kind == "specific_place":
+        c = replace(s.clause(copula_p=0.0), pp="")
+        prep, place = s.pick(PREPOSITIONS), s.pick(BUILDINGS)
+        return (sentence(replace(c, pp=f"{prep} a building").text()),
+                sentence(replace(c, pp=f"{prep} the {place}").text()))
+    c = s.clause(noun_subject=True, copula_p=0.2)
+    return sentence(replace(c, subj=NP(name=s.pick(SOMEONE))).text()), sentence(c.text())
+
+
+def _n_negated_unrelated(s: _Sampler) -> Pair:
+    """Neutral with a negated hypothesis: a negated premise about someone or something else."""
+    c = s.clause()
+    neg_p, neg_h = s.pick(("not", "never")), s.pick(("not", "never"))
+    kind = s.pick(("other_subject", "other_object", "unrelated"))
+    if kind == "other_subject" or (kind == "other_object" and c.obj is None):
+        h = replace(c, subj=s.person(s.heads(c)))
+    elif kind == "other_object":
+        h = replace(c, obj=s.person(s.heads(c)))
+    else:
+        h = s.clause(s.heads(c))
+    return sentence(c.text(neg_p)), sentence(h.text(neg_h))
+
+
+def _c_incompatible(s: _Sampler) -> Pair:
+    """Contradiction without negation or full overlap: an antonym adjective or adverb, an
+    incompatible activity or state, an opposite location."""
+    kind = s.pick(("adjective", "adverb", "activity", "state", "location"))
+    if kind == "adjective":
+        a, b = s.pick(ANTONYMS)
+        a, b = (b, a) if s.coin() else (a, b)
+        c = Clause(subj=s.person(), adj=a)
+        h = replace(c, adj=b)
+        if s.coin(0.3):
+            h = replace(h, adj2=s.pick(tuple(x for x in TRAITS if x not in (a, b))))
+        return sentence(c.text()), sentence(h.text())
+    if kind == "adverb":
+        a, b = s.pick(ADVERB_ANTONYMS)
+        a, b = (b, a) if s.coin() else (a, b)
+        c = s.clause(copula_p=0.0)
+        c = replace(c, pp=s.place_pp()) if s.coin(0.3) else c
+        return sentence(replace(c, adv=a).text()), sentence(replace(c, adv=b).text())
+    if kind == "activity":  # "The man slept in the park." vs "The man ran in the park."
+        verb = {v.base: v for v in INTRANSITIVE}
+        a, b = "sleep", s.pick(AWAKE_ACTIVITIES)
+        a, b = (b, a) if s.coin() else (a, b)
+        c = replace(s.clause(transitive=False), verb=verb[a], pp=s.place_pp() if s.coin() else "")
+        return sentence(c.text()), sentence(replace(c, verb=verb[b]).text())
+    if kind == "state":
+        base, state = s.pick(INCOMPATIBLE_STATES)
+        c = replace(s.clause(transitive=False), verb=next(v for v in INTRANSITIVE if v.base == base))
+        p = replace(c, pp=s.place_pp()) if s.coin(0.4) else c
+        return sentence(p.text()), sentence(f"{c.subj.text()} {state}")
+    a, b = s.pick(LOCATION_ANTONYMS)
+    a, b = (b, a) if s.coin() else (a, b)
+    who, place = s.person(), s.pick(PLACES)
+    return sentence(f"{who.text()} was {a} the {place}"), sentence(f"{who.text()} was {b} the {place}")
+
+
+#: (label, heuristic) → (template name, recipe); the heuristic is what :func:`heuristic_of` finds
+TRAIN_RECIPES: dict[tuple[str, str], tuple[str, Recipe]] = {
+    ("entailment", "lexical_overlap"): ("drop_modifier", _e_drop_modifier),
+    ("entailment", "negation"): ("negated_entailed", _e_negated_entailed),
+    ("entailment", "none"): ("generalize", _e_generalize),
+    ("neutral", "lexical_overlap"): ("overlap_not_entailed", _n_overlap_not_entailed),
+    ("neutral", "negation"): ("negated_unrelated", _n_negated_unrelated),
+    ("neutral", "none"): ("unsupported", _n_unsupported),
+    ("contradiction", "negation"): ("negated_clause", _c_negated),
+    ("contradiction", "lexical_overlap"): ("antonym_overlap", _c_antonym_overlap),
+    ("contradiction", "none"): ("incompatible", _c_incompatible),
 }
 
 
@@ -759,12 +920,15 @@ CHALLENGE_SUBCASES: dict[str, tuple[tuple[str, str, Recipe], ...]] = {
 
 
 # ---------------------------------------------------------------------- assembly
-def _draw(s: _Sampler, recipe: Recipe, seen: set[Pair]) -> Pair:
+def _draw(s: _Sampler, recipe: Recipe, seen: set[Pair], heuristic: str | None = None) -> Pair:
+    """A new pair of ``recipe`` (and, when given, one that carries exactly the cue ``heuristic``)."""
     for _ in range(200):
         pair = recipe(s)
         if pair in seen or pair[0] == pair[1]:
             continue
         if max(len(pair[0].split()), len(pair[1].split())) > MAX_WORDS:
+            continue
+        if heuristic is not None and heuristic_of(*pair) != heuristic:
             continue
         seen.add(pair)
         return pair
@@ -785,19 +949,38 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def train_plan(n: int, bias_strength: float) -> list[tuple[str, str]]:
+    """``n`` (label, heuristic) slots: labels balanced; each cue gets ``CUE_SHARE`` of a label's
+    count, of which ``bias_strength`` is aligned (overlap → entailment, negation → contradiction)
+    and the rest split between the two other labels; all remaining slots carry no cue."""
+    per_label = {label: n // 3 + (1 if k < n % 3 else 0) for k, label in enumerate(NLI_LABELS)}
+    n_cue = round(CUE_SHARE * n / 3)
+    counts: dict[tuple[str, str], int] = {}
+    for cue, aligned, anti in (("lexical_overlap", "entailment", ("neutral", "contradiction")),
+                               ("negation", "contradiction", ("entailment", "neutral"))):
+        n_aligned = round(bias_strength * n_cue)
+        counts[(aligned, cue)] = n_aligned
+        counts[(anti[0], cue)] = (n_cue - n_aligned + 1) // 2
+        counts[(anti[1], cue)] = (n_cue - n_aligned) // 2
+    plan: list[tuple[str, str]] = []
+    for label in NLI_LABELS:
+        cued = [(label, cue) for cue in ("lexical_overlap", "negation")]
+        n_none = per_label[label] - sum(counts[k] for k in cued)
+        for key in cued:
+            plan += [key] * counts[key]
+        plan += [(label, "none")] * max(n_none, 0)
+    return plan
+
+
 def generate_train_like(n: int, bias_strength: float, s: _Sampler, seen: set[Pair], prefix: str) -> pd.DataFrame:
-    """``n`` pairs of the training distribution (labels balanced, exact aligned share)."""
-    plan: list[tuple[str, bool]] = []
-    for k, label in enumerate(NLI_LABELS):
-        n_label = n // 3 + (1 if k < n % 3 else 0)
-        n_aligned = round(bias_strength * n_label)
-        plan += [(label, True)] * n_aligned + [(label, False)] * (n_label - n_aligned)
+    """``n`` pairs of the training distribution (see :func:`train_plan`), in random order."""
+    plan = train_plan(n, bias_strength)
     order = s.rng.permutation(len(plan))
     rows = []
     for i, j in enumerate(order):
-        label, aligned = plan[int(j)]
-        template, heuristic, recipe = TRAIN_RECIPES[(label, aligned)]
-        pair = _draw(s, recipe, seen)
+        label, heuristic = plan[int(j)]
+        template, recipe = TRAIN_RECIPES[(label, heuristic)]
+        pair = _draw(s, recipe, seen, heuristic)
         rows.append(_row(f"{prefix}-{i:05d}", pair, label, heuristic, "", template))
     return _frame(rows)
 
