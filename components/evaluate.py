@@ -6,13 +6,16 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 def evaluate_model(config: str, model: Input[Model], dataset: Input[Dataset], tracking_uri: str,
                    metrics: Output[Metrics], evaluation: Output[Artifact]):
     """Bias-stratified evaluation: headline numbers as kfp Metrics, everything in the artifact and MLflow."""
+    import json
+
     from debiaskd import steps
 
     result = steps.evaluate_variant(config, model.path, dataset.path, evaluation.path, tracking_uri or None)
-    for key in ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
-                "heuristic_reliance"):
-        if isinstance(result.get(key), (int, float)):
-            metrics.log_metric(key, float(result[key]))
+    headline = {k: float(result[k]) for k in steps.HEADLINE_KEYS if isinstance(result.get(k), (int, float))}
+    for key, value in headline.items():
+        metrics.log_metric(key, value)
+    with open(metrics.path, "w", encoding="utf-8") as fh:  # a file behind the artifact lets kfp cache the task
+        json.dump(headline, fh)
 
 
 def collect_evaluations(config: str, seed: int, tracking_uri: str, study: Input[Artifact],

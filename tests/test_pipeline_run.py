@@ -81,7 +81,9 @@ def test_rerun_with_same_dir_reuses_finished_steps(smoke_run):
                     "--set", "tracking.experiment=e2e-smoke", "--set", "tracking.model_prefix=e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "kfp.log").read_text()
-    assert log.count("cache") >= 10 or log.lower().count("cached") >= 10, "finished steps were not reused"
+    executed = [line for line in log.splitlines() if "Executing task" in line]
+    # every step was reused from kfp's cache: nothing trained or evaluated again
+    assert executed == [], executed
     after = json.loads((out / "summary.json").read_text())
     assert after["variants"]["student_kd"]["challenge_accuracy"] == before["variants"]["student_kd"][
         "challenge_accuracy"]

@@ -352,7 +352,9 @@ def load_config(
     task: str | None = None,
 ) -> StudyConfig:
     """Resolve preset → YAML file → ``--set`` overrides (→ task) into a validated config."""
-    data = preset_dict(preset)
+    # start from every default, so a preset or file that sets one key of a section keeps the
+    # section's other defaults (vision training rates, say) instead of the bare class defaults
+    data = _deep_merge(StudyConfig().to_dict(), preset_dict(preset))
     source = f"preset '{preset}'"
     if config_file is not None:
         path = Path(config_file)
@@ -366,7 +368,7 @@ def load_config(
         if not isinstance(loaded, dict):
             raise DebiaskdError("the top level must be a mapping", file=str(path), rule="config file")
         if "preset" in loaded and loaded["preset"] != preset:
-            data = _deep_merge(preset_dict(str(loaded["preset"])), {})
+            data = _deep_merge(StudyConfig().to_dict(), preset_dict(str(loaded["preset"])))
         data = _deep_merge(data, loaded)
     for item in overrides or []:
         path_parts, value = parse_override(item)

@@ -20,6 +20,8 @@ from debiaskd.errors import DebiaskdError
 from debiaskd.study import run_name, variant_specs
 
 RESULT_FILE = "result.json"
+HEADLINE_KEYS = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
+                 "heuristic_reliance")
 #: when set, a step that fails on user input appends its message here (the CLI reads it back)
 ERROR_FILE_ENV = "DEBIASKD_ERROR_FILE"
 F = TypeVar("F", bound=Callable[..., Any])
