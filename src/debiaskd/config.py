@@ -35,7 +35,7 @@ class NLIDataConfig(_Strict):
     validation: str = Field("generated:validation", description="SPEC of the early-stopping split")
     test: str = Field("generated:test", description="SPEC of the in-distribution test split")
     challenge: str = Field("generated:challenge", description="SPEC of the HANS-layout challenge split")
-    n_train: int = Field(3000, ge=30)
+    n_train: int = Field(2000, ge=30)
     n_validation: int = Field(300, ge=10)
     n_test: int = Field(600, ge=10)
     n_challenge_per_subcase: int = Field(40, ge=2)
@@ -145,7 +145,7 @@ class EvalConfig(_Strict):
 
 class AnalysisConfig(_Strict):
     enabled: bool = True
-    n_examples: int = Field(64, ge=4)
+    n_examples: int = Field(32, ge=4)
     ablation: bool = True
     probes: bool = True
 
