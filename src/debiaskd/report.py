@@ -82,7 +82,9 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         entry["by_group"] = {g: _mean([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
         if len(runs) > 1:
             entry["by_group_std"] = {g: _std([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
-        for key in ("challenge_accuracy_ci95_bootstrap", "ece", "by_heuristic"):
+        if first.get("ci"):  # bootstrap intervals over examples, first seed
+            entry["bootstrap_ci95"] = first["ci"]
+        for key in ("challenge_ece", "in_distribution_ece", "by_heuristic", "balanced_threshold_accuracy"):
             if key in first:
                 entry[key] = first[key]
         entry["mlflow_run_id"] = first.get("run_id")
@@ -190,13 +192,15 @@ def results_rows(summary: dict[str, Any]) -> list[list[str]]:
         ret = _fmt(retention, pct=False) if retention is not None else "–"
         if tr and not tr.get("meaningful"):
             ret += "†"
-        rows.append([name, _fmt(v["in_distribution_accuracy"]), _fmt(v["challenge_accuracy"]),
+        ci = (v.get("bootstrap_ci95") or {}).get("challenge_accuracy")
+        challenge = _fmt(v["challenge_accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+        rows.append([name, _fmt(v["in_distribution_accuracy"]), challenge,
                      _fmt(v.get("challenge_auc"), pct=False), _fmt(v["worst_group_accuracy"]),
                      _fmt(v.get("heuristic_reliance"), pct=False), ret])
     return rows
 
 
-HEADERS = ["variant", "ID acc", "challenge acc", "AUC", "worst group", "reliance", "retention"]
+HEADERS = ["variant", "ID acc", "challenge acc [95% CI]", "AUC", "worst group", "reliance", "retention"]
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:

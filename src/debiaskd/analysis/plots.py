@@ -157,6 +157,9 @@ def plot_group_accuracies(summary_variants: Mapping[str, Mapping[str, Any]], out
     return _save(fig, out_png)
 
 
+RETENTION_CAP = 2.5
+
+
 def plot_retention(transfer: Mapping[str, Mapping[str, Any]], out_png: str | Path) -> Path:
     """Per student: overall robustness retention and per-group retention (dots); 1 = teacher level."""
     plt = _plt()
@@ -167,9 +170,14 @@ def plot_retention(transfer: Mapping[str, Mapping[str, Any]], out_png: str | Pat
         overall = entry.get("robustness_retention")
         ax.bar(i, np.nan if overall is None else overall, 0.6, color="tab:blue", alpha=0.7)
         per_group = [v for v in (entry.get("by_group_retention") or {}).values() if v is not None]
-        ax.scatter([i] * len(per_group), per_group, s=10, color="black", zorder=3)
+        shown = [min(v, RETENTION_CAP) for v in per_group]  # a teacher near 0% makes ratios explode
+        clipped = [v > RETENTION_CAP for v in per_group]
+        ax.scatter([i] * len(shown), shown, s=10, color="black", zorder=3)
+        ax.scatter([i for c in clipped if c], [RETENTION_CAP for c in clipped if c], s=30, marker="^",
+                   color="tab:orange", zorder=4)
     ax.axhline(1.0, color="tab:red", ls="--", lw=0.8)
+    ax.set_ylim(0, RETENTION_CAP * 1.05)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("student / teacher challenge accuracy")
-    ax.set_title("robustness retention (bars: overall, dots: per group)", fontsize=9)
+    ax.set_title(f"robustness retention (bars: overall, dots: per group; ▲ above {RETENTION_CAP:g})", fontsize=9)
     return _save(fig, out_png)
