@@ -103,7 +103,7 @@ def _postgres_uri() -> str | None:
                        check=True, capture_output=True, timeout=20)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
         return None
-    return f"postgresql://postgres:postgres@127.0.0.1:5432/{db}"
+    return f"postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/{db}"  # SQLAlchemy 2.1 defaults to psycopg 3
 
 
 @pytest.fixture(scope="session")
