@@ -109,3 +109,20 @@ def test_unreachable_server_fails_with_clear_error():
 def test_unknown_experiment_in_compare_is_a_user_error(mlflow_server):
     with pytest.raises(DebiaskdError):
         tracking.study_runs(mlflow_server.uri, "no-such-experiment")
+
+
+def test_promote_command_exits_3_when_refused_and_0_when_passing(mlflow_server, model_dir, capsys):
+    from debiaskd.cli import main
+
+    uri = mlflow_server.uri
+    name = "cli-student"
+    _, _, good = _register(uri, name, model_dir, {"in_distribution_accuracy": 0.79, "challenge_accuracy": 0.58,
+                                                   "worst_group_accuracy": 0.35})
+    _, _, bad = _register(uri, name, model_dir, {"in_distribution_accuracy": 0.30, "challenge_accuracy": 0.70,
+                                                  "worst_group_accuracy": 0.50})
+    assert main(["promote", "--model", name, "--version", bad, "--tracking-uri", uri, "--dry-run"]) == 3
+    assert tracking.alias_version(uri, name, "champion") is None  # a dry run changes nothing
+    assert main(["promote", "--model", name, "--version", good, "--tracking-uri", uri]) == 0
+    assert main(["promote", "--model", name, "--version", bad, "--tracking-uri", uri]) == 3
+    assert "promotion refused" in capsys.readouterr().err
+    assert str(tracking.alias_version(uri, name, "champion").version) == good
