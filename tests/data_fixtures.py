@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from debiaskd.config import StudyConfig, load_config
+from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, ImageSplit
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -28,3 +31,20 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative names)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_images(n: int = 64, size: int = 8, seed: int = 0, classes: int = 4) -> ImageSplit:
+    """Coloured blocks whose colour matches the label 90% of the time (a colour shortcut)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    colors = np.where(rng.random(n) < 0.9, labels, rng.integers(0, classes, n))
+    images = np.zeros((n, 3, size, size), dtype=np.uint8)
+    for i in range(n):
+        mask = np.zeros((size, size), bool)
+        mask[labels[i]:labels[i] + 3, 2:6] = True
+        for c in range(3):
+            images[i, c][mask] = int(255 * COLOR_RGB[colors[i]][c])
+    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": labels.astype(int),
+                          "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
+                          "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
+    return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_fixtures import tiny_images
 from debiaskd import bias
-from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, NLI_COLUMNS, NLI_LABELS, ImageSplit
+from debiaskd.data.schema import COLOR_NAMES, NLI_COLUMNS, NLI_LABELS
 from debiaskd.errors import DebiaskdError
 
 NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
@@ -36,22 +37,6 @@ def tiny_nli(n: int = 150, seed: int = 0) -> pd.DataFrame:
                      "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
                      "group": f"{heur}/{label}"})
     return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
-
-
-def tiny_images(n: int = 120, size: int = 8, seed: int = 0, classes: int = 4) -> ImageSplit:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    colors = np.where(rng.random(n) < 0.9, labels, rng.integers(0, classes, n))
-    images = np.zeros((n, 3, size, size), dtype=np.uint8)
-    for i in range(n):
-        mask = np.zeros((size, size), bool)
-        mask[labels[i]:labels[i] + 3, 2:6] = True
-        for c in range(3):
-            images[i, c][mask] = int(255 * COLOR_RGB[colors[i]][c])
-    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": labels.astype(int),
-                          "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
-                          "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
-    return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))
 
 
 def _pairs(items: list[tuple[str, str]]) -> pd.DataFrame:

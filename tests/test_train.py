@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_fixtures import tiny_images
 from debiaskd.batching import collate_nli, encode_nli, length_grouped_batches
 from debiaskd.bias import fit_bias_model, fit_color_bias_model
 from debiaskd.config import load_config
-from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, NLI_COLUMNS, NLI_LABELS, ImageSplit
+from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS
 from debiaskd.distill import distill_student, rounds_dir
 from debiaskd.errors import DebiaskdError
 from debiaskd.models import META_FILE, load_model, minilm_path
@@ -42,22 +43,6 @@ def tiny_nli(n: int = 96, seed: int = 0) -> pd.DataFrame:
                      "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
                      "group": f"{heur}/{label}"})
     return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
-
-
-def tiny_images(n: int = 64, size: int = 8, seed: int = 0, classes: int = 4) -> ImageSplit:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    colors = np.where(rng.random(n) < 0.9, labels, rng.integers(0, classes, n))
-    images = np.zeros((n, 3, size, size), dtype=np.uint8)
-    for i in range(n):
-        mask = np.zeros((size, size), bool)
-        mask[labels[i]:labels[i] + 3, 2:6] = True
-        for c in range(3):
-            images[i, c][mask] = int(255 * COLOR_RGB[colors[i]][c])
-    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "label": labels.astype(int),
-                          "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
-                          "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
-    return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))
 
 
 def _data(task: str):
