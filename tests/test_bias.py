@@ -100,7 +100,7 @@ def test_unknown_kind_and_labels_are_refused() -> None:
 
 
 def test_color_model_follows_the_colour() -> None:
-    split = tiny_images()
+    split = tiny_images(n=120)
     model = bias.fit_color_bias_model(split)
     probs = model.predict_proba(split)
     assert probs.shape == (len(split), 4)
