@@ -12,16 +12,17 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 from debiaskd.config import StudyConfig, config_from_yaml_text
 from debiaskd.errors import DebiaskdError
+from debiaskd.report import HEADLINE
 from debiaskd.study import run_name, variant_specs
 
 RESULT_FILE = "result.json"
-HEADLINE_KEYS = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
-                 "heuristic_reliance")
+HEADLINE_KEYS = HEADLINE  # the numbers every variant reports (one definition, in report.py)
 #: when set, a step that fails on user input appends its message here (the CLI reads it back)
 ERROR_FILE_ENV = "DEBIASKD_ERROR_FILE"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,11 +158,12 @@ def augment_data(
     from debiaskd.data.store import read_dataset, write_dataset
 
     cfg = _cfg(config_yaml)
+    import numpy as np
+    import pandas as pd
+
     ds = read_dataset(dataset_dir)
     splits = dict(ds.splits)
     if ds.task == "nli":
-        import pandas as pd
-
         bias = fit_bias_model(splits["train"], cfg.debias.bias_model, cfg.augment.seed)
         new_rows = augment_nli(splits["train"], cfg.augment, cfg.augment.seed)
         splits["train_augmented"] = pd.concat([splits["train"], new_rows], ignore_index=True)
@@ -171,12 +173,10 @@ def augment_data(
     else:
         bias = fit_color_bias_model(splits["train"])
         extra = augment_vision(splits["train"], cfg.augment, cfg.augment.seed)
-        import numpy as np
-
         train = splits["train"]
         splits["train_augmented"] = ImageSplit(
             np.concatenate([train.images, extra.images]),
-            __import__("pandas").concat([train.frame, extra.frame], ignore_index=True),
+            pd.concat([train.frame, extra.frame], ignore_index=True),
             train.class_names, train.group_names,
         )
         for name in list(splits):
@@ -233,27 +233,23 @@ def train_variant(
         tracking.log_dataset(tracking_uri, run_id, _split_frame(train).drop(columns=["bias_probs"],
                              errors="ignore").head(1000), f"{train_name}", ds.content_hash,
                              str(Path(dataset_dir).resolve()), "training")
-    monitor = tracking.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else None
+    monitor = tracking.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
     try:
-        if monitor is not None:
-            monitor.__enter__()
-        if spec.role == "teacher" or not spec.uses_kd:
-            from debiaskd.train import train_model
+        with monitor:
+            if spec.role == "teacher" or not spec.uses_kd:
+                from debiaskd.train import train_model
 
-            result = train_model(spec, cfg, train, validation, seed, model_dir,
-                                 bias_probs=_bias_probs(train), progress=progress)
-        else:
-            from debiaskd.distill import distill_student
-
-            result = distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
+                result = train_model(spec, cfg, train, validation, seed, model_dir,
                                      bias_probs=_bias_probs(train), progress=progress)
+            else:
+                from debiaskd.distill import distill_student
+
+                result = distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
+                                         bias_probs=_bias_probs(train), progress=progress)
     except BaseException:
         if run_id:
             tracking.end_run(tracking_uri, run_id, "FAILED")
         raise
-    finally:
-        if monitor is not None:
-            monitor.__exit__(None, None, None)
     out = {
         "variant": variant, "seed": seed, "role": spec.role, "run_id": run_id, "run_name": run_name(variant, seed),
         "model_dir": str(Path(result.model_dir).resolve()), "seconds": result.seconds,
@@ -411,8 +407,7 @@ def summarize(
 def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for variant, entry in summary["variants"].items():
-        for key in ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
-                    "heuristic_reliance"):
+        for key in HEADLINE:
             if isinstance(entry.get(key), int | float):
                 metrics[f"{variant}/{key}"] = entry[key]
     for variant, entry in summary.get("transfer", {}).items():
