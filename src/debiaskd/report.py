@@ -33,12 +33,11 @@ def _std(values: list[float]) -> float | None:
 
 
 def _ci(values: list[float]) -> list[float] | None:
-    """Normal-approximation 95% interval of the mean over seeds (None with one seed)."""
-    vals = [float(v) for v in values if isinstance(v, int | float) and np.isfinite(v)]
-    if len(vals) < 2:
-        return None
-    half = 1.96 * float(np.std(vals, ddof=1)) / np.sqrt(len(vals))
-    return [float(np.mean(vals)) - half, float(np.mean(vals)) + half]
+    """Student-t 95% interval of the mean over seeds (None with fewer than two seeds)."""
+    from debiaskd.metrics import mean_std_ci
+
+    stats = mean_std_ci([v for v in values if isinstance(v, int | float)])
+    return [stats["ci_low"], stats["ci_high"]] if stats["n"] > 1 else None
 
 
 def _challenge_correct(eval_dir: Path) -> np.ndarray | None:
@@ -159,7 +158,29 @@ def _comparisons(by_variant: dict[str, list[tuple[dict[str, Any], Path]]]) -> di
             out[key] = {"a": a, "b": b, "mean_difference": float(np.mean(diffs)),
                         "significant_seeds": sum(1 for t in tests if t["p_value"] < 0.05),
                         "seeds": len(tests), "tests": tests}
+            if len(tests) > 1:
+                out[key].update(_across_seeds(tests, diffs))
     return out
+
+
+def _across_seeds(tests: list[dict[str, Any]], diffs: list[float]) -> dict[str, Any]:
+    """With several seeds: a t-interval of the per-seed difference (seed variance) and a pooled
+    McNemar test (discordant pairs summed over seeds)."""
+    from scipy import stats
+
+    from debiaskd.metrics import mean_std_ci
+
+    spread = mean_std_ci(diffs)
+    b01, b10 = sum(t["b01"] for t in tests), sum(t["b10"] for t in tests)
+    n = b01 + b10
+    if n == 0:
+        pooled_p = 1.0
+    elif n < 25:
+        pooled_p = min(1.0, 2.0 * float(stats.binom.cdf(min(b01, b10), n, 0.5)))
+    else:
+        pooled_p = float(stats.chi2.sf((abs(b01 - b10) - 1.0) ** 2 / n, 1))
+    return {"difference_ci95": [spread["ci_low"], spread["ci_high"]], "difference_std": spread["std"],
+            "pooled_p_value": pooled_p, "pooled_b01": b01, "pooled_b10": b10}
 
 
 def _candidate(cfg: StudyConfig, variants: dict[str, Any]) -> str | None:
@@ -192,9 +213,13 @@ def results_rows(summary: dict[str, Any]) -> list[list[str]]:
         ret = _fmt(retention, pct=False) if retention is not None else "–"
         if tr and not tr.get("meaningful"):
             ret += "†"
-        ci = (v.get("bootstrap_ci95") or {}).get("challenge_accuracy")
+        # several seeds: a t-interval over seeds; one seed: a bootstrap interval over examples
+        ci = v.get("challenge_accuracy_ci95") or (v.get("bootstrap_ci95") or {}).get("challenge_accuracy")
         challenge = _fmt(v["challenge_accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
-        rows.append([name, _fmt(v["in_distribution_accuracy"]), challenge,
+        in_dist = _fmt(v["in_distribution_accuracy"])
+        if v.get("in_distribution_accuracy_std") is not None:
+            in_dist += f" ± {100 * v['in_distribution_accuracy_std']:.1f}"
+        rows.append([name, in_dist, challenge,
                      _fmt(v.get("challenge_auc"), pct=False), _fmt(v["worst_group_accuracy"]),
                      _fmt(v.get("heuristic_reliance"), pct=False), ret])
     return rows
@@ -243,7 +268,9 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         f"# debiaskd study — task `{cfg.task}`, preset `{cfg.preset}`, seeds {list(cfg.seeds)}",
         "",
         "Accuracies in %. *AUC* is threshold-free (P(entailment) vs the two-way gold label on the challenge "
-        "split); *reliance* = accuracy where the heuristic is right minus where it is wrong (1 = follows it "
+        "split); the interval is a bootstrap over examples with one seed, a Student-t interval over seeds "
+        "with several (± gives the standard deviation over seeds); "
+        "*reliance* = accuracy where the heuristic is right minus where it is wrong (1 = follows it "
         "blindly, 0 = ignores it). *Retention* = student / teacher challenge accuracy; † marks a student "
         "that did not learn the task (ID accuracy below the gate's floor), whose retention means little.",
         "",
@@ -258,9 +285,14 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
     ]
     for key, comp in summary.get("comparisons", {}).items():
         p_values = ", ".join(f"{t['p_value']:.3g}" for t in comp["tests"])
+        across = ""
+        if comp.get("difference_ci95"):
+            lo, hi = comp["difference_ci95"]
+            across = (f"; over seeds 95% t-interval [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+                      f"pooled McNemar p = {comp['pooled_p_value']:.3g}")
         lines.append(
             f"- **{key}**: `{comp['a']}` − `{comp['b']}` = {100 * comp['mean_difference']:+.1f} points "
-            f"(significant at 0.05 in {comp['significant_seeds']}/{comp['seeds']} seeds; p = {p_values})"
+            f"(significant at 0.05 in {comp['significant_seeds']}/{comp['seeds']} seeds; p = {p_values}{across})"
         )
     if not summary.get("comparisons"):
         lines.append("- no paired predictions were available")

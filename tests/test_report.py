@@ -1,0 +1,76 @@
+"""The study report: aggregation over seeds, paired tests, and the table the CLI prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from debiaskd.config import load_config
+from debiaskd.report import build_summary, results_rows, write_report
+
+
+def _eval(tmp: Path, variant: str, seed: int, correct: np.ndarray, id_acc: float) -> tuple[dict, Path]:
+    folder = tmp / f"{variant}-s{seed}"
+    folder.mkdir(parents=True)
+    np.savez_compressed(folder / "predictions.npz", **{"challenge/correct": correct})
+    ev = {"variant": variant, "seed": seed, "role": "teacher", "run_id": f"r-{variant}-{seed}",
+          "in_distribution_accuracy": id_acc, "challenge_accuracy": float(correct.mean()),
+          "worst_group_accuracy": 0.1, "challenge_auc": 0.6, "heuristic_reliance": 0.2,
+          "by_group": {"lexical_overlap/non-entailment": float(correct[:50].mean())}}
+    return ev, folder
+
+
+def _study(tmp: Path, seeds: list[int]):
+    cfg = load_config("smoke", overrides=[f"seeds={seeds}", "variants=[teacher_erm,teacher_debiased]"])
+    rng = np.random.default_rng(0)
+    evals, dirs = [], []
+    for seed in seeds:
+        erm = rng.random(200) < 0.5
+        debiased = erm.copy()
+        flip = rng.choice(200, 30 + 5 * seed, replace=False)  # debiased fixes some of ERM's errors
+        debiased[flip] = True
+        for variant, correct, acc in (("teacher_erm", erm, 0.86 + 0.01 * seed),
+                                      ("teacher_debiased", debiased, 0.84 + 0.02 * seed)):
+            ev, d = _eval(tmp, variant, seed, correct, acc)
+            evals.append(ev)
+            dirs.append(d)
+    return cfg, evals, dirs
+
+
+def test_several_seeds_give_t_intervals_and_a_pooled_paired_test(tmp_path: Path) -> None:
+    cfg, evals, dirs = _study(tmp_path, [0, 1, 2])
+    summary = build_summary(cfg, evals, dirs)
+    ids = [e["in_distribution_accuracy"] for e in evals if e["variant"] == "teacher_debiased"]
+    entry = summary["variants"]["teacher_debiased"]
+    assert entry["in_distribution_accuracy"] == pytest.approx(np.mean(ids))
+    half = stats.t.ppf(0.975, 2) * np.std(ids, ddof=1) / np.sqrt(3)
+    assert entry["in_distribution_accuracy_ci95"] == pytest.approx([np.mean(ids) - half, np.mean(ids) + half])
+
+    comp = summary["comparisons"]["debiased_vs_erm_teacher"]
+    assert comp["seeds"] == 3
+    b01 = sum(t["b01"] for t in comp["tests"])
+    b10 = sum(t["b10"] for t in comp["tests"])
+    assert (comp["pooled_b01"], comp["pooled_b10"]) == (b01, b10)
+    assert b01 == 0 and b10 > 0  # debiased only ever fixes errors here
+    expected = stats.chi2.sf((abs(b01 - b10) - 1) ** 2 / (b01 + b10), 1)
+    assert comp["pooled_p_value"] == pytest.approx(expected)
+    lo, hi = comp["difference_ci95"]
+    assert lo < comp["mean_difference"] < hi and lo > 0
+
+    row = {r[0]: r for r in results_rows(summary)}["teacher_debiased"]
+    assert "±" in row[1]  # ID accuracy shows the spread over seeds
+    write_report(cfg, summary, tmp_path / "report", [])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "pooled McNemar" in text and "t-interval" in text
+
+
+def test_one_seed_keeps_per_example_tests_only(tmp_path: Path) -> None:
+    cfg, evals, dirs = _study(tmp_path, [0])
+    summary = build_summary(cfg, evals, dirs)
+    comp = summary["comparisons"]["debiased_vs_erm_teacher"]
+    assert comp["seeds"] == 1 and "pooled_p_value" not in comp
+    assert summary["variants"]["teacher_debiased"].get("in_distribution_accuracy_ci95") is None
+    assert "±" not in {r[0]: r for r in results_rows(summary)}["teacher_debiased"][1]
