@@ -213,3 +213,17 @@ def test_stratified_sample_keeps_group_shares():
     small = ["a"] * 98 + ["b"] * 2
     assert "b" in set(np.array(small)[M.stratified_sample_index(small, 10, seed=0)])
     assert len(M.stratified_sample_index(groups, 500)) == 100
+
+
+def test_hard_subset_accuracy_uses_the_bert_difficulty_count():
+    # four pairs; the two that fewer than 50 of 100 BERT runs got right form the hard subset
+    frame = pd.DataFrame({"label": ["entailment", "neutral", "contradiction", "neutral"],
+                          "group": ["none/entailment", "none/neutral", "none/contradiction", "none/neutral"],
+                          "bert_correct": [100, 12, 49, 50]})
+    names = ["entailment", "neutral", "contradiction"]
+    # predictions: right, wrong (says entailment), right, right
+    probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    out = M.stratified_metrics(frame, probs, names, two_way=False)
+    assert out["hard_n"] == 2 and out["hard_accuracy"] == pytest.approx(0.5)
+    assert out["accuracy"] == pytest.approx(0.75)
+    assert "hard_accuracy" not in M.stratified_metrics(frame.drop(columns="bert_correct"), probs, names, False)

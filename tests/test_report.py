@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from debiaskd.config import load_config
-from debiaskd.report import build_summary, results_rows, write_report
+from debiaskd.report import build_summary, results_headers, results_rows, write_report
 
 
 def _eval(tmp: Path, variant: str, seed: int, correct: np.ndarray, id_acc: float) -> tuple[dict, Path]:

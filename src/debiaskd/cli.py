@@ -73,7 +73,7 @@ def run(
     re-running with the same DIR and config reuses finished steps (kfp caching).
     """
     from debiaskd.pipeline.local_run import run_local
-    from debiaskd.report import HEADERS, results_rows
+    from debiaskd.report import results_headers, results_rows
 
     _check_task(task, ("nli", "vision", "all"))
     tasks = ["nli", "vision"] if task == "all" else [task]
@@ -84,7 +84,7 @@ def run(
             target = out_dir / t
         summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err)
         table = Table(title=f"debiaskd {t} study ({cfg.preset}) — accuracies in %", show_lines=False)
-        for h in HEADERS:
+        for h in results_headers(summary):
             table.add_column(h, justify="left" if h == "variant" else "right", no_wrap=True)
         for row in results_rows(summary):
             table.add_row(*row)

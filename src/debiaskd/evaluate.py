@@ -28,7 +28,7 @@ from debiaskd.models import LoadedModel, load_model
 SUMMARY_KEYS: tuple[str, ...] = (
     "in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "average_group_accuracy",
     "challenge_auc", "heuristic_reliance", "balanced_threshold_accuracy", "challenge_ece",
-    "in_distribution_ece",
+    "in_distribution_ece", "in_distribution_hard_accuracy",
 )
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -52,6 +52,8 @@ class EvalResult:
     balanced_threshold_accuracy: float | None = None
     challenge_ece: float | None = None
     in_distribution_ece: float | None = None
+    #: accuracy on the test pairs most BERT-base runs get wrong (only where the split has ``bert_correct``)
+    in_distribution_hard_accuracy: float | None = None
     by_group: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -206,6 +208,7 @@ def evaluate_model(
         test = result.splits["test"]
         result.in_distribution_accuracy = test["accuracy"]
         result.in_distribution_ece = test["ece"]
+        result.in_distribution_hard_accuracy = test.get("hard_accuracy")
         result.ci["in_distribution_accuracy"] = list(
             M.bootstrap_ci(result.predictions["test"]["correct"], ev.bootstrap, ev.confidence, seed=0))
     main = "challenge" if "challenge" in result.splits else ("test" if "test" in result.splits else None)

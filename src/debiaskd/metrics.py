@@ -19,6 +19,8 @@ from debiaskd.data.schema import NO_HEURISTIC, TWO_WAY_LABELS, to_two_way
 from debiaskd.errors import DebiaskdError
 
 ENTAILMENT = "entailment"
+#: the hard subset of an annotated split: pairs fewer than HARD_BELOW of 100 BERT-base runs got right
+HARD_COLUMN, HARD_BELOW = "bert_correct", 50
 
 
 # ----------------------------------------------------------------- labels
@@ -214,6 +216,10 @@ def stratified_metrics(
         "heuristic_reliance": heuristic_reliance(frame, correct) if len(frame) else None,
         "label_names": names,
     }
+    if HARD_COLUMN in frame.columns:  # MNLI with the count of 100 BERT runs that got each pair right
+        hard = frame[HARD_COLUMN].to_numpy(dtype=np.float64) < HARD_BELOW
+        out["hard_n"] = int(hard.sum())
+        out["hard_accuracy"] = _accuracy(y_true[hard], y_pred[hard]) if hard.any() else None
     if two_way:
         pos = names.index(ENTAILMENT)
         out["balanced_threshold_accuracy"] = balanced_threshold_accuracy(probs[:, pos], y_true == pos)

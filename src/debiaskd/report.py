@@ -77,6 +77,9 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
             if len(runs) > 1:
                 entry[f"{key}_std"] = _std(values)
                 entry[f"{key}_ci95"] = _ci(values)
+        hard = [r[0].get("in_distribution_hard_accuracy") for r in runs]
+        if any(isinstance(v, int | float) for v in hard):  # MNLI with per-example BERT difficulty
+            entry["in_distribution_hard_accuracy"] = _mean(hard)
         groups = sorted({g for r in runs for g in (r[0].get("by_group") or {})})
         entry["by_group"] = {g: _mean([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
         if len(runs) > 1:
@@ -219,10 +222,21 @@ def results_rows(summary: dict[str, Any]) -> list[list[str]]:
         in_dist = _fmt(v["in_distribution_accuracy"])
         if v.get("in_distribution_accuracy_std") is not None:
             in_dist += f" ± {100 * v['in_distribution_accuracy_std']:.1f}"
-        rows.append([name, in_dist, challenge,
-                     _fmt(v.get("challenge_auc"), pct=False), _fmt(v["worst_group_accuracy"]),
-                     _fmt(v.get("heuristic_reliance"), pct=False), ret])
+        row = [name, in_dist, challenge, _fmt(v.get("challenge_auc"), pct=False), _fmt(v["worst_group_accuracy"]),
+               _fmt(v.get("heuristic_reliance"), pct=False), ret]
+        if _has_hard(summary):
+            row.insert(2, _fmt(v.get("in_distribution_hard_accuracy")))
+        rows.append(row)
     return rows
+
+
+def _has_hard(summary: dict[str, Any]) -> bool:
+    return any(v.get("in_distribution_hard_accuracy") is not None for v in summary["variants"].values())
+
+
+def results_headers(summary: dict[str, Any]) -> list[str]:
+    """Column names of :func:`results_rows` (a hard-subset column where the test split has one)."""
+    return [*HEADERS[:2], "ID hard", *HEADERS[2:]] if _has_hard(summary) else list(HEADERS)
 
 
 HEADERS = ["variant", "ID acc", "challenge acc [95% CI]", "AUC", "worst group", "reliance", "retention"]
@@ -274,7 +288,7 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         "blindly, 0 = ignores it). *Retention* = student / teacher challenge accuracy; † marks a student "
         "that did not learn the task (ID accuracy below the gate's floor), whose retention means little.",
         "",
-        _md_table(HEADERS, results_rows(summary)),
+        _md_table(results_headers(summary), results_rows(summary)),
         "",
         "## Challenge accuracy by bias group",
         "",
