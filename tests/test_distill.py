@@ -117,6 +117,21 @@ def test_vision_teacher_init_copies_matching_stem(tmp_path) -> None:
     assert torch.equal(student.state_dict()["stem.0.weight"], loaded.model.state_dict()["stem.0.weight"])
 
 
+def test_vision_teacher_init_slices_a_wider_teacher_stem() -> None:
+    from debiaskd.models import build_vision_model, init_vision_from_teacher
+
+    teacher = build_vision_model("resnet_small", 8, 10, 0)  # stem of 8 channels
+    student = build_vision_model("cnn_small", 4, 10, 1)  # stem of 4
+    before_head = student.state_dict()["head.weight"].clone()
+    copied = init_vision_from_teacher(student, teacher)
+    assert {"stem.0.weight", "stem.1.weight", "stem.1.bias", "stem.1.running_mean"} <= set(copied)
+    t, s = teacher.state_dict(), student.state_dict()
+    assert torch.equal(s["stem.0.weight"], t["stem.0.weight"][:4])
+    assert torch.equal(s["stem.1.running_var"], t["stem.1.running_var"][:4])
+    assert torch.equal(s["head.weight"], before_head)  # the head is never copied
+    assert not any(k.startswith("body") for k in copied)  # no teacher tensor of those names
+
+
 def test_logit_cache_is_reused_and_keyed_by_content(teacher, tmp_path, monkeypatch) -> None:
     cfg, train, val, teacher_dir = teacher
     first = cached_teacher_logits(teacher_dir, train, tmp_path, cfg)

@@ -229,19 +229,22 @@ class SmallResNet(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """The vision student: stem as the teacher's, then two conv layers."""
+    """The vision student: a stem shaped as the teacher's, two strided conv layers, and a head on a
+    2×2 pooled map (global pooling alone keeps colour but loses the digit's shape at this depth)."""
 
     def __init__(self, num_classes: int = 10, width: int = 8, in_channels: int = 3) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU())
         self.body = nn.Sequential(
-            nn.Conv2d(width, width * 2, 3, 2, 1), nn.ReLU(), nn.Conv2d(width * 2, width * 4, 3, 2, 1), nn.ReLU()
+            nn.Conv2d(width, width * 2, 3, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.ReLU(),
+            nn.Conv2d(width * 2, width * 4, 3, 2, 1, bias=False), nn.BatchNorm2d(width * 4), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
         )
-        self.head = nn.Linear(width * 4, num_classes)
+        self.head = nn.Linear(width * 4 * 4, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.stem(x)).mean(dim=(2, 3))
+        return self.body(self.stem(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -263,16 +266,24 @@ def vision_arch(cfg: VisionModelConfig, role: str) -> tuple[str, int]:
 
 
 def init_vision_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
-    """Copy every tensor whose name and shape agree (the stem, when widths match)."""
+    """Copy the teacher's weights into every student tensor of the same name (the stem), slicing
+    the teacher's leading channels when the student is narrower (as structured pruning keeps a
+    subset of filters). The head and tensors of other names keep their initialisation."""
     t_state, copied = teacher.state_dict(), []
     new_state = {}
     for key, value in student.state_dict().items():
         source = t_state.get(key)
-        if source is not None and source.shape == value.shape and not key.startswith("head"):
-            new_state[key] = source.clone()
-            copied.append(key)
-        else:
+        if source is None or key.startswith("head") or source.dim() != value.dim():
             new_state[key] = value
+            continue
+        if source.dim() == 0:  # BatchNorm's num_batches_tracked
+            new_state[key] = source.clone()
+            continue
+        if any(s < v for s, v in zip(source.shape, value.shape, strict=True)):
+            new_state[key] = value
+            continue
+        new_state[key] = source[tuple(slice(0, n) for n in value.shape)].clone()
+        copied.append(key)
     student.load_state_dict(new_state)
     return copied
 
