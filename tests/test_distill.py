@@ -150,6 +150,24 @@ def test_logit_cache_is_reused_and_keyed_by_content(teacher, tmp_path, monkeypat
     np.testing.assert_allclose(first, teacher_logits(load_model(teacher_dir), train, cfg), rtol=1e-5)
 
 
+def test_students_read_the_logits_their_teacher_precomputed(tmp_path, monkeypatch) -> None:
+    cfg = load_config("smoke")
+    train, val = tiny_nli(), tiny_nli(21, seed=1)
+    t = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "t" / "model", progress=False)
+    shared = distill_mod.precompute_teacher_logits(t.model_dir, [train], cfg)
+    assert shared == tmp_path / "t" / "teacher_cache" and len(list(shared.glob("*.npy"))) == 1
+    before = sorted(p.name for p in shared.iterdir())
+
+    calls = []
+    real = distill_mod.teacher_logits
+    monkeypatch.setattr(distill_mod, "teacher_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = variant_specs(cfg)["student_kd"]
+    distill_student(spec, cfg, train, val, 0, tmp_path / "s" / "model", t.model_dir, progress=False)
+    assert calls == []  # round 1 read the teacher's logits instead of running the teacher
+    assert not (tmp_path / "s" / "teacher_cache").exists()
+    assert sorted(p.name for p in shared.iterdir()) == before  # the teacher's folder is only read
+
+
 def test_iterative_rounds_through_a_teacher_assistant(tmp_path) -> None:
     cfg = load_config("smoke", overrides=["nli_model.tiny_layers=3", "nli_model.assistant_layers=2",
                                           "distill.rounds=2"])

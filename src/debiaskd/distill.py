@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +77,21 @@ def teacher_logits(model_or_loaded: LoadedModel | nn.Module, data: pd.DataFrame 
 
 
 def cached_teacher_logits(model_dir: str | Path, frame: pd.DataFrame | ImageSplit, cache_dir: str | Path,
-                          cfg: StudyConfig, model: LoadedModel | None = None) -> np.ndarray:
-    """:func:`teacher_logits` through a cache keyed by the model's weights and the data's content."""
+                          cfg: StudyConfig, model: LoadedModel | None = None,
+                          shared: Sequence[str | Path] = ()) -> np.ndarray:
+    """:func:`teacher_logits` through a cache keyed by the model's weights and the data's content.
+
+    ``shared`` folders are looked up first and never written (a teacher's own ``teacher_cache``,
+    filled once by :func:`precompute_teacher_logits` and read by every student task)."""
     cache_dir = Path(cache_dir)
     key = f"{model_key(model_dir)}-{data_hash(frame, cfg.nli_model.max_length)}"
-    path = cache_dir / f"logits-{key}.npy"
-    if path.is_file():
-        return np.load(path, allow_pickle=False)
+    for folder in [*shared, cache_dir]:
+        path = Path(folder) / f"logits-{key}.npy"
+        if path.is_file():
+            return np.load(path, allow_pickle=False)
     loaded = model or load_model(model_dir)
     logits = teacher_logits(loaded, frame, cfg)
+    path = cache_dir / f"logits-{key}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, logits, allow_pickle=False)
@@ -92,6 +99,21 @@ def cached_teacher_logits(model_dir: str | Path, frame: pd.DataFrame | ImageSpli
     info = {"model_dir": str(model_dir), "rows": len(frame), "shape": list(logits.shape), "key": key}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return logits
+
+
+def teacher_cache_dir(model_dir: str | Path) -> Path:
+    """Where a trained teacher keeps the logits its students read (beside its model folder)."""
+    return Path(model_dir).parent / "teacher_cache"
+
+
+def precompute_teacher_logits(model_dir: str | Path, splits: Sequence[pd.DataFrame | ImageSplit],
+                              cfg: StudyConfig) -> Path:
+    """Compute a teacher's logits on each training split once, into :func:`teacher_cache_dir`."""
+    loaded = load_model(model_dir)
+    cache = teacher_cache_dir(model_dir)
+    for split in splits:
+        cached_teacher_logits(model_dir, split, cache, cfg, model=loaded)
+    return cache
 
 
 def _depth(model: nn.Module) -> int | None:
@@ -139,7 +161,8 @@ def distill_student(
         last = r == spec.rounds
         round_dir = out if last else rounds_dir(out) / f"round{r}"
         layers = assistant if (assistant and not last) else None
-        logits = None if online else cached_teacher_logits(current_dir, train, cache, cfg, model=current)
+        logits = None if online else cached_teacher_logits(current_dir, train, cache, cfg, model=current,
+                                                           shared=[teacher_cache_dir(teacher_dir)])
         init_from, layer_map = None, None
         if spec.teacher_init:
             depth = layers or student_depth

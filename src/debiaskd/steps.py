@@ -250,6 +250,7 @@ def train_variant(
         if run_id:
             tracking.end_run(tracking_uri, run_id, "FAILED")
         raise
+    _share_teacher_logits(cfg, specs, variant, ds, result.model_dir)
     out = {
         "variant": variant, "seed": seed, "role": spec.role, "run_id": run_id, "run_name": run_name(variant, seed),
         "model_dir": str(Path(result.model_dir).resolve()), "seconds": result.seconds,
@@ -266,6 +267,19 @@ def train_variant(
         out["model_uri"] = model_uri
     _write_json(out_dir / RESULT_FILE, out)
     return out
+
+
+def _share_teacher_logits(cfg: StudyConfig, specs: dict, variant: str, ds, model_dir: str | Path) -> None:
+    """A teacher that students distil from computes its logits on their training splits once, beside
+    its model, so the student tasks (separate processes) read them instead of each recomputing."""
+    students = [s for s in specs.values() if s.teacher == variant]
+    transfer = cfg.task == "nli" and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
+    if not students or not cfg.distill.cache_teacher or transfer:
+        return
+    from debiaskd.distill import precompute_teacher_logits
+
+    names = {"train_augmented" if s.augment and "train_augmented" in ds.splits else "train" for s in students}
+    precompute_teacher_logits(model_dir, [ds.splits[n] for n in sorted(names)], cfg)
 
 
 # ---------------------------------------------------------------- evaluation
