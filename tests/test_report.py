@@ -9,13 +9,14 @@ import pytest
 from scipy import stats
 
 from debiaskd.config import load_config
-from debiaskd.report import build_summary, results_headers, results_rows, write_report
+from debiaskd.report import build_summary, results_headers, results_rows, retention_intervals, write_report
 
 
 def _eval(tmp: Path, variant: str, seed: int, correct: np.ndarray, id_acc: float) -> tuple[dict, Path]:
     folder = tmp / f"{variant}-s{seed}"
     folder.mkdir(parents=True)
-    np.savez_compressed(folder / "predictions.npz", **{"challenge/correct": correct})
+    groups = np.where(np.arange(len(correct)) < 50, "lexical_overlap/non-entailment", "lexical_overlap/entailment")
+    np.savez_compressed(folder / "predictions.npz", **{"challenge/correct": correct, "challenge/group": groups})
     ev = {"variant": variant, "seed": seed, "role": "teacher", "run_id": f"r-{variant}-{seed}",
           "in_distribution_accuracy": id_acc, "challenge_accuracy": float(correct.mean()),
           "worst_group_accuracy": 0.1, "challenge_auc": 0.6, "heuristic_reliance": 0.2,
@@ -74,3 +75,51 @@ def test_one_seed_keeps_per_example_tests_only(tmp_path: Path) -> None:
     assert comp["seeds"] == 1 and "pooled_p_value" not in comp
     assert summary["variants"]["teacher_debiased"].get("in_distribution_accuracy_ci95") is None
     assert "±" not in {r[0]: r for r in results_rows(summary)}["teacher_debiased"][1]
+
+
+def test_retention_intervals_are_paired_bootstraps_within_groups() -> None:
+    rng = np.random.default_rng(1)
+    teacher = rng.random(300) < 0.7
+    groups = np.repeat(np.array(["same", "none_right", "teacher_blind"]), 100)
+    student = teacher.copy()
+    student[100:200] = False  # the student gets nothing right in this group
+    teacher[200:] = False  # and the teacher nothing here
+    out = retention_intervals(student, teacher, groups, n_boot=200)
+    assert out["same"] == [1.0, 1.0]  # identical predictions: every paired draw gives exactly 1
+    assert out["none_right"] == [0.0, 0.0]
+    assert out["teacher_blind"] is None  # retention undefined when the teacher has nothing to keep
+    half = rng.random(100) < 0.5
+    wide = retention_intervals(half, np.ones(100, bool), np.array(["g"] * 100), n_boot=500)["g"]
+    assert wide[0] < half.mean() < wide[1]
+
+
+def test_report_shows_retention_intervals_per_bias_type(tmp_path: Path) -> None:
+    cfg = load_config("smoke", overrides=["variants=[student_kd]", "eval.bootstrap=100"])
+    rng = np.random.default_rng(0)
+    evals, dirs = [], []
+    for variant, p_right in (("teacher_debiased", 0.8), ("student_kd", 0.4)):
+        ev, d = _eval(tmp_path, variant, 0, rng.random(200) < p_right, 0.8)
+        ev["role"] = "teacher" if variant.startswith("teacher") else "student"
+        ev["model_uri"] = None
+        evals.append(ev)
+        dirs.append(d)
+    summary = build_summary(cfg, evals, dirs)
+    cis = summary["transfer"]["student_kd"]["by_group_retention_ci95"]
+    lo, hi = cis["lexical_overlap/non-entailment"]
+    point = summary["transfer"]["student_kd"]["by_group_retention"]["lexical_overlap/non-entailment"]
+    assert lo < point < hi
+    write_report(cfg, summary, tmp_path / "report", [])
+    assert f"lexical_overlap {point:.2f} [{lo:.2f}, {hi:.2f}]" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_hard_subset_column_appears_only_with_bert_difficulty(tmp_path: Path) -> None:
+    cfg, evals, dirs = _study(tmp_path, [0])
+    for ev in evals:
+        ev["in_distribution_hard_accuracy"] = 0.4 if ev["variant"] == "teacher_erm" else 0.5
+    summary = build_summary(cfg, evals, dirs)
+    headers = results_headers(summary)
+    assert headers[2] == "ID hard"
+    row = {r[0]: r for r in results_rows(summary)}["teacher_debiased"]
+    assert len(row) == len(headers) and row[2] == "50.0"
+    plain = build_summary(cfg, [dict(e, in_distribution_hard_accuracy=None) for e in evals], dirs)
+    assert "ID hard" not in results_headers(plain)

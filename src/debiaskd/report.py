@@ -51,6 +51,43 @@ def _challenge_correct(eval_dir: Path) -> np.ndarray | None:
     return None
 
 
+def _challenge_groups(eval_dir: Path) -> np.ndarray | None:
+    path = eval_dir / PREDICTIONS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["challenge/group"]).astype(str) if "challenge/group" in data.files else None
+
+
+def retention_intervals(student: np.ndarray, teacher: np.ndarray, groups: np.ndarray, n_boot: int,
+                        confidence: float = 0.95, seed: int = 0) -> dict[str, list[float] | None]:
+    """Percentile bootstrap interval of per-group retention (student / teacher accuracy).
+
+    Examples are resampled within each group, paired (the same draw for both models); a draw where
+    the teacher gets nothing right in the group is dropped; ``None`` where no draw is left.
+    """
+    rng = np.random.default_rng(seed)
+    student, teacher = np.asarray(student, dtype=np.float64), np.asarray(teacher, dtype=np.float64)
+    out: dict[str, list[float] | None] = {}
+    alpha = (1.0 - confidence) / 2.0
+    for group in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == group)
+        draws = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]
+        t_acc, s_acc = teacher[draws].mean(axis=1), student[draws].mean(axis=1)
+        ok = t_acc > 0
+        ratios = s_acc[ok] / t_acc[ok]
+        out[group] = ([float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))]
+                      if len(ratios) else None)
+    return out
+
+
+def _retention_ci(cfg: StudyConfig, student_dir: Path, teacher_dir: Path) -> dict[str, list[float] | None]:
+    s, t, g = _challenge_correct(student_dir), _challenge_correct(teacher_dir), _challenge_groups(student_dir)
+    if s is None or t is None or g is None or len(s) != len(t) or len(g) != len(s) or cfg.eval.bootstrap < 1:
+        return {}
+    return retention_intervals(s, t, g, cfg.eval.bootstrap, cfg.eval.confidence)
+
+
 def _mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     from debiaskd.metrics import mcnemar
 
@@ -114,6 +151,10 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
             "learned_task": bool(s["competent"]),
             "meaningful": bool(s["competent"] and t["competent"]),
         }
+        firsts = [min(by_variant.get(v, []), key=lambda item: item[0]["seed"], default=None) for v in (name, ref)]
+        if firsts[0] is not None and firsts[1] is not None and firsts[0][0]["seed"] == firsts[1][0]["seed"]:
+            # bootstrap over the challenge examples of the first seed (the table's interval too)
+            transfer[name]["by_group_retention_ci95"] = _retention_ci(cfg, firsts[0][1], firsts[1][1])
 
     summary = {
         "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
@@ -310,12 +351,17 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         )
     if not summary.get("comparisons"):
         lines.append("- no paired predictions were available")
-    lines += ["", "## Uneven transfer across bias types", ""]
+    lines += ["", "## Uneven transfer across bias types", "",
+              "Retention per bias type with a 95% bootstrap interval (challenge examples resampled within "
+              "each group, student and teacher paired; first seed).", ""]
     for name, tr in summary.get("transfer", {}).items():
         per = {g: r for g, r in tr["by_group_retention"].items() if r is not None and g.endswith("non-entailment")}
         if per:
             spread = max(per.values()) - min(per.values())
-            parts = ", ".join(f"{g.split('/')[0]} {r:.2f}" for g, r in sorted(per.items()))
+            cis = tr.get("by_group_retention_ci95") or {}
+            parts = ", ".join(
+                f"{g.split('/')[0]} {r:.2f}" + (f" [{cis[g][0]:.2f}, {cis[g][1]:.2f}]" if cis.get(g) else "")
+                for g, r in sorted(per.items()))
             lines.append(f"- `{name}`: retention on non-entailed groups ranges over {spread:.2f} ({parts})")
     if summary.get("analysis"):
         lines += ["", "## Mechanism (attention and circuits)", ""]
