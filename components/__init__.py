@@ -14,7 +14,7 @@ from typing import Any
 from kfp import dsl
 
 from debiaskd.components.data import augment_data, prepare_data, validate_data
-from debiaskd.components.evaluate import analyze_model, collect_evaluations, evaluate_model
+from debiaskd.components.evaluate import analyze_model, collect_evaluations
 from debiaskd.components.register import promote_champion, start_study, summarize_study
 from debiaskd.components.train import distill_student, train_model
 
@@ -27,7 +27,6 @@ class Components:
     augment_data: Any
     train_model: Any
     distill_student: Any
-    evaluate_model: Any
     collect_evaluations: Any
     analyze_model: Any
     summarize_study: Any
@@ -42,7 +41,7 @@ def make_components(image: str, gpu_image: str | None = None) -> Components:
     funcs = {
         "start_study": start_study, "prepare_data": prepare_data, "validate_data": validate_data,
         "augment_data": augment_data, "train_model": train_model, "distill_student": distill_student,
-        "evaluate_model": evaluate_model, "collect_evaluations": collect_evaluations,
+        "collect_evaluations": collect_evaluations,
         "analyze_model": analyze_model, "summarize_study": summarize_study, "promote_champion": promote_champion,
     }
     built = {

@@ -1,7 +1,7 @@
 """The study as a Kubeflow pipeline: wiring only (which component feeds which).
 
-validate → augment → teachers → students (every variant, ``dsl.ParallelFor`` over seeds) →
-evaluation and analysis → collect → summary + registration → ``dsl.If`` gate → promotion.
+validate → augment → teachers → students (every variant, ``dsl.ParallelFor`` over seeds; each
+training task evaluates its model) → analysis → collect → summary + registration → ``dsl.If`` gate → promotion.
 Cluster settings (images, GPU requests, node selectors, tolerations, the MLflow secret,
 the cache volume) are applied by :func:`apply_platform` at compile time.
 """
@@ -83,10 +83,8 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                 else:
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
                                              tracking_uri=tracking_uri, study=start.outputs["study"])
-                models[name] = setup(task, f"train {name}", training=True)
-                ev = comps.evaluate_model(config=config, model=task.outputs["model"], dataset=data,
-                                          tracking_uri=tracking_uri)
-                done.append(setup(ev, f"evaluate {name}"))
+                models[name] = setup(task, f"train + evaluate {name}", training=True)
+                done.append(task)
             for model, ref in pairs:
                 an = comps.analyze_model(config=config, model=models[model].outputs["model"],
                                          reference=models[ref].outputs["model"], dataset=data,

@@ -313,6 +313,29 @@ def evaluate_variant(
     return summary
 
 
+def train_and_evaluate(
+    config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, model_dir: str | Path,
+    eval_dir: str | Path, teacher_dir: str | Path | None = None, tracking_uri: str | None = None,
+    parent_run_id: str | None = None, progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`train_variant` then :func:`evaluate_variant` in one process (one pipeline task per variant:
+    the model is evaluated while loaded libraries are warm, instead of in a second task)."""
+    trained = train_variant(config_yaml, variant, seed, dataset_dir, model_dir, teacher_dir, tracking_uri,
+                            parent_run_id, progress)
+    return trained, evaluate_variant(config_yaml, model_dir, dataset_dir, eval_dir, tracking_uri)
+
+
+def write_task_metrics(metrics: Any, evaluation: dict[str, Any]) -> dict[str, float]:
+    """Show the headline numbers on a kfp ``Output[Metrics]`` (anything with ``log_metric`` and ``path``);
+    a file behind the artifact lets kfp cache the task."""
+    headline = {k: float(evaluation[k]) for k in HEADLINE_KEYS if isinstance(evaluation.get(k), int | float)}
+    for key, value in headline.items():
+        metrics.log_metric(key, value)
+    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics.path).write_text(json.dumps(headline), encoding="utf-8")
+    return headline
+
+
 @reports_errors
 def analyze_pair(
     config_yaml: str | StudyConfig, train_dir: str | Path, reference_train_dir: str | Path | None,
