@@ -123,3 +123,23 @@ def test_hard_subset_column_appears_only_with_bert_difficulty(tmp_path: Path) ->
     assert len(row) == len(headers) and row[2] == "50.0"
     plain = build_summary(cfg, [dict(e, in_distribution_hard_accuracy=None) for e in evals], dirs)
     assert "ID hard" not in results_headers(plain)
+
+
+def test_several_seeds_give_retention_t_intervals_over_seeds(tmp_path: Path) -> None:
+    cfg = load_config("smoke", overrides=["variants=[student_kd]", "seeds=[0,1,2]"])
+    rng = np.random.default_rng(3)
+    evals, dirs, ratios = [], [], []
+    for seed in (0, 1, 2):
+        accs = {}
+        for variant, p_right in (("teacher_debiased", 0.8), ("student_kd", 0.3 + 0.1 * seed)):
+            ev, d = _eval(tmp_path, variant, seed, rng.random(200) < p_right, 0.8)
+            ev["role"] = "teacher" if variant.startswith("teacher") else "student"
+            evals.append(ev)
+            dirs.append(d)
+            accs[variant] = ev["by_group"]["lexical_overlap/non-entailment"]
+        ratios.append(accs["student_kd"] / accs["teacher_debiased"])
+    tr = build_summary(cfg, evals, dirs)["transfer"]["student_kd"]
+    half = stats.t.ppf(0.975, 2) * np.std(ratios, ddof=1) / np.sqrt(3)
+    assert tr["retention_interval"] == "t over seeds"
+    assert tr["by_group_retention_ci95"]["lexical_overlap/non-entailment"] == pytest.approx(
+        [np.mean(ratios) - half, np.mean(ratios) + half])

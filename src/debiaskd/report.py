@@ -88,6 +88,31 @@ def _retention_ci(cfg: StudyConfig, student_dir: Path, teacher_dir: Path) -> dic
     return retention_intervals(s, t, g, cfg.eval.bootstrap, cfg.eval.confidence)
 
 
+def _retention_ci95(cfg: StudyConfig, student_runs: list[tuple[dict[str, Any], Path]],
+                    teacher_runs: list[tuple[dict[str, Any], Path]]) -> dict[str, Any]:
+    """Per-group retention intervals: a Student-t interval of the per-seed ratios with several seeds
+    (seed variance dominates), a paired bootstrap over the challenge examples with one."""
+    from debiaskd.metrics import mean_std_ci
+
+    teachers = {ev["seed"]: (ev, d) for ev, d in teacher_runs}
+    pairs = [(ev, d, *teachers[ev["seed"]]) for ev, d in sorted(student_runs, key=lambda r: r[0]["seed"])
+             if ev["seed"] in teachers]
+    if len(pairs) > 1:
+        groups = sorted({g for s_ev, _, t_ev, _ in pairs for g in (t_ev.get("by_group") or {})})
+        out: dict[str, list[float] | None] = {}
+        for g in groups:
+            ratios = [s_ev["by_group"][g] / t_ev["by_group"][g] for s_ev, _, t_ev, _ in pairs
+                      if (t_ev.get("by_group") or {}).get(g) and (s_ev.get("by_group") or {}).get(g) is not None]
+            stats = mean_std_ci(ratios)
+            out[g] = [stats["ci_low"], stats["ci_high"]] if stats["n"] > 1 else None
+        return {"by_group_retention_ci95": out, "retention_interval": "t over seeds"}
+    if pairs:
+        _, s_dir, _, t_dir = pairs[0]
+        return {"by_group_retention_ci95": _retention_ci(cfg, s_dir, t_dir),
+                "retention_interval": "bootstrap over examples"}
+    return {}
+
+
 def _mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     from debiaskd.metrics import mcnemar
 
@@ -151,10 +176,7 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
             "learned_task": bool(s["competent"]),
             "meaningful": bool(s["competent"] and t["competent"]),
         }
-        firsts = [min(by_variant.get(v, []), key=lambda item: item[0]["seed"], default=None) for v in (name, ref)]
-        if firsts[0] is not None and firsts[1] is not None and firsts[0][0]["seed"] == firsts[1][0]["seed"]:
-            # bootstrap over the challenge examples of the first seed (the table's interval too)
-            transfer[name]["by_group_retention_ci95"] = _retention_ci(cfg, firsts[0][1], firsts[1][1])
+        transfer[name].update(_retention_ci95(cfg, by_variant.get(name, []), by_variant.get(ref, [])))
 
     summary = {
         "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
@@ -352,8 +374,10 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
     if not summary.get("comparisons"):
         lines.append("- no paired predictions were available")
     lines += ["", "## Uneven transfer across bias types", "",
-              "Retention per bias type with a 95% bootstrap interval (challenge examples resampled within "
-              "each group, student and teacher paired; first seed).", ""]
+              ("Retention per bias type with a 95% Student-t interval of the per-seed ratios."
+               if len(summary.get("seeds", [])) > 1 else
+               "Retention per bias type with a 95% bootstrap interval (challenge examples resampled within "
+               "each group, student and teacher paired)."), ""]
     for name, tr in summary.get("transfer", {}).items():
         per = {g: r for g, r in tr["by_group_retention"].items() if r is not None and g.endswith("non-entailment")}
         if per:
@@ -389,9 +413,17 @@ def _analysis_digest(data: dict[str, Any]) -> dict[str, Any]:
     digest: dict[str, Any] = {}
     for key in ("overlap_attention_aligned", "overlap_attention_anti_bias", "mean_overlap_attention",
                 "top_heads", "student_counterparts", "probe_best_layer"):
-        if key in data:
-            value = data[key]
-            digest[key] = round(value, 4) if isinstance(value, float) else value
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, float):
+            value = round(value, 4)
+        elif key == "student_counterparts" and isinstance(value, list):  # "L4H1→L1H0 (0.81)"
+            value = ", ".join(f"{c.get('teacher_head')}→{c.get('student_head')} ({c.get('similarity', 0):.2f})"
+                              for c in value if isinstance(c, dict))
+        elif key == "top_heads" and isinstance(value, list):
+            value = ", ".join(str(h) for h in value)
+        digest[key] = value
     if not digest:
         digest = {k: v for k, v in data.items() if isinstance(v, int | float | str)}
     return digest
