@@ -153,7 +153,7 @@ def plot_group_accuracies(summary_variants: Mapping[str, Mapping[str, Any]], out
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside, never over bars
     return _save(fig, out_png)
 
 
