@@ -535,10 +535,10 @@ def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | Non
             teacher_dir = None
             if spec.teacher:
                 teacher_dir = Path(read_result(trained[spec.teacher])["model_dir"])
-            train_variant(cfg, name, seed, out / "augmented", tdir, teacher_dir, tracking_uri, parent, progress)
-            trained[name] = tdir
             edir = out / "eval" / run_name(name, seed)
-            evaluate_variant(cfg, tdir, out / "augmented", edir, tracking_uri)
+            train_and_evaluate(cfg, name, seed, out / "augmented", tdir, edir, teacher_dir, tracking_uri, parent,
+                               progress)
+            trained[name] = tdir
             evals.append(edir)
         if cfg.analysis.enabled and seed == cfg.seeds[0]:
             for model, ref in analysis_pairs(cfg):

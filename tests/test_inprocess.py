@@ -1,0 +1,21 @@
+"""The in-process study (the benchmark's baseline): the pipeline's steps, called directly, in order."""
+
+from __future__ import annotations
+
+from debiaskd.config import VARIANTS, load_config
+from debiaskd.steps import read_result, run_inprocess
+
+
+def test_inprocess_study_trains_evaluates_and_shares_teacher_logits(tmp_path) -> None:
+    cfg = load_config("smoke", overrides=["analysis.enabled=false"])
+    summary = run_inprocess(cfg, tmp_path / "run", None)
+    assert set(summary["variants"]) == set(VARIANTS)
+    for name in VARIANTS:
+        evaluation = read_result(tmp_path / "run" / "eval" / f"{name}-s0")
+        assert evaluation["variant"] == name and 0.0 <= evaluation["challenge_accuracy"] <= 1.0
+    # the debiased teacher computed its students' logits once (train and augmented train)
+    shared = tmp_path / "run" / "train" / "teacher_debiased-s0" / "teacher_cache"
+    assert len(list(shared.glob("logits-*.npy"))) == 2
+    # a one-round student read them and wrote no cache of its own
+    assert not (tmp_path / "run" / "train" / "student_kd-s0" / "teacher_cache").exists()
+    assert (tmp_path / "run" / "report" / "report.md").is_file()
