@@ -16,7 +16,7 @@ from kfp import dsl
 from debiaskd.components.data import augment_data, prepare_data, validate_data
 from debiaskd.components.evaluate import analyze_model, collect_evaluations
 from debiaskd.components.register import promote_champion, start_study, summarize_study
-from debiaskd.components.train import distill_student, train_model
+from debiaskd.components.train import train_model, train_student
 
 
 @dataclass(frozen=True)
@@ -26,21 +26,21 @@ class Components:
     validate_data: Any
     augment_data: Any
     train_model: Any
-    distill_student: Any
+    train_student: Any
     collect_evaluations: Any
     analyze_model: Any
     summarize_study: Any
     promote_champion: Any
 
 
-TRAINING = ("train_model", "distill_student")
+TRAINING = ("train_model", "train_student")
 
 
 def make_components(image: str, gpu_image: str | None = None) -> Components:
     """kfp components for ``image`` (training components on ``gpu_image`` when given)."""
     funcs = {
         "start_study": start_study, "prepare_data": prepare_data, "validate_data": validate_data,
-        "augment_data": augment_data, "train_model": train_model, "distill_student": distill_student,
+        "augment_data": augment_data, "train_model": train_model, "train_student": train_student,
         "collect_evaluations": collect_evaluations,
         "analyze_model": analyze_model, "summarize_study": summarize_study, "promote_champion": promote_champion,
     }

@@ -11,10 +11,12 @@ def collect_evaluations(config: str, seed: int, tracking_uri: str, study: Input[
     steps.collect_evaluations(config, seed, tracking_uri, steps.study_run_id(study.path), evaluations.path)
 
 
-def analyze_model(config: str, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
+def analyze_model(config: str, concurrent: int, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
                   tracking_uri: str, study: Input[Artifact], analysis: Output[HTML]):
-    """Attention-pattern and circuit analysis of a model against its reference."""
+    """Attention-pattern and circuit analysis of a model against its reference (``concurrent`` tasks
+    share the machine's CPUs under the local runner)."""
     from debiaskd import steps
 
+    steps.share_cpus(concurrent)
     steps.analyze_pair(config, model.path, reference.path, dataset.path, analysis.path,
                        tracking_uri or None, steps.study_run_id(study.path))

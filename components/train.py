@@ -1,4 +1,4 @@
-"""Training components: a model trained on labels alone, and a student distilled from a teacher.
+"""Training components: a model trained on labels alone, and a student trained beside its teacher.
 
 Each also evaluates the model it trained (bias-stratified, :func:`debiaskd.steps.evaluate_variant`)
 before it exits: one task per variant, so the libraries and the model are loaded once.
@@ -21,16 +21,25 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
     return result["run_id"] or ""
 
 
-def distill_student(config: str, variant: str, seed: int, dataset: Input[Dataset], teacher: Input[Model],
-                    tracking_uri: str, study: Input[Artifact], model: Output[Model], metrics: Output[Metrics],
-                    evaluation: Output[Artifact]) -> str:
-    """Train a student variant from its teacher's model and evaluate it; returns its MLflow run id."""
+def train_student(config: str, variant: str, analyze: str, concurrent: int, dataset: Input[Dataset],
+                  teacher: Input[Model], tracking_uri: str, study: Input[Artifact], model: Output[Model],
+                  metrics: Output[Metrics], evaluation: Output[Artifact]) -> str:
+    """Train one student of the fan-out over student variants and evaluate it.
+
+    The student distils from ``teacher`` when its recipe uses KD (without KD, ``teacher`` only
+    supplies the seed, from its metadata, and the ordering). ``concurrent`` students share this
+    machine's CPUs under the local runner. Returns ``analyze`` unchanged ("yes" when the pipeline
+    analyses this student against its teacher: the fan-out's ``dsl.If`` reads it, since kfp's local
+    runner cannot test a loop item's field); the MLflow run id is in the model's metadata.
+    """
     from debiaskd import steps
 
+    steps.share_cpus(concurrent)
+    seed = int(teacher.metadata["seed"])
     teacher_dir = steps.read_result(teacher.path)["model_dir"]
     result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path, model.path, evaluation.path,
                                                  teacher_dir, tracking_uri or None, steps.study_run_id(study.path),
                                                  progress=False)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
-    return result["run_id"] or ""
+    return analyze

@@ -28,7 +28,7 @@ OUTPUTS = ("summary.json", "report.md")
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
-    per_seed = 2 * len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
+    per_seed = len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
     return 4 + per_seed * len(cfg.seeds) + 2
 
 

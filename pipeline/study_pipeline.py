@@ -1,7 +1,9 @@
 """The study as a Kubeflow pipeline: wiring only (which component feeds which).
 
-validate → augment → teachers → students (every variant, ``dsl.ParallelFor`` over seeds; each
-training task evaluates its model) → analysis → collect → summary + registration → ``dsl.If`` gate → promotion.
+validate → augment → per seed (``dsl.ParallelFor``): teachers → a ``dsl.ParallelFor`` fan-out over the
+students (two at a time under the local runner; each training task evaluates its model, and the
+analysed students are analysed inside the fan-out) → collect → summary + registration → ``dsl.If`` gate →
+promotion.
 Cluster settings (images, GPU requests, node selectors, tolerations, the MLflow secret,
 the cache volume) are applied by :func:`apply_platform` at compile time.
 """
@@ -45,6 +47,39 @@ def apply_platform(task: Any, cfg: StudyConfig, training: bool) -> None:
                                       value=tol.get("value"), effect=tol.get("effect"))
 
 
+def student_groups(cfg: StudyConfig) -> dict[str | None, list[dict[str, str]]]:
+    """The students of each teacher, as the fan-out's items: ``{"variant", "analyze": "yes"|"no"}``.
+
+    A student without KD joins the fan-out of the debiased teacher (or the first teacher) when
+    the study has one: it only waits for it; with no teacher at all it is keyed ``None``.
+    Students analysed against their teacher (:func:`debiaskd.steps.analysis_pairs`) say so; the
+    longest to train come first.
+    """
+    specs = variant_specs(cfg)
+    teachers = [n for n, s in specs.items() if s.role == "teacher"]
+    fallback = "teacher_debiased" if "teacher_debiased" in teachers else (teachers[0] if teachers else None)
+    analysed = set(analysis_pairs(cfg)) if cfg.analysis.enabled else set()
+    groups: dict[str | None, list[dict[str, str]]] = {}
+    for name, spec in specs.items():
+        if spec.role == "teacher":
+            continue
+        anchor = spec.teacher or fallback
+        groups.setdefault(anchor, []).append(
+            {"variant": name, "analyze": "yes" if (name, anchor) in analysed else "no"})
+    for items in groups.values():  # longest first, so the fan-out does not end on one long student alone
+        items.sort(key=lambda item: -_relative_cost(specs[item["variant"]]))
+    unplaced = [m for m, r in analysed if m not in teachers and (m, r) not in
+                {(i["variant"], a) for a, items in groups.items() for i in items if i["analyze"] == "yes"}]
+    if unplaced:
+        raise ValueError(f"analysis pairs {unplaced} do not compare a student with its own teacher")
+    return groups
+
+
+def _relative_cost(spec) -> float:
+    """Rough training cost of a student: its rounds, times 1.3 on the augmented split."""
+    return (spec.rounds if spec.uses_kd else 1) * (1.3 if spec.augment else 1.0)
+
+
 def build_pipeline(cfg: StudyConfig, platform: bool = False):
     """The study pipeline for ``cfg`` (``platform=True`` adds the cluster settings)."""
     comps = make_components(cfg.cluster.image, cfg.cluster.gpu_image if cfg.cluster.gpu_per_training_task else None)
@@ -53,6 +88,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
     # one line of JSON (a YAML subset): kfp copies defaults into a comment header of the IR file,
     # where a multi-line string would break the YAML
     config_yaml = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    concurrent = 1 if platform else cfg.student_parallelism  # students sharing one machine's cores
 
     def setup(task, name: str, training: bool = False):
         task.set_display_name(name)
@@ -73,23 +109,42 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                     "bias model + bias-aware augmentation")
         data = aug.outputs["augmented"]
         with dsl.ParallelFor(seeds, parallelism=0 if platform else 1, name="seeds") as seed:
-            models: dict[str, Any] = {}
+            teachers: dict[str, Any] = {}
             done = []
             for name, spec in specs.items():
-                if spec.teacher:
-                    task = comps.distill_student(config=config, variant=name, seed=seed, dataset=data,
-                                                 teacher=models[spec.teacher].outputs["model"],
-                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
-                else:
+                if spec.role == "teacher":
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
                                              tracking_uri=tracking_uri, study=start.outputs["study"])
-                models[name] = setup(task, f"train + evaluate {name}", training=True)
-                done.append(task)
+                    teachers[name] = setup(task, f"train + evaluate {name}", training=True)
+                    done.append(task)
+            for anchor, items in student_groups(cfg).items():
+                if anchor is None:  # no teacher in the study: students trained on labels alone
+                    for item in items:
+                        task = comps.train_model(config=config, variant=item["variant"], seed=seed, dataset=data,
+                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
+                        done.append(setup(task, f"train + evaluate {item['variant']}", training=True))
+                    continue
+                # the fan-out: every student of this teacher, `student_parallelism` at a time locally
+                with dsl.ParallelFor(items, parallelism=0 if platform else cfg.student_parallelism,
+                                     name=f"students-of-{anchor}") as item:
+                    student = comps.train_student(config=config, variant=item.variant, analyze=item.analyze,
+                                                  concurrent=concurrent, dataset=data,
+                                                  teacher=teachers[anchor].outputs["model"],
+                                                  tracking_uri=tracking_uri, study=start.outputs["study"])
+                    setup(student, f"train + evaluate a student of {anchor}", training=True)
+                    with dsl.If(student.outputs["Output"] == "yes", name=f"analysed-against-{anchor}"):
+                        an = comps.analyze_model(config=config, concurrent=concurrent,
+                                                 model=student.outputs["model"],
+                                                 reference=teachers[anchor].outputs["model"], dataset=data,
+                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
+                        setup(an, f"analyze the student vs {anchor}")
+                done.append(student)
             for model, ref in pairs:
-                an = comps.analyze_model(config=config, model=models[model].outputs["model"],
-                                         reference=models[ref].outputs["model"], dataset=data,
-                                         tracking_uri=tracking_uri, study=start.outputs["study"])
-                done.append(setup(an, f"analyze {model} vs {ref}"))
+                if model in teachers:
+                    an = comps.analyze_model(config=config, concurrent=1, model=teachers[model].outputs["model"],
+                                             reference=teachers[ref].outputs["model"], dataset=data,
+                                             tracking_uri=tracking_uri, study=start.outputs["study"])
+                    done.append(setup(an, f"analyze {model} vs {ref}"))
             collect = setup(comps.collect_evaluations(config=config, seed=seed, tracking_uri=tracking_uri,
                                                       study=start.outputs["study"]).after(*done),
                             "collect evaluations")

@@ -19,3 +19,17 @@ def test_inprocess_study_trains_evaluates_and_shares_teacher_logits(tmp_path) ->
     # a one-round student read them and wrote no cache of its own
     assert not (tmp_path / "run" / "train" / "student_kd-s0" / "teacher_cache").exists()
     assert (tmp_path / "run" / "report" / "report.md").is_file()
+
+
+def test_share_cpus_gives_each_concurrent_task_its_share_of_the_cores() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, torch; from debiaskd.steps import share_cpus; before = torch.get_num_threads(); "
+            "print(before, share_cpus(1), share_cpus(2), len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"}).stdout.split()
+    before, alone, shared, cpus = map(int, out)
+    assert alone == before  # one task alone keeps torch's default
+    assert shared == max(1, cpus // 2)

@@ -227,3 +227,31 @@ def test_hard_subset_accuracy_uses_the_bert_difficulty_count():
     assert out["hard_n"] == 2 and out["hard_accuracy"] == pytest.approx(0.5)
     assert out["accuracy"] == pytest.approx(0.75)
     assert "hard_accuracy" not in M.stratified_metrics(frame.drop(columns="bert_correct"), probs, names, False)
+
+
+def test_accuracy_by_matches_fairlearn_metricframe():
+    """The disaggregation gives what Fairlearn's MetricFrame gives (it replaced it for speed)."""
+    from fairlearn.metrics import MetricFrame, count
+
+    rng = np.random.default_rng(3)
+    keys = rng.choice(["lexical_overlap/entailment", "negation/non-entailment", "b", "a/2"], size=400)
+    y_true, y_pred = rng.integers(0, 3, 400), rng.integers(0, 3, 400)
+    ours = M.accuracy_by(keys, y_true, y_pred)
+    frame = MetricFrame(metrics={"accuracy": lambda t, p: float(np.mean(t == p)), "n": count}, y_true=y_true,
+                        y_pred=y_pred, sensitive_features=pd.Series(keys, name="group")).by_group
+    assert list(ours) == [str(g) for g in frame.index]
+    for group, row in frame.iterrows():
+        assert ours[group]["n"] == int(row["n"])
+        assert ours[group]["accuracy"] == pytest.approx(float(row["accuracy"]), abs=1e-12)
+    assert M.accuracy_by(np.array([], dtype=object), np.array([]), np.array([])) == {}
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        y = rng.integers(0, 2, 300)
+        score = np.round(rng.random(300), 1)  # many ties
+        assert M._binary_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert M._binary_auc(np.ones(5), np.arange(5.0)) is None

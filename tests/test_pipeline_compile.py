@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from debiaskd.config import load_config
 from debiaskd.pipeline import compile_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline_paper_nli.yaml"
-COMPONENTS = {"start-study", "prepare-data", "validate-data", "augment-data", "train-model", "distill-student",
+COMPONENTS = {"start-study", "prepare-data", "validate-data", "augment-data", "train-model", "train-student",
               "collect-evaluations", "analyze-model", "summarize-study", "promote-champion"}
 
 
@@ -41,10 +42,20 @@ def test_every_component_and_variant_is_wired(compiled):
     executors = spec["deploymentSpec"]["executors"]
     names = {"-".join(k.split("-")[1:]).rstrip("-0123456789") for k in executors}
     assert names >= COMPONENTS
-    labels = {t["taskInfo"]["name"] for comp in spec["components"].values()
-              for t in comp.get("dag", {}).get("tasks", {}).values()}
-    for variant in load_config("paper").variants:
-        assert f"train + evaluate {variant}" in labels
+    tasks = [t for comp in spec["components"].values() for t in comp.get("dag", {}).get("tasks", {}).values()]
+    labels = {t["taskInfo"]["name"] for t in tasks}
+    cfg = load_config("paper")
+    for variant in cfg.variants:
+        if variant.startswith("teacher"):
+            assert f"train + evaluate {variant}" in labels
+    # the students are the items of one ParallelFor fan-out (all at once on a cluster)
+    fan_out = [t for t in tasks if "students-of" in str(t.get("parameterIterator", ""))
+               or t["taskInfo"]["name"].startswith("students-of")]
+    assert len(fan_out) == 1
+    items = json.loads(fan_out[0]["parameterIterator"]["items"]["raw"])
+    assert sorted(i["variant"] for i in items) == sorted(v for v in cfg.variants if v.startswith("student"))
+    assert {i["variant"] for i in items if i["analyze"] == "yes"} == {"student_kd", "student_kd_all"}
+    assert "iteratorPolicy" not in fan_out[0]  # no parallelism limit on a cluster
     assert "robustness-gate-passed" in str(spec["root"]["dag"]["tasks"])
 
 
@@ -54,7 +65,7 @@ def test_training_tasks_request_gpus_on_the_cuda_image(compiled):
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, ex in spec["deploymentSpec"]["executors"].items():
         container = ex["container"]
-        training = "train-model" in name or "distill-student" in name
+        training = "train-model" in name or "train-student" in name
         accel = container.get("resources", {}).get("accelerator")
         if training:
             assert container["image"] == cfg.cluster.gpu_image
@@ -74,3 +85,30 @@ def test_default_preset_compiles_without_gpu(tmp_path):
     spec = next(yaml.safe_load_all(path.read_text()))
     assert all("accelerator" not in ex["container"].get("resources", {})
                for ex in spec["deploymentSpec"]["executors"].values())
+
+
+def test_local_fan_out_trains_two_students_at_once_on_shared_cores(tmp_path):
+    path = tmp_path / "local.yaml"
+    compile_pipeline(load_config("default"), str(path), platform=False)
+    spec = next(yaml.safe_load_all(path.read_text()))
+    tasks = [t for comp in spec["components"].values() for t in comp.get("dag", {}).get("tasks", {}).values()]
+    fan_out = [t for t in tasks if t["taskInfo"]["name"].startswith("students-of")]
+    assert [t["iteratorPolicy"]["parallelismLimit"] for t in fan_out] == [2]
+    students = [t for t in tasks if t["taskInfo"]["name"].startswith("train + evaluate a student")]
+    assert students[0]["inputs"]["parameters"]["concurrent"]["runtimeValue"]["constant"] == 2
+
+
+def test_student_groups_follow_the_selected_teachers():
+    from debiaskd.pipeline.study_pipeline import student_groups
+
+    groups = student_groups(load_config("default"))
+    assert list(groups) == ["teacher_debiased"]
+    order = [i["variant"] for i in groups["teacher_debiased"]]
+    assert order[:3] == ["student_kd_all", "student_kd_iterative", "student_kd_aug"]  # longest first
+    assert set(order[3:]) == {"student_erm", "student_debiased", "student_kd", "student_kd_debiased",
+                              "student_kd_teacher_init"}
+    alone = student_groups(load_config("smoke", overrides=["variants=[student_erm,student_debiased]"]))
+    assert alone == {None: [{"variant": "student_erm", "analyze": "no"},
+                            {"variant": "student_debiased", "analyze": "no"}]}
+    no_analysis = student_groups(load_config("smoke", overrides=["variants=[student_kd]", "analysis.enabled=false"]))
+    assert no_analysis == {"teacher_debiased": [{"variant": "student_kd", "analyze": "no"}]}

@@ -103,7 +103,7 @@ def test_failed_validation_stops_before_training_and_registers_nothing(mlflow_se
     c = tracking.client(mlflow_server.uri)
     assert not c.search_registered_models("name LIKE 'e2e-bad%'")
     log = (out / "kfp.log").read_text()
-    assert "train-model" not in log and "distill-student" not in log
+    assert "train-model" not in log and "train-student" not in log
 
 
 def test_postgres_backend(postgres_mlflow_server, tmp_path):

@@ -228,6 +228,10 @@ class StudyConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    student_parallelism: int = Field(
+        2, ge=1, description="students of one seed trained at once by the local runner (its ParallelFor runs "
+        "at most 2), each on its share of the cores; on a cluster every student starts at once",
+    )
 
     @model_validator(mode="after")
     def _known_variants(self) -> StudyConfig:

@@ -202,6 +202,20 @@ def _bias_probs(split):
     return np.asarray(frame["bias_probs"].tolist(), dtype="float32")
 
 
+def share_cpus(concurrent: int) -> int:
+    """Give this process its share of the machine's cores when ``concurrent`` tasks run on it at once
+    (the local runner's fan-out over students); returns the torch thread count now in use.
+
+    One thread per task beats two tasks fighting over two threads each; a configured
+    ``*_train.num_threads`` still wins inside :func:`debiaskd.train.train_model`."""
+    import torch
+
+    if concurrent > 1:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cpus // concurrent))
+    return torch.get_num_threads()
+
+
 @reports_errors
 def train_variant(
     config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, out_dir: str | Path,
