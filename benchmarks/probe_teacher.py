@@ -8,8 +8,11 @@ embedded challenge split (issue 3); results are appended as JSON lines to ``--lo
 
 METHOD is ``erm``, ``product_of_experts``, ``reweight`` or ``conf_reg`` (which needs ``--erm-model``,
 a teacher_erm model folder, for the logits it regularises towards). ``--bias-features`` refits the
-bias-only model on a subset of :data:`debiaskd.bias.FEATURE_NAMES`; ``--bias-temperature T``
-softens its predictions to ``p^(1/T)`` renormalised. ``--data`` is an augmented dataset folder
+bias-only model on a subset of :data:`debiaskd.bias.FEATURE_NAMES`; ``--bias-temperature T`` sets
+``debias.bias_temperature`` (predictions softened to ``p^(1/T)`` renormalised). Since 2026-11-28 the
+``default`` preset's recipe is a hypothesis-only bias model at T = 2; the earlier rows of RESULTS.md
+ran with the features bias model at T = 1 (add ``--set debias.bias_model=features --set
+debias.bias_temperature=1`` to reproduce them). ``--data`` is an augmented dataset folder
 (built from the ``default`` preset, with the ``--set`` overrides, when omitted).
 """
 
@@ -56,7 +59,10 @@ def main() -> None:
     ap.add_argument("--log", default="runs/probe-teacher/results.jsonl")
     args = ap.parse_args()
 
-    cfg = load_config("default", overrides=args.overrides)
+    overrides = list(args.overrides)
+    if args.bias_temperature:  # applied by train_model (debias.bias_temperature)
+        overrides.append(f"debias.bias_temperature={args.bias_temperature}")
+    cfg = load_config("default", overrides=overrides)
     data = args.data
     if data is None:
         from debiaskd.steps import augment_data, prepare_data
@@ -70,9 +76,6 @@ def main() -> None:
     bias_probs = np.asarray(train["bias_probs"].tolist(), dtype="float32")
     if args.bias_features:
         bias_probs = refit_bias(train, args.bias_features.split(","))
-    if args.bias_temperature:
-        soft = bias_probs ** (1.0 / args.bias_temperature)
-        bias_probs = soft / soft.sum(1, keepdims=True)
     conf = None
     if args.method == "conf_reg":
         from debiaskd.models import load_model

@@ -143,3 +143,14 @@ def test_several_seeds_give_retention_t_intervals_over_seeds(tmp_path: Path) -> 
     assert tr["retention_interval"] == "t over seeds"
     assert tr["by_group_retention_ci95"]["lexical_overlap/non-entailment"] == pytest.approx(
         [np.mean(ratios) - half, np.mean(ratios) + half])
+
+
+def test_uneven_transfer_reads_each_heuristics_anti_bias_group() -> None:
+    from debiaskd.report import anti_bias_retention
+
+    per = anti_bias_retention({
+        "lexical_overlap/entailment": 1.0, "lexical_overlap/non-entailment": 0.5,
+        "negation/entailment": 0.1, "negation/non-entailment": 1.3, "constituent/non-entailment": None,
+        "none/entailment": 0.9, "3/red": 0.7,
+    })
+    assert per == {"lexical_overlap/non-entailment": 0.5, "negation/entailment": 0.1}

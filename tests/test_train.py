@@ -213,3 +213,29 @@ def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> N
                     progress=False)
     wa, wb = _weights(a.model_dir), _weights(b.model_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bias_temperature_softens_the_bias_model_in_the_debiasing_loss(tmp_path) -> None:
+    from debiaskd.train import soften
+
+    p = np.array([[0.8, 0.15, 0.05], [1 / 3, 1 / 3, 1 / 3]], dtype=np.float32)
+    assert soften(p, 1.0) is p
+    half = soften(p, 2.0)
+    expected = np.sqrt(p[0]) / np.sqrt(p[0]).sum()
+    np.testing.assert_allclose(half[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(half[1], p[1], rtol=1e-6)  # uniform stays uniform
+    assert half[0, 0] < p[0, 0]
+    train, val, bias_probs = _data("nli")
+    spec = variant_specs(load_config("smoke"))["teacher_debiased"]
+    runs = {}
+    for t in (1.0, 2.0):
+        cfg = load_config("smoke", overrides=[f"debias.bias_temperature={t}"])
+        runs[t] = _weights(train_model(spec, cfg, train, val, 0, tmp_path / str(t), bias_probs=bias_probs,
+                                       progress=False).model_dir)
+    assert any(not torch.equal(runs[1.0][k], runs[2.0][k]) for k in runs[1.0])
+
+
+def test_default_preset_debiases_with_a_softened_hypothesis_only_bias_model() -> None:
+    cfg = load_config("default")
+    assert (cfg.debias.bias_model, cfg.debias.bias_temperature) == ("hypothesis_only", 2.0)
+    assert (load_config("smoke").debias.bias_temperature, load_config("paper").debias.bias_model) == (1.0, "features")

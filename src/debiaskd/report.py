@@ -311,6 +311,15 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def anti_bias_retention(by_group: dict[str, float | None]) -> dict[str, float]:
+    """The retention of each ``heuristic/label`` group whose heuristic predicts the wrong label
+    (lexical overlap, subsequence, constituent: non-entailment; negation: entailment)."""
+    from debiaskd.data.generate_nli import bias_aligned
+
+    return {g: r for g, r in by_group.items()
+            if r is not None and "/" in g and g.split("/")[0] != "none" and not bias_aligned(*g.split("/", 1))}
+
+
 def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analysis_dirs: list[str | Path]) -> None:
     """summary.json, report.md and the plots it references."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -374,19 +383,22 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
     if not summary.get("comparisons"):
         lines.append("- no paired predictions were available")
     lines += ["", "## Uneven transfer across bias types", "",
-              ("Retention per bias type with a 95% Student-t interval of the per-seed ratios."
+              ("Retention per bias type on its anti-bias group (where the heuristic gives the wrong answer: "
+               "non-entailment for the overlap heuristics, entailment for negation), with a 95% Student-t "
+               "interval of the per-seed ratios."
                if len(summary.get("seeds", [])) > 1 else
-               "Retention per bias type with a 95% bootstrap interval (challenge examples resampled within "
+               "Retention per bias type on its anti-bias group (where the heuristic gives the wrong answer), "
+               "with a 95% bootstrap interval (challenge examples resampled within "
                "each group, student and teacher paired)."), ""]
     for name, tr in summary.get("transfer", {}).items():
-        per = {g: r for g, r in tr["by_group_retention"].items() if r is not None and g.endswith("non-entailment")}
+        per = anti_bias_retention(tr["by_group_retention"])
         if per:
             spread = max(per.values()) - min(per.values())
             cis = tr.get("by_group_retention_ci95") or {}
             parts = ", ".join(
                 f"{g.split('/')[0]} {r:.2f}" + (f" [{cis[g][0]:.2f}, {cis[g][1]:.2f}]" if cis.get(g) else "")
                 for g, r in sorted(per.items()))
-            lines.append(f"- `{name}`: retention on non-entailed groups ranges over {spread:.2f} ({parts})")
+            lines.append(f"- `{name}`: retention on the anti-bias groups ranges over {spread:.2f} ({parts})")
     if summary.get("analysis"):
         lines += ["", "## Mechanism (attention and circuits)", ""]
         for name, digest in summary["analysis"].items():

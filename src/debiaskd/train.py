@@ -331,6 +331,14 @@ class _Objective:
         return loss
 
 
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``p^(1/T)`` renormalised per row (T = 1 returns ``probs`` unchanged)."""
+    if temperature == 1.0:
+        return probs
+    soft = np.power(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None), 1.0 / temperature)
+    return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def _bias_array(bias_probs: np.ndarray | None, frame: pd.DataFrame, n: int) -> np.ndarray | None:
     if bias_probs is None and "bias_probs" in frame.columns:
         bias_probs = np.asarray([list(v) for v in frame["bias_probs"].tolist()], dtype=np.float32)
@@ -409,6 +417,7 @@ def train_model(
         raise DebiaskdError(f"method '{spec.method}' needs bias-model predictions for the training rows",
                             rule="bias model")
     if bias is not None and spec.method in ("product_of_experts", "reweight", "conf_reg"):
+        bias = soften(bias, cfg.debias.bias_temperature)
         obj.bias_probs = torch.as_tensor(bias, dtype=torch.float32, device=device)
     if spec.method == "reweight" and bias is None:  # vision: inverse group frequency
         codes, _ = _group_codes(frame)
