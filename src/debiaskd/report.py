@@ -317,7 +317,7 @@ def anti_bias_retention(by_group: dict[str, float | None]) -> dict[str, float]:
     from debiaskd.data.generate_nli import bias_aligned
 
     return {g: r for g, r in by_group.items()
-            if r is not None and "/" in g and g.split("/")[0] != "none" and not bias_aligned(*g.split("/", 1))}
+            if r is not None and "/" in g and not bias_aligned(*g.split("/", 1))}
 
 
 def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analysis_dirs: list[str | Path]) -> None:
