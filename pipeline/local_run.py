@@ -78,12 +78,17 @@ def _follow(log_path: Path, total: int, console, stop: threading.Event) -> None:
 
 
 def run_local(
-    cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None, verbose: bool = False, console=None
+    cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None, verbose: bool = False, console=None,
+    warm_workers: bool = True,
 ) -> dict[str, Any]:
-    """Execute the pipeline with kfp.local; returns the summary (also written to ``out_dir``)."""
+    """Execute the pipeline with kfp.local; returns the summary (also written to ``out_dir``).
+
+    With ``warm_workers`` each task's step runs in a process forked from one that imported the
+    heavy libraries once (:mod:`debiaskd.warm`; its log is ``DIR/warm.log``) instead of paying
+    for those imports in every task."""
     from kfp import local
 
-    from debiaskd import tracking
+    from debiaskd import tracking, warm
     from debiaskd.pipeline.study_pipeline import build_pipeline
 
     out = Path(out_dir).resolve()
@@ -112,7 +117,8 @@ def run_local(
     stop = threading.Event()
     failure: BaseException | None = None
     started = time.time()
-    with log_path.open("w", encoding="utf-8") as log:
+    workers = warm.serving(out / "warm.log") if warm_workers else contextlib.nullcontext()
+    with log_path.open("w", encoding="utf-8") as log, workers:
         follower = None
         if console is not None and not verbose:
             follower = threading.Thread(target=_follow, args=(log_path, expected_tasks(cfg), console, stop),

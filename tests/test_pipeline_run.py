@@ -49,6 +49,9 @@ def test_outputs_follow_the_interface(smoke_run):
         assert (out / png).is_file() and (out / png).stat().st_size > 1000
     assert (out / "kfp").is_dir() and (out / "resolved_config.yaml").is_file()
     assert "student_kd_teacher_init" in proc.stdout  # the printed results table
+    warm_log = (out / "warm.log").read_text()  # every training step ran in a warm worker ...
+    assert warm_log.count("ran debiaskd.steps:train_and_evaluate") == len(VARIANTS)
+    assert "ready: 1 Python thread(s)" in warm_log  # ... forked while the server had no other thread
 
 
 def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
@@ -107,12 +110,14 @@ def test_failed_validation_stops_before_training_and_registers_nothing(mlflow_se
 
 
 def test_postgres_backend(postgres_mlflow_server, tmp_path):
-    """The same pipeline, fewer variants, on MLflow backed by PostgreSQL."""
+    """The same pipeline, fewer variants, on MLflow backed by PostgreSQL, each step in its task's own
+    process (--no-warm, as on a cluster)."""
     out = tmp_path / "run"
     proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", postgres_mlflow_server.uri,
                     "--set", "tracking.experiment=e2e-pg", "--set", "variants=[student_kd]",
-                    "--set", "analysis.enabled=false")
+                    "--set", "analysis.enabled=false", "--no-warm")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "warm.log").exists()
     rows = tracking.study_runs(postgres_mlflow_server.uri, "e2e-pg")
     assert {r["variant"] for r in rows} == {"teacher_debiased", "student_kd"}
     assert Path(out / "summary.json").is_file()

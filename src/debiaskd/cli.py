@@ -65,6 +65,10 @@ def run(
     tracking_uri: TrackingOpt = None,
     overrides: SetOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream the kfp task logs")] = False,
+    warm_workers: Annotated[bool, typer.Option(
+        "--warm/--no-warm", envvar="DEBIASKD_WARM",
+        help="fork each task from a process that imported torch, transformers and MLflow once "
+             "(--no-warm: a fresh interpreter per task, as on a cluster)")] = True,
 ) -> None:
     """Run the whole study as a Kubeflow pipeline on the local kfp runner.
 
@@ -82,7 +86,7 @@ def run(
         target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
         if task == "all" and out_dir is not None:
             target = out_dir / t
-        summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err)
+        summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err, warm_workers=warm_workers)
         table = Table(title=f"debiaskd {t} study ({cfg.preset}) — accuracies in %", show_lines=False)
         for h in results_headers(summary):
             table.add_column(h, justify="left" if h == "variant" else "right", no_wrap=True)

@@ -330,10 +330,13 @@ def evaluate_variant(
 def train_and_evaluate(
     config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, model_dir: str | Path,
     eval_dir: str | Path, teacher_dir: str | Path | None = None, tracking_uri: str | None = None,
-    parent_run_id: str | None = None, progress: bool = True,
+    parent_run_id: str | None = None, progress: bool = True, concurrent: int = 1,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`train_variant` then :func:`evaluate_variant` in one process (one pipeline task per variant:
-    the model is evaluated while loaded libraries are warm, instead of in a second task)."""
+    the model is evaluated while loaded libraries are warm, instead of in a second task); ``concurrent``
+    tasks share the CPUs (:func:`share_cpus`)."""
+    if concurrent > 1:
+        share_cpus(concurrent)
     trained = train_variant(config_yaml, variant, seed, dataset_dir, model_dir, teacher_dir, tracking_uri,
                             parent_run_id, progress)
     return trained, evaluate_variant(config_yaml, model_dir, dataset_dir, eval_dir, tracking_uri)
@@ -354,9 +357,12 @@ def write_task_metrics(metrics: Any, evaluation: dict[str, Any]) -> dict[str, fl
 def analyze_pair(
     config_yaml: str | StudyConfig, train_dir: str | Path, reference_train_dir: str | Path | None,
     dataset_dir: str | Path, out_dir: str | Path, tracking_uri: str | None = None,
-    parent_run_id: str | None = None,
+    parent_run_id: str | None = None, concurrent: int = 1,
 ) -> dict[str, Any]:
-    """Attention and circuit analysis of a model (and its reference), logged to the study run."""
+    """Attention and circuit analysis of a model (and its reference), logged to the study run;
+    ``concurrent`` tasks share the CPUs (:func:`share_cpus`)."""
+    if concurrent > 1:
+        share_cpus(concurrent)
     from debiaskd import tracking
     from debiaskd.analysis.run import analyze
     from debiaskd.data.store import read_dataset
