@@ -42,7 +42,8 @@ SOCKET_ENV = "DEBIASKD_WARM_SOCKET"
 PRELOAD = (
     "debiaskd.steps", "debiaskd.data.store", "debiaskd.data.generate_nli", "mlflow", "debiaskd.tracking",
     "great_expectations", "debiaskd.data.validate", "debiaskd.data.augment", "torch", "debiaskd.models",
-    "transformers:AutoConfig,AutoModelForSequenceClassification,AutoTokenizer,BertConfig,BertForSequenceClassification,BertTokenizerFast",
+    "transformers:AutoConfig,AutoModelForSequenceClassification,AutoTokenizer,"  # transformers loads lazily:
+    "BertConfig,BertForSequenceClassification,BertTokenizerFast",  # name what the models use
     "debiaskd.train", "debiaskd.distill", "debiaskd.evaluate", "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store", "IPython", "debiaskd.mlflow_model",
     "debiaskd.report", "debiaskd.analysis.run", "matplotlib.pyplot",
