@@ -25,6 +25,7 @@ from debiaskd.study import variant_specs
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
+KFP_EXECUTOR = "kfp.dsl.executor_main"  # what kfp's SubprocessRunner runs for every task
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
@@ -117,7 +118,10 @@ def run_local(
     stop = threading.Event()
     failure: BaseException | None = None
     started = time.time()
-    workers = warm.serving(out / "warm.log") if warm_workers else contextlib.nullcontext()
+    # kfp starts each task as `sys.executable -m kfp.dsl.executor_main ...`: with warm workers that
+    # runs in a child of the server (kfp imported light, as a task imports it: _KFP_RUNTIME)
+    workers = (warm.serving(out / "warm.log", run_modules=(KFP_EXECUTOR,), env={"_KFP_RUNTIME": "true"})
+               if warm_workers else contextlib.nullcontext())
     with log_path.open("w", encoding="utf-8") as log, workers:
         follower = None
         if console is not None and not verbose:
@@ -142,6 +146,13 @@ def run_local(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+        if failure is None:
+            report_dir = Path(result.output.path)
+            for item in report_dir.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, out / item.name)
+            summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+            summary["promoted"] = _promoted(cfg, uri, summary)  # in a warm worker: MLflow is imported there
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise failure
@@ -152,12 +163,6 @@ def run_local(
                                 rule="pipeline input") from None
         raise RuntimeError(f"the pipeline failed: {failure}; see {log_path}") from failure
 
-    report_dir = Path(result.output.path)
-    for item in report_dir.iterdir():
-        if item.is_file():
-            shutil.copy2(item, out / item.name)
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    summary["promoted"] = _promoted(cfg, uri, summary)
     summary["tracking_uri"] = uri
     summary["pipeline_root"] = str(out / "kfp")
     summary["seconds"] = round(time.time() - started, 1)
@@ -185,15 +190,15 @@ def _recorded_errors(path: Path) -> list[dict[str, str]]:
 
 def _promoted(cfg: StudyConfig, uri: str, summary: dict[str, Any]) -> dict[str, str] | None:
     """The champion, if this run's candidate is it (the promote task ran and the gate passed)."""
-    from debiaskd import tracking
+    from debiaskd import tracking, warm
 
     student = (summary.get("registration") or {}).get("student")
     if not student or not student["gate"]["passed"]:
         return None
-    champion = tracking.alias_version(uri, student["name"], tracking.CHAMPION)
-    if champion is None or str(champion.version) != str(student["version"]):
+    champion = warm.call("debiaskd.steps:champion_version", uri, student["name"])
+    if champion is None or champion != str(student["version"]):
         return None
-    return {"name": student["name"], "version": str(champion.version), "alias": tracking.CHAMPION}
+    return {"name": student["name"], "version": champion, "alias": tracking.CHAMPION}
 
 
 def _check_writable(path: Path) -> None:

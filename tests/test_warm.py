@@ -112,3 +112,60 @@ def test_the_server_stops_and_cleans_up_with_its_block(tmp_path):
             time.sleep(0.05)
     assert not os.path.exists(path) and warm.SOCKET_ENV not in os.environ
     assert "ready: 1 Python thread(s)" in log.read_text()
+
+
+# ------------------------------------------------- whole tasks: `sys.executable -m MODULE` in a worker
+
+POOL_MODULE = '''
+import concurrent.futures, os, sys
+pool = concurrent.futures.ThreadPoolExecutor(2)  # left idle and open, as libraries leave theirs
+print("answer", pool.submit(lambda: 6 * 7).result(), os.getpid(), os.environ.get("DEBIASKD_WARM_TEST"))
+print("args", *sys.argv[1:])
+sys.exit(int(sys.argv[1]))
+'''
+
+
+@pytest.fixture
+def module_server(tmp_path, monkeypatch):
+    (tmp_path / "warm_pool_probe.py").write_text(POOL_MODULE)
+    monkeypatch.chdir(tmp_path)  # `-m warm_pool_probe` is found in the task's directory, as python finds it
+    log = tmp_path / "warm.log"
+    real = sys.executable
+    with warm.serving(log, preload=LIGHT, run_modules=("warm_pool_probe",)) as path:
+        yield path, log, real
+    assert sys.executable == real  # the stand-in interpreter is only for the block
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DEBIASKD_WARM_TEST": "the task's"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_a_named_module_runs_in_a_worker_with_the_tasks_arguments_output_and_exit_status(module_server):
+    path, log, real = module_server
+    assert sys.executable != real and os.path.dirname(sys.executable) == os.path.dirname(path)
+    proc = _run("-m", "warm_pool_probe", "3", "two words")
+    assert proc.returncode == 3, proc.stderr  # sys.exit(3), after the idle pool was shut down
+    words = proc.stdout.split()
+    assert words[:2] == ["answer", "42"] and words[3] == "the"  # its environment, not the server's
+    assert "args 3 two words" in proc.stdout
+    assert f"pid {words[2]})" in log.read_text()  # the worker that ran it logged it
+    assert "ran -m warm_pool_probe" not in log.read_text()  # exit status 3 counts as a failure
+    assert "failed -m warm_pool_probe" in log.read_text()
+
+
+def test_other_commands_run_in_the_real_interpreter(module_server):
+    _, log, _ = module_server
+    proc = _run("-c", "import sys; print(sys.flags.isolated, sys.flags.no_site)")
+    assert proc.returncode == 0 and proc.stdout.split() == ["0", "0"]  # not the launcher's -I -S
+    proc = _run("-m", "json.tool", "--help")  # a module the server was not started for
+    assert proc.returncode == 0 and "usage" in proc.stdout
+    assert "json.tool" not in log.read_text()
+
+
+def test_without_a_server_the_launcher_starts_the_real_interpreter(tmp_path, monkeypatch, capfd):
+    from debiaskd import warm_launcher
+
+    monkeypatch.setenv(warm.SOCKET_ENV, str(tmp_path / "no-such-socket"))
+    assert warm_launcher.forward(str(tmp_path / "no-such-socket"), "json.tool", []) is None
+    assert "warm worker unavailable" in capfd.readouterr().err

@@ -535,6 +535,14 @@ def promote_challenger(config_yaml: str | StudyConfig, tracking_uri: str) -> dic
             "decision": decision.to_dict()}
 
 
+def champion_version(tracking_uri: str, name: str) -> str | None:
+    """The version the ``champion`` alias of registered model ``name`` points at, or None."""
+    from debiaskd import tracking
+
+    champion = tracking.alias_version(tracking_uri, name, tracking.CHAMPION)
+    return None if champion is None else str(champion.version)
+
+
 # ----------------------------------------------------------- in-process run
 def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None,
                   progress: bool = False) -> dict[str, Any]:
