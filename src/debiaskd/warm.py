@@ -66,16 +66,10 @@ MODULES_ENV = "DEBIASKD_WARM_MODULES"
 def call(target: str, *args: Any, **kwargs: Any) -> Any:
     """Run ``module:function`` with these arguments in a warm worker if one serves this task, else here."""
     path = os.environ.get(SOCKET_ENV)
-    if path:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            conn.connect(path)
-        except OSError as exc:
-            conn.close()
-            print(f"debiaskd: warm worker unavailable ({exc}); running {target} in this process", file=sys.stderr)
-        else:
-            with conn:
-                return _remote(conn, target, args, kwargs)
+    conn = warm_launcher.connect(path, f"running {target} in this process") if path else None
+    if conn is not None:
+        with conn:
+            return _remote(conn, target, args, kwargs)
     return _resolve(target)(*args, **kwargs)
 
 
@@ -128,8 +122,7 @@ def _remote(conn: socket.socket, target: str, args: tuple, kwargs: dict) -> Any:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        socket.send_fds(conn, [warm_launcher.HEADER.pack(len(payload))], [sys.stdout.fileno(), sys.stderr.fileno()])
-        conn.sendall(payload)
+        warm_launcher.send_request(conn, payload, (sys.stdout.fileno(), sys.stderr.fileno()))
         reply = json.loads(recv_message(conn))
     except (EOFError, ConnectionError):
         raise RuntimeError(f"the warm worker running {target} ended without a result "

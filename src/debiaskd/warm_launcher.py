@@ -53,15 +53,23 @@ def send_request(conn: socket.socket, payload: bytes, fds: tuple[int, int] = (1,
     conn.sendall(payload)
 
 
-def forward(path: str, module: str, argv: list[str]) -> int | None:
-    """Run ``python -m module argv`` in a warm worker; its exit status, or None where the server
-    cannot be reached or does not run ``module`` (the caller then starts the real interpreter)."""
+def connect(path: str, instead: str) -> socket.socket | None:
+    """A connection to the server at ``path``, or None (saying on stderr that it will do ``instead``)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
     except OSError as exc:
         conn.close()
-        print(f"debiaskd: warm worker unavailable ({exc}); starting a fresh Python for this task", file=sys.stderr)
+        print(f"debiaskd: warm worker unavailable ({exc}); {instead}", file=sys.stderr)
+        return None
+    return conn
+
+
+def forward(path: str, module: str, argv: list[str]) -> int | None:
+    """Run ``python -m module argv`` in a warm worker; its exit status, or None where the server
+    cannot be reached or does not run ``module`` (the caller then starts the real interpreter)."""
+    conn = connect(path, "starting a fresh Python for this task")
+    if conn is None:
         return None
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
     request = {"module": module, "argv": argv, "cwd": os.getcwd(), "env": env}
