@@ -5,9 +5,9 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 def prepare_data(config: str, dataset: Output[Dataset]):
     """Generate the embedded benchmark or load the configured files into a dataset folder."""
-    from debiaskd import warm
+    from debiaskd import steps
 
-    manifest = warm.call("debiaskd.steps:prepare_data", config, dataset.path)
+    manifest = steps.prepare_data(config, dataset.path)
     dataset.metadata["content_hash"] = manifest["content_hash"]
 
 
@@ -17,11 +17,11 @@ def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, study
     import json
     import os
 
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
     os.makedirs(report.path, exist_ok=True)
-    result = warm.call("debiaskd.steps:validate_data", config, dataset.path, report.path, tracking_uri or None,
-                       steps.study_run_id(study.path))
+    result = steps.validate_data(config, dataset.path, report.path, tracking_uri or None,
+                                 steps.study_run_id(study.path))
     report.metadata["ok"] = bool(result.get("ok", True))
     with open(os.path.join(report.path, "validation.md"), "w", encoding="utf-8") as fh:
         fh.write("# Data validation\n\n```json\n" + json.dumps(result, indent=2)[:20000] + "\n```\n")
@@ -29,7 +29,7 @@ def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, study
 
 def augment_data(config: str, dataset: Input[Dataset], augmented: Output[Dataset]):
     """Bias-model predictions stored with the data, plus the bias-aware augmented train split."""
-    from debiaskd import warm
+    from debiaskd import steps
 
-    manifest = warm.call("debiaskd.steps:augment_data", config, dataset.path, augmented.path)
+    manifest = steps.augment_data(config, dataset.path, augmented.path)
     augmented.metadata["content_hash"] = manifest["content_hash"]

@@ -6,17 +6,17 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 def collect_evaluations(config: str, seed: int, tracking_uri: str, study: Input[Artifact],
                         evaluations: Output[Artifact]):
     """Gather one seed's evaluations and analyses from MLflow (fails if a variant did not finish)."""
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
-    warm.call("debiaskd.steps:collect_evaluations", config, seed, tracking_uri, steps.study_run_id(study.path),
-              evaluations.path)
+    steps.collect_evaluations(config, seed, tracking_uri, steps.study_run_id(study.path),
+                              evaluations.path)
 
 
 def analyze_model(config: str, concurrent: int, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
                   tracking_uri: str, study: Input[Artifact], analysis: Output[HTML]):
     """Attention-pattern and circuit analysis of a model against its reference (``concurrent`` tasks
     share the machine's CPUs under the local runner)."""
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
-    warm.call("debiaskd.steps:analyze_pair", config, model.path, reference.path, dataset.path, analysis.path,
-              tracking_uri or None, steps.study_run_id(study.path), concurrent=concurrent)
+    steps.analyze_pair(config, model.path, reference.path, dataset.path, analysis.path,
+                       tracking_uri or None, steps.study_run_id(study.path), concurrent=concurrent)

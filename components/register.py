@@ -6,19 +6,19 @@ from kfp.dsl import HTML, Artifact, Input, Output
 
 def start_study(config: str, tracking_uri: str, run_name: str, study: Output[Artifact]):
     """Create the study's parent MLflow run; its id travels to later steps in the ``study`` artifact."""
-    from debiaskd import warm
+    from debiaskd import steps
 
-    study.metadata["run_id"] = warm.call("debiaskd.steps:start_study", config, tracking_uri, run_name, study.path)
+    study.metadata["run_id"] = steps.start_study(config, tracking_uri, run_name, study.path)
 
 
 def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],
                     report: Output[HTML]) -> str:
     """summary.json + report.md; registers the teacher and the candidate student; returns the gate's verdict."""
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
     eval_dirs, analysis_dirs = steps.collected_dirs([e.path for e in evaluations])
-    summary = warm.call("debiaskd.steps:summarize", config, eval_dirs, report.path, tracking_uri or None,
-                        steps.study_run_id(study.path), analysis_dirs)
+    summary = steps.summarize(config, eval_dirs, report.path, tracking_uri or None,
+                              steps.study_run_id(study.path), analysis_dirs)
     return steps.gate_decision(summary)
 
 
@@ -26,6 +26,6 @@ def promote_champion(config: str, tracking_uri: str, study: Input[Artifact]) -> 
     """Move ``champion`` to the challenger (the gate is applied again on its evidence tags)."""
     import json
 
-    from debiaskd import warm
+    from debiaskd import steps
 
-    return json.dumps(warm.call("debiaskd.steps:promote_challenger", config, tracking_uri))
+    return json.dumps(steps.promote_challenger(config, tracking_uri))

@@ -11,11 +11,11 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                 study: Input[Artifact], model: Output[Model], metrics: Output[Metrics],
                 evaluation: Output[Artifact]) -> str:
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id."""
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
-    result, evaluated = warm.call("debiaskd.steps:train_and_evaluate", config, variant, seed, dataset.path,
-                                  model.path, evaluation.path, None, tracking_uri or None,
-                                  steps.study_run_id(study.path), progress=False)
+    result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path,
+                                                 model.path, evaluation.path, None, tracking_uri or None,
+                                                 steps.study_run_id(study.path), progress=False)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
     return result["run_id"] or ""
@@ -32,13 +32,13 @@ def train_student(config: str, variant: str, analyze: str, concurrent: int, data
     analyses this student against its teacher: the fan-out's ``dsl.If`` reads it, since kfp's local
     runner cannot test a loop item's field); the MLflow run id is in the model's metadata.
     """
-    from debiaskd import steps, warm
+    from debiaskd import steps
 
     seed = int(teacher.metadata["seed"])
     teacher_dir = steps.read_result(teacher.path)["model_dir"]
-    result, evaluated = warm.call("debiaskd.steps:train_and_evaluate", config, variant, seed, dataset.path,
-                                  model.path, evaluation.path, teacher_dir, tracking_uri or None,
-                                  steps.study_run_id(study.path), progress=False, concurrent=concurrent)
+    result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path,
+                                                 model.path, evaluation.path, teacher_dir, tracking_uri or None,
+                                                 steps.study_run_id(study.path), progress=False, concurrent=concurrent)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
     return analyze
