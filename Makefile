@@ -1,14 +1,16 @@
-# The two commands of the README. Both install what they need first.
+# The two commands of the README. Both install what they need first, from the lock.
 PYTHON ?= python3
+# constraints.txt is the lock: every install takes its exact versions (direct and transitive).
+PIP_INSTALL = $(PYTHON) -m pip install -q -c constraints.txt
 
-.PHONY: install run test lint services bench
+.PHONY: install run test lint services bench lock
 
 install:
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PIP_INSTALL) -e ".[dev]"
 
 # Main job: the whole study on the embedded default (no network, cluster or GPU).
 run: install
-	debiaskd run
+	$(PYTHON) -m debiaskd run
 
 # Tests: start the services the suite uses (PostgreSQL where installed), then pytest.
 test: install services
@@ -21,7 +23,18 @@ services:
 	else echo "PostgreSQL not installed: its tests will skip"; fi
 
 lint:
-	ruff check .
+	$(PYTHON) -m ruff check .
 
 bench: install
 	$(PYTHON) benchmarks/bench.py --json benchmarks/results.json
+
+# Refresh the lock after changing pyproject.toml: resolve in a brand-new venv without the old
+# lock, then write the installed closure to constraints.txt (tests/test_pins.py checks it).
+LOCK_VENV ?= .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(LOCK_VENV)/bin/python tests/test_pins.py > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
