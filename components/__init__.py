@@ -15,13 +15,14 @@ from kfp import dsl
 
 from debiaskd.components.data import augment_data, prepare_data, validate_data
 from debiaskd.components.evaluate import analyze_model, collect_evaluations
-from debiaskd.components.register import promote_champion, start_study, summarize_study
+from debiaskd.components.register import end_study, promote_champion, start_study, summarize_study
 from debiaskd.components.train import train_model, train_student
 
 
 @dataclass(frozen=True)
 class Components:
     start_study: Any
+    end_study: Any
     prepare_data: Any
     validate_data: Any
     augment_data: Any
@@ -39,9 +40,9 @@ TRAINING = ("train_model", "train_student")
 def make_components(image: str, gpu_image: str | None = None) -> Components:
     """kfp components for ``image`` (training components on ``gpu_image`` when given)."""
     funcs = {
-        "start_study": start_study, "prepare_data": prepare_data, "validate_data": validate_data,
-        "augment_data": augment_data, "train_model": train_model, "train_student": train_student,
-        "collect_evaluations": collect_evaluations,
+        "start_study": start_study, "end_study": end_study, "prepare_data": prepare_data,
+        "validate_data": validate_data, "augment_data": augment_data, "train_model": train_model,
+        "train_student": train_student, "collect_evaluations": collect_evaluations,
         "analyze_model": analyze_model, "summarize_study": summarize_study, "promote_champion": promote_champion,
     }
     built = {

@@ -1,14 +1,25 @@
 """Tracking, summary/registration and promotion components."""
 
 
-from kfp.dsl import HTML, Artifact, Input, Output
+from kfp.dsl import HTML, Artifact, Input, Output, PipelineTaskFinalStatus
 
 
-def start_study(config: str, tracking_uri: str, run_name: str, study: Output[Artifact]):
-    """Create the study's parent MLflow run; its id travels to later steps in the ``study`` artifact."""
+def start_study(config: str, tracking_uri: str, run_name: str, study_key: str, job_id: str,
+                study: Output[Artifact]):
+    """Create the study's parent MLflow run, tagged with ``study_key`` (the pipeline job's id when
+    empty); its id travels to later steps in the ``study`` artifact."""
     from debiaskd import steps
 
-    study.metadata["run_id"] = steps.start_study(config, tracking_uri, run_name, study.path)
+    study.metadata["run_id"] = steps.start_study(config, tracking_uri, run_name, study.path, study_key or job_id)
+
+
+def end_study(config: str, tracking_uri: str, study_key: str, job_id: str, status: PipelineTaskFinalStatus,
+              report: Output[HTML]) -> str:
+    """The exit task: end the study run FINISHED or FAILED from the pipeline's final status; after
+    success ``report`` holds the study's report, read back from MLflow."""
+    from debiaskd import steps
+
+    return steps.end_study(config, tracking_uri, study_key or job_id, status.state, report.path)
 
 
 def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],

@@ -21,16 +21,16 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
     return result["run_id"] or ""
 
 
-def train_student(config: str, variant: str, analyze: str, concurrent: int, dataset: Input[Dataset],
+def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dataset],
                   teacher: Input[Model], tracking_uri: str, study: Input[Artifact], model: Output[Model],
                   metrics: Output[Metrics], evaluation: Output[Artifact]) -> str:
     """Train one student of the fan-out over student variants and evaluate it.
 
     The student distils from ``teacher`` when its recipe uses KD (without KD, ``teacher`` only
     supplies the seed, from its metadata, and the ordering). ``concurrent`` students share this
-    machine's CPUs under the local runner. Returns ``analyze`` unchanged ("yes" when the pipeline
-    analyses this student against its teacher: the fan-out's ``dsl.If`` reads it, since kfp's local
-    runner cannot test a loop item's field); the MLflow run id is in the model's metadata.
+    machine's CPUs under the local runner. Returns "yes" when the study analyses this student against
+    its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
+    metadata.
     """
     from debiaskd import steps
 
@@ -41,4 +41,4 @@ def train_student(config: str, variant: str, analyze: str, concurrent: int, data
                                                  steps.study_run_id(study.path), progress=False, concurrent=concurrent)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
-    return analyze
+    return steps.analysed(config, variant)

@@ -30,7 +30,15 @@ KFP_EXECUTOR = "kfp.dsl.executor_main"  # what kfp's SubprocessRunner runs for e
 
 def expected_tasks(cfg: StudyConfig) -> int:
     per_seed = len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
-    return 4 + per_seed * len(cfg.seeds) + 2
+    return 4 + per_seed * len(cfg.seeds) + 3  # ... + summary, promotion, end of the study run
+
+
+def study_key(cfg: StudyConfig, out: Path, uri: str) -> str:
+    """The key the pipeline's exit task finds the study run by: the same for a re-run of the same
+    ``DIR`` (whose cached first task reuses that run), different for another folder or store."""
+    import hashlib
+
+    return hashlib.sha256(f"{cfg.config_hash()}|{out}|{uri}".encode()).hexdigest()[:16]
 
 
 class _Tee:
@@ -133,7 +141,8 @@ def run_local(
                     warnings.catch_warnings():
                 if not verbose:  # kfp warns, per task, that display names and images are ignored locally
                     warnings.filterwarnings("ignore", module=r"kfp\.local.*")
-                result = study(tracking_uri=uri, run_name=f"study-{cfg.config_hash()}")
+                result = study(tracking_uri=uri, run_name=f"study-{cfg.config_hash()}",
+                               study_key=study_key(cfg, out, uri))
         except BaseException as exc:  # kfp raises RuntimeError on a failed task
             failure = exc
         finally:

@@ -96,15 +96,11 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             apply_platform(task, cfg, training)
         return task
 
-    @dsl.pipeline(name=pipeline_name(cfg), description="Does debiasing survive knowledge distillation? "
-                  "Teachers, every student variant, bias-stratified evaluation, analysis and a robustness gate.")
-    def study(config: str = config_yaml, tracking_uri: str = "", run_name: str = "study",
-              seeds: List[int] = list(cfg.seeds)) -> dsl.HTML:  # noqa: B006, UP006 (kfp reads both)
-        start = setup(comps.start_study(config=config, tracking_uri=tracking_uri, run_name=run_name),
-                      "start MLflow study run")
+    def wire_study(config, tracking_uri, seeds, study) -> None:
+        """validate → augment → per seed: teachers, students, analyses → summary → gate → promotion."""
         prep = setup(comps.prepare_data(config=config), "prepare data")
         valid = setup(comps.validate_data(config=config, dataset=prep.outputs["dataset"], tracking_uri=tracking_uri,
-                                          study=start.outputs["study"]), "validate data (Great Expectations)")
+                                          study=study), "validate data (Great Expectations)")
         aug = setup(comps.augment_data(config=config, dataset=prep.outputs["dataset"]).after(valid),
                     "bias model + bias-aware augmentation")
         data = aug.outputs["augmented"]
@@ -114,47 +110,68 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             for name, spec in specs.items():
                 if spec.role == "teacher":
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
-                                             tracking_uri=tracking_uri, study=start.outputs["study"])
+                                             tracking_uri=tracking_uri, study=study)
                     teachers[name] = setup(task, f"train + evaluate {name}", training=True)
                     done.append(task)
             for anchor, items in student_groups(cfg).items():
                 if anchor is None:  # no teacher in the study: students trained on labels alone
                     for item in items:
                         task = comps.train_model(config=config, variant=item["variant"], seed=seed, dataset=data,
-                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
+                                                 tracking_uri=tracking_uri, study=study)
                         done.append(setup(task, f"train + evaluate {item['variant']}", training=True))
                     continue
                 # the fan-out: every student of this teacher, `student_parallelism` at a time locally
-                with dsl.ParallelFor(items, parallelism=0 if platform else cfg.student_parallelism,
-                                     name=f"students-of-{anchor}") as item:
-                    student = comps.train_student(config=config, variant=item.variant, analyze=item.analyze,
+                # (the items are plain names: kfp's compiler mis-wires a loop item's fields inside an
+                # ExitHandler, so the task reads from the config whether its student is analysed)
+                with dsl.ParallelFor([i["variant"] for i in items],
+                                     parallelism=0 if platform else cfg.student_parallelism,
+                                     name=f"students-of-{anchor}") as variant:
+                    student = comps.train_student(config=config, variant=variant,
                                                   concurrent=concurrent, dataset=data,
                                                   teacher=teachers[anchor].outputs["model"],
-                                                  tracking_uri=tracking_uri, study=start.outputs["study"])
+                                                  tracking_uri=tracking_uri, study=study)
                     setup(student, f"train + evaluate a student of {anchor}", training=True)
                     with dsl.If(student.outputs["Output"] == "yes", name=f"analysed-against-{anchor}"):
                         an = comps.analyze_model(config=config, concurrent=concurrent,
                                                  model=student.outputs["model"],
                                                  reference=teachers[anchor].outputs["model"], dataset=data,
-                                                 tracking_uri=tracking_uri, study=start.outputs["study"])
+                                                 tracking_uri=tracking_uri, study=study)
                         setup(an, f"analyze the student vs {anchor}")
                 done.append(student)
             for model, ref in pairs:
                 if model in teachers:
                     an = comps.analyze_model(config=config, concurrent=1, model=teachers[model].outputs["model"],
                                              reference=teachers[ref].outputs["model"], dataset=data,
-                                             tracking_uri=tracking_uri, study=start.outputs["study"])
+                                             tracking_uri=tracking_uri, study=study)
                     done.append(setup(an, f"analyze {model} vs {ref}"))
             collect = setup(comps.collect_evaluations(config=config, seed=seed, tracking_uri=tracking_uri,
-                                                      study=start.outputs["study"]).after(*done),
+                                                      study=study).after(*done),
                             "collect evaluations")
         summary = setup(comps.summarize_study(config=config, evaluations=dsl.Collected(collect.outputs["evaluations"]),
-                                              tracking_uri=tracking_uri, study=start.outputs["study"]),
+                                              tracking_uri=tracking_uri, study=study),
                         "summary, registration and gate")
         with dsl.If(summary.outputs["Output"] == "pass", name="robustness-gate-passed"):
-            setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, study=start.outputs["study"]),
+            setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, study=study),
                   "promote champion")
-        return summary.outputs["report"]
+
+    @dsl.pipeline(name=pipeline_name(cfg), description="Does debiasing survive knowledge distillation? "
+                  "Teachers, every student variant, bias-stratified evaluation, analysis and a robustness gate.")
+    def study(config: str = config_yaml, tracking_uri: str = "", run_name: str = "study", study_key: str = "",
+              seeds: List[int] = list(cfg.seeds)) -> dsl.HTML:  # noqa: B006, UP006 (kfp reads both)
+        # The exit task ends the study's MLflow run FINISHED or FAILED whatever happens inside the
+        # handler, and returns the report. It finds that run by its study key, since an exit task takes
+        # no input from the tasks it guards: the caller's key, else the kfp job's id.
+        end = setup(comps.end_study(config=config, tracking_uri=tracking_uri, study_key=study_key,
+                                    job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "end MLflow study run")
+        end.set_caching_options(False)
+        with dsl.ExitHandler(end, name="study"):
+            start = setup(comps.start_study(config=config, tracking_uri=tracking_uri, run_name=run_name,
+                                            study_key=study_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                          "start MLflow study run")
+            if platform:  # each cluster run is its own study (locally a re-run of DIR reuses it)
+                start.set_caching_options(False)
+            wire_study(config, tracking_uri, seeds, start.outputs["study"])
+        return end.outputs["report"]
 
     return study
 

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+
+from debiaskd.requirements import canonical
+from debiaskd.requirements import dependency_closure as closure_of
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"
@@ -30,10 +32,6 @@ HEADER = """\
 # Regenerate after changing pyproject.toml and reinstalling: python tests/test_pins.py > constraints.txt
 # tests/test_pins.py fails when pyproject.toml, this file and the installed environment disagree.
 """
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def direct_requirements(pyproject: Path = PYPROJECT) -> list[Requirement]:
@@ -96,30 +94,7 @@ def check_pins(pyproject: Path = PYPROJECT, constraints: Path = CONSTRAINTS,
 
 def dependency_closure(pyproject: Path = PYPROJECT) -> dict[str, str]:
     """Installed versions of the direct requirements of ``pyproject`` and of all they require, transitively."""
-    env = default_environment()
-    seen: dict[str, str] = {}
-    todo: list[tuple[str, tuple[str, ...]]] = [
-        (r.name, tuple(sorted(r.extras))) for r in direct_requirements(pyproject)
-        if r.marker is None or r.marker.evaluate({**env, "extra": ""})]
-    done: set[tuple[str, tuple[str, ...]]] = set()
-    while todo:
-        name, want = todo.pop()
-        if (canonical(name), want) in done:
-            continue
-        done.add((canonical(name), want))
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            continue  # required on another platform or python only
-        if canonical(name) != canonical(PROJECT):
-            seen[canonical(name)] = dist.version
-        for raw in dist.requires or []:
-            req = Requirement(raw)
-            if req.marker is not None and not any(
-                    req.marker.evaluate({**env, "extra": extra}) for extra in ("", *want)):
-                continue
-            todo.append((req.name, tuple(sorted(req.extras))))
-    return dict(sorted(seen.items()))
+    return closure_of(direct_requirements(pyproject))
 
 
 def render_constraints() -> str:

@@ -56,7 +56,27 @@ def test_every_component_and_variant_is_wired(compiled):
     assert sorted(i["variant"] for i in items) == sorted(v for v in cfg.variants if v.startswith("student"))
     assert {i["variant"] for i in items if i["analyze"] == "yes"} == {"student_kd", "student_kd_all"}
     assert "iteratorPolicy" not in fan_out[0]  # no parallelism limit on a cluster
-    assert "robustness-gate-passed" in str(spec["root"]["dag"]["tasks"])
+    assert "robustness-gate-passed" in str(spec["components"])
+
+
+def test_an_exit_handler_ends_the_study_run_whatever_happens(compiled):
+    """The study runs inside a ``dsl.ExitHandler`` whose exit task ends the MLflow run (FINISHED or
+    FAILED from the pipeline's final status) and returns the report; it and the task that starts the
+    run are never taken from the cache on a cluster."""
+    _, (spec, _) = compiled
+    root = spec["root"]["dag"]["tasks"]
+    handler = next(name for name in root if name.startswith("exit-handler"))
+    end = root["end-study"]
+    assert end["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert end["dependentTasks"] == [handler]
+    assert not end["cachingOptions"].get("enableCache")
+    assert "status" in spec["components"]["comp-end-study"]["inputDefinitions"]["parameters"]
+    assert spec["root"]["dag"]["outputs"]["artifacts"]["Output"]["artifactSelectors"] == [
+        {"outputArtifactKey": "report", "producerSubtask": "end-study"}]
+    guarded = spec["components"][root[handler]["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"start-study", "prepare-data", "summarize-study"} <= set(guarded)
+    assert not guarded["start-study"]["cachingOptions"].get("enableCache")
+    assert guarded["prepare-data"]["cachingOptions"]["enableCache"] is True
 
 
 def test_training_tasks_request_gpus_on_the_cuda_image(compiled):

@@ -80,6 +80,19 @@ def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
     assert teacher.tags["variant"] == "teacher_debiased"
 
 
+def test_the_study_run_ends_finished_with_an_end_time(smoke_run):
+    """The pipeline's exit task ends the parent run; MLflow shows it FINISHED with a duration."""
+    out, _, uri = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    c = tracking.client(uri)
+    parent_id = c.get_run(summary["variants"]["student_kd"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    parent = c.get_run(parent_id)
+    assert parent.data.tags["debiaskd.kind"] == "study"
+    assert parent.info.status == "FINISHED"
+    assert parent.info.end_time is not None and parent.info.end_time >= parent.info.start_time
+    assert all(r["status"] == "FINISHED" for r in tracking.study_runs(uri, "e2e-smoke", parent_id))
+
+
 def test_rerun_with_same_dir_reuses_finished_steps(smoke_run):
     out, _, uri = smoke_run
     before = json.loads((out / "summary.json").read_text())
@@ -88,8 +101,9 @@ def test_rerun_with_same_dir_reuses_finished_steps(smoke_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "kfp.log").read_text()
     executed = [line for line in log.splitlines() if "Executing task" in line]
-    # every step was reused from kfp's cache: nothing trained or evaluated again
-    assert executed == [], executed
+    # every step was reused from kfp's cache: nothing trained or evaluated again; only the exit task,
+    # never cached, ran to end the (reused) study run again
+    assert len(executed) == 1 and "end-study" in executed[0], executed
     after = json.loads((out / "summary.json").read_text())
     assert after["variants"]["student_kd"]["challenge_accuracy"] == before["variants"]["student_kd"][
         "challenge_accuracy"]
@@ -108,8 +122,56 @@ def test_failed_validation_stops_before_training_and_registers_nothing(mlflow_se
     assert not (out / "summary.json").exists()
     c = tracking.client(mlflow_server.uri)
     assert not c.search_registered_models("name LIKE 'e2e-bad%'")
+    study = c.search_runs([c.get_experiment_by_name("e2e-bad").experiment_id], "tags.`debiaskd.kind` = 'study'")
+    assert [r.info.status for r in study] == ["FAILED"]  # rejected, and not left RUNNING
     log = (out / "kfp.log").read_text()
     assert "train-model" not in log and "train-student" not in log
+
+
+FAULT = """
+import os
+
+if os.environ.get("DEBIASKD_TEST_FAULT"):
+    from debiaskd import steps
+
+    real = steps.train_variant
+
+    def train_variant(config_yaml, variant, *args, **kwargs):
+        if variant == os.environ["DEBIASKD_TEST_FAULT"]:
+            raise RuntimeError(f"injected fault while training {variant}")
+        return real(config_yaml, variant, *args, **kwargs)
+
+    steps.train_variant = train_variant
+"""
+
+
+def test_a_failed_training_task_leaves_the_study_run_failed_and_registers_nothing(mlflow_server, tmp_path):
+    """A task that crashes (not a user error) mid-study: the exit task still ends the study run, FAILED,
+    with the variant runs that were still running; nothing is registered or promoted."""
+    import os
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(FAULT)  # every task's interpreter (and the warm server) loads it
+    env = {**os.environ, "DEBIASKD_TEST_FAULT": "student_kd",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "debiaskd", "run", "--preset", "smoke", "--out", str(out),
+                           "--tracking-uri", mlflow_server.uri, "--set", "tracking.experiment=e2e-fail",
+                           "--set", "tracking.model_prefix=e2e-fail", "--set", "variants=[student_erm,student_kd]",
+                           "--set", "analysis.enabled=false"], capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "the pipeline failed" in proc.stderr
+    assert "injected fault while training student_kd" in (out / "kfp.log").read_text()
+    assert not (out / "summary.json").exists()
+    c = tracking.client(mlflow_server.uri)
+    exp = c.get_experiment_by_name("e2e-fail")
+    runs = c.search_runs([exp.experiment_id])
+    studies = [r for r in runs if r.data.tags.get("debiaskd.kind") == "study"]
+    assert len(studies) == 1
+    assert studies[0].info.status == "FAILED" and studies[0].info.end_time is not None
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    assert not c.search_registered_models("name LIKE 'e2e-fail%'")
 
 
 def test_postgres_backend(postgres_mlflow_server, tmp_path):

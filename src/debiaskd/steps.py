@@ -64,21 +64,60 @@ def read_result(folder: str | Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ tracking
+def _require_tracking(tracking_uri: str | None) -> str:
+    uri = _tracking(tracking_uri)
+    if uri is None:
+        raise DebiaskdError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI",
+                            rule="tracking configured")
+    return uri
+
+
 @reports_errors
 def start_study(config_yaml: str | StudyConfig, tracking_uri: str, name: str,
-                out_dir: str | Path | None = None) -> str:
-    """Create the parent MLflow run of one study; returns its id (also written to ``out_dir``)."""
+                out_dir: str | Path | None = None, key: str = "") -> str:
+    """Create the parent MLflow run of one study; returns its id (also written to ``out_dir``).
+
+    ``key`` (the pipeline run's study key) is tagged on the run so that :func:`end_study`, the
+    pipeline's exit task, finds it again without any input from inside the pipeline."""
     from debiaskd import tracking
 
     cfg = _cfg(config_yaml)
-    tracking_uri = _tracking(tracking_uri)
-    if tracking_uri is None:
-        raise DebiaskdError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI",
-                            rule="tracking configured")
-    run_id = tracking.start_study_run(tracking_uri, cfg, name)
+    tracking_uri = _require_tracking(tracking_uri)
+    run_id = tracking.start_study_run(tracking_uri, cfg, name, {tracking.STUDY_KEY_TAG: key} if key else None)
     if out_dir is not None:
         _write_json(Path(out_dir) / "study.json", {"run_id": run_id, "name": name})
     return run_id
+
+
+#: kfp's final pipeline states (``dsl.PipelineTaskFinalStatus.state``) → MLflow run statuses
+FINAL_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
+
+
+@reports_errors
+def end_study(config_yaml: str | StudyConfig, tracking_uri: str, key: str, state: str,
+              report_dir: str | Path | None = None) -> str:
+    """The pipeline's exit task: end the study run tagged ``key`` — ``FINISHED`` when the pipeline
+    succeeded, ``FAILED`` (with its variant runs still running) otherwise — and, after success, copy
+    the study's report (summary.json, report.md, plots) from MLflow into ``report_dir``.
+    Returns the MLflow status it set ("" when no study run had been started)."""
+    from debiaskd import tracking
+
+    cfg = _cfg(config_yaml)
+    tracking_uri = _require_tracking(tracking_uri)
+    status = FINAL_STATUS.get(state, "FAILED")
+    run_id = tracking.find_study_run(tracking_uri, cfg.experiment_name, key)
+    if run_id is None:
+        if status == "FINISHED":
+            raise DebiaskdError(f"no study run tagged {tracking.STUDY_KEY_TAG}={key}", file=tracking_uri,
+                                rule="study run started")
+        return ""
+    tracking.end_study_run(tracking_uri, run_id, status)
+    if report_dir is not None and status == "FINISHED":
+        staging = Path(report_dir).parent / f".{Path(report_dir).name}.download"
+        local = tracking.download_artifacts(tracking_uri, run_id, "report", staging)
+        shutil.copytree(local, report_dir, dirs_exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return status
 
 
 def study_run_id(study_dir: str | Path) -> str:
@@ -552,6 +591,23 @@ def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | Non
         shutil.rmtree(out)
     out.mkdir(parents=True)
     parent = start_study(cfg, tracking_uri, "study") if tracking_uri else None
+    try:
+        summary = _run_steps(cfg, out, tracking_uri, parent, progress)
+    except BaseException:
+        if tracking_uri and parent:
+            from debiaskd import tracking
+
+            tracking.end_study_run(tracking_uri, parent, "FAILED")
+        raise
+    if tracking_uri and parent:
+        from debiaskd import tracking
+
+        tracking.end_study_run(tracking_uri, parent, "FINISHED")
+    return summary
+
+
+def _run_steps(cfg: StudyConfig, out: Path, tracking_uri: str | None, parent: str | None,
+               progress: bool) -> dict[str, Any]:
     prepare_data(cfg, out / "data")
     validate_data(cfg, out / "data", out / "validation", tracking_uri, parent)
     augment_data(cfg, out / "data", out / "augmented")
@@ -578,10 +634,6 @@ def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | Non
     summary = summarize(cfg, evals, out / "report", tracking_uri, parent, analyses)
     if tracking_uri and gate_decision(summary) == "pass":
         summary["promoted"] = promote_challenger(cfg, tracking_uri)
-    if tracking_uri and parent:
-        from debiaskd import tracking
-
-        tracking.end_run(tracking_uri, parent)
     return summary
 
 
@@ -591,3 +643,9 @@ def analysis_pairs(cfg: StudyConfig) -> list[tuple[str, str | None]]:
              ("student_kd_all", "teacher_debiased")]
     selected = variant_specs(cfg)
     return [(m, r) for m, r in pairs if m in selected and (r is None or r in selected)]
+
+
+def analysed(config_yaml: str | StudyConfig, variant: str) -> str:
+    """"yes" when the study analyses ``variant`` against a reference (:func:`analysis_pairs`), else "no"."""
+    cfg = _cfg(config_yaml)
+    return "yes" if cfg.analysis.enabled and any(m == variant for m, _ in analysis_pairs(cfg)) else "no"

@@ -94,6 +94,19 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ runs
+#: opens an experiment in MLflow 3's UI on its training runs, not in the GenAI (traces) view
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+STUDY_KEY_TAG = "debiaskd.study_key"
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifacts of a ``sqlite:`` store live beside the database (``<db folder>/mlruns``), not in
+    ``./mlruns`` of whatever directory the command ran in; servers choose their own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+
+
 def ensure_experiment(uri: str, name: str) -> str:
     c = client(uri)
 
@@ -101,7 +114,7 @@ def ensure_experiment(uri: str, name: str) -> str:
         exp = c.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return c.create_experiment(name)
+        return c.create_experiment(name, artifact_location=default_artifact_location(uri), tags=EXPERIMENT_KIND)
 
     return _call(uri, f"create experiment '{name}'", get_or_create)
 
@@ -206,6 +219,45 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _call(uri, "end the run", lambda: c.set_terminated(run_id, status))
 
 
+def find_study_run(uri: str, experiment: str, key: str) -> str | None:
+    """The study run tagged with ``key`` (:data:`STUDY_KEY_TAG`), or None when none was started."""
+    c = client(uri)
+    exp = _call(uri, "find the experiment", lambda: c.get_experiment_by_name(experiment))
+    if exp is None:
+        return None
+    runs = _call(uri, "search runs", lambda: c.search_runs(
+        [exp.experiment_id], f"tags.`{STUDY_KEY_TAG}` = '{key}' and tags.`debiaskd.kind` = 'study'",
+        order_by=["attributes.start_time DESC"], max_results=1))
+    return runs[0].info.run_id if runs else None
+
+
+def end_study_run(uri: str, run_id: str, status: str) -> list[str]:
+    """End a study run with ``status`` (``FINISHED``, ``FAILED`` or ``KILLED``); after a failure its
+    variant runs still ``RUNNING`` end the same way. Returns the names of the runs it ended."""
+    c = client(uri)
+    ended = []
+    if status != "FINISHED":
+        exp_id = _call(uri, "read the study run", lambda: c.get_run(run_id)).info.experiment_id
+        children = _call(uri, "search runs", lambda: c.search_runs(
+            [exp_id], f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'",
+            max_results=1000))
+        for child in children:
+            end_run(uri, child.info.run_id, status)
+            ended.append(child.info.run_name)
+    end_run(uri, run_id, status)
+    return ended
+
+
+def download_artifacts(uri: str, run_id: str, artifact_path: str, dst: str | Path) -> Path:
+    """Download ``artifact_path`` of a run into the folder ``dst`` (created); returns the local path."""
+    import mlflow
+
+    client(uri)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(_call(uri, f"download {artifact_path}", lambda: mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(dst))))
+
+
 def system_metrics(run_id: str):
     """Context manager: sample CPU/RAM (and GPU) into ``run_id`` while training."""
     import contextlib
@@ -249,13 +301,19 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
         signature = None
 
     def log() -> str:
+        import tempfile
         import warnings
 
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        from debiaskd.requirements import model_requirements
+
+        requirements, constraints = model_requirements()  # debiaskd==X plus the lock's versions
+        with tempfile.TemporaryDirectory(prefix="debiaskd-req-") as tmp, mlflow.start_run(run_id=run_id), \
+                warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example.*")
+            (Path(tmp) / "constraints.txt").write_text(constraints, encoding="utf-8")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)},
-                signature=signature, pip_requirements=["debiaskd"],
+                signature=signature, pip_requirements=[*requirements, f"-c {Path(tmp) / 'constraints.txt'}"],
             )
         _keep_running(uri, run_id)
         return info.model_uri
