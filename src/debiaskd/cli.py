@@ -33,7 +33,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate and validate the bia
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 # a wide table even when stdout is a pipe or a CI log (rich assumes 80 columns there)
-out = Console(width=None if sys.stdout.isatty() else 140)
+# (unless $COLUMNS says how wide: rich reads it)
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke (tests, seconds) | default (CPU demo) | "
                                         "paper (GPU, BERT-base teacher)")]
@@ -252,8 +253,12 @@ def compare(
     run_id: Annotated[str | None, typer.Option(help="study (parent) run id; default the latest")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="a run folder whose mlflow.db to read")]
     = None,
+    groups: Annotated[bool, typer.Option("--groups", help="add the challenge accuracy of every bias group")]
+    = False,
 ) -> None:
-    """Table of the runs of an experiment: teacher vs students, per bias group."""
+    """Table of the runs of a study: each variant and seed with its in-distribution and challenge accuracy
+    (%), challenge AUC, worst-group accuracy (%), heuristic reliance and retention of its teacher's
+    challenge accuracy. ``--groups`` adds one column per bias group; ``--json`` writes every metric."""
     from debiaskd import tracking
 
     uri = tracking_uri or tracking.resolve_tracking_uri(None, out_dir or _default_run_dir())
@@ -262,18 +267,72 @@ def compare(
         raise DebiaskdError(f"experiment '{experiment}' has no study runs yet", file=uri, rule="experiment")
     if json_file is not None:
         json_file.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
-    keys = ["test/accuracy", "challenge/accuracy", "challenge/auc", "challenge/worst_group_accuracy",
-            "challenge/heuristic_reliance"]
-    groups = sorted({k for r in rows for k in r["metrics"] if k.startswith("challenge/") and k.endswith("/accuracy")
-                     and k.count("/") == 3})
-    table = Table(title=f"{experiment} ({uri})")
-    table.add_column("run")
-    for k in keys + groups:
-        table.add_column(k.replace("challenge/", "ch/").replace("/accuracy", ""), justify="right")
+    out.print(compare_table(rows, title=f"{experiment}: {len(rows)} runs"))
+    if groups:
+        out.print(group_table(rows))
+
+
+#: (column, MLflow metric, shown in %): the headline of every variant, as in the run's results table
+COMPARE_COLUMNS = (("ID", "test/accuracy", True), ("chall.", "challenge/accuracy", True),
+                   ("AUC", "challenge/auc", False), ("worst", "challenge/worst_group_accuracy", True),
+                   ("rel.", "challenge/heuristic_reliance", False))
+
+
+def compare_table(rows: list[dict], title: str | None = None) -> Table:
+    """The compare view: one line per variant run with the headline columns; retention is a student's
+    challenge accuracy over its teacher's in the same seed."""
+    from debiaskd.config import load_config
+    from debiaskd.study import variant_specs
+
+    teachers = {name: spec.teacher or "teacher_debiased" for name, spec in variant_specs(load_config("default")).items()
+                if spec.role == "student"}
+    challenge = {(r["variant"], r["seed"]): r["metrics"].get("challenge/accuracy") for r in rows}
+    table = _compare_frame(title, [label for label, _, _ in COMPARE_COLUMNS] + ["ret."])
     for r in rows:
-        table.add_row(r["run_name"] or r["run_id"], *[
-            f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "–" for k in keys + groups])
-    out.print(table)
+        metrics = r["metrics"]
+        teacher = challenge.get((teachers.get(r["variant"] or ""), r["seed"]))
+        mine = metrics.get("challenge/accuracy")
+        kept = mine / teacher if (teacher and mine is not None and r["role"] == "student") else None
+        table.add_row(*_run_label(r), *[_cell(metrics.get(key), pct) for _, key, pct in COMPARE_COLUMNS],
+                      _cell(kept, False))
+    return table
+
+
+def group_table(rows: list[dict]) -> Table:
+    """Challenge accuracy (%) of every bias group: ``lex``/``sub``/``con``/``neg`` for the heuristic, then
+    the gold label, ``E`` entailment or ``N`` non-entailment (``lexN`` is where the overlap shortcut fails)."""
+    keys = sorted({k for r in rows for k in r["metrics"] if k.startswith("challenge/") and k.endswith("/accuracy")
+                   and k.count("/") == 3 and not k.startswith("challenge/subcase/")})
+    short = {"lexical_overlap": "lex", "subsequence": "sub", "constituent": "con", "negation": "neg"}
+    labels = []
+    for key in keys:
+        heuristic, label = key.split("/")[1:3]
+        labels.append(f"{short.get(heuristic, heuristic[:3])}{'E' if label == 'entailment' else 'N'}")
+    table = _compare_frame("challenge accuracy by bias group (%)", labels)
+    for r in rows:
+        table.add_row(*_run_label(r), *[_cell(r["metrics"].get(key), True, 0) for key in keys])
+    return table
+
+
+def _compare_frame(title: str | None, columns: list[str]) -> Table:
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title_justify="left")
+    table.add_column("variant", no_wrap=True)
+    table.add_column("seed", justify="right")
+    for label in columns:
+        table.add_column(label, justify="right", no_wrap=True)
+    return table
+
+
+def _run_label(row: dict) -> tuple[str, str]:
+    return row["variant"] or row["run_name"] or row["run_id"], str(row["seed"] or "")
+
+
+def _cell(value: float | None, percent: bool, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.{digits}f}" if percent else f"{value:.2f}"
 
 
 def _default_run_dir() -> Path:
