@@ -290,7 +290,10 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, exact_below: int = 25)
     """Paired test of two models on the same examples.
 
     ``b01``: A wrong and B right; ``b10``: A right and B wrong. Exact two-sided binomial
-    test when ``b01 + b10 < exact_below``, else χ² with continuity correction.
+    test when ``b01 + b10 < exact_below``, else χ² with continuity correction. For one seed's
+    predictions only: summing discordant pairs over seeds counts the same examples again and
+    understates seed variance; across seeds use :func:`seed_t_interval` and
+    :func:`hierarchical_bootstrap_ci`.
     """
     from scipy import stats
 
