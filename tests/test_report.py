@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,18 @@ def _study(tmp: Path, seeds: list[int]):
     return cfg, evals, dirs
 
 
-def test_several_seeds_give_t_intervals_and_a_pooled_paired_test(tmp_path: Path) -> None:
+def _finding(summary: dict, name: str) -> dict:
+    return {f["name"]: f for f in summary["findings"]}[name]
+
+
+def _no_pooling(summary: dict, text: str) -> None:
+    """No p-value, key or sentence that pools examples across seeds."""
+    assert "pooled" not in json.dumps(summary).lower()
+    assert "pooled" not in text.lower()
+    assert "comparisons" not in summary
+
+
+def test_several_seeds_give_t_intervals_over_seeds_and_no_pooled_test(tmp_path: Path) -> None:
     cfg, evals, dirs = _study(tmp_path, [0, 1, 2])
     summary = build_summary(cfg, evals, dirs)
     ids = [e["in_distribution_accuracy"] for e in evals if e["variant"] == "teacher_debiased"]
@@ -50,31 +62,70 @@ def test_several_seeds_give_t_intervals_and_a_pooled_paired_test(tmp_path: Path)
     half = stats.t.ppf(0.975, 2) * np.std(ids, ddof=1) / np.sqrt(3)
     assert entry["in_distribution_accuracy_ci95"] == pytest.approx([np.mean(ids) - half, np.mean(ids) + half])
 
-    comp = summary["comparisons"]["debiased_vs_erm_teacher"]
-    assert comp["seeds"] == 3
-    b01 = sum(t["b01"] for t in comp["tests"])
-    b10 = sum(t["b10"] for t in comp["tests"])
-    assert (comp["pooled_b01"], comp["pooled_b10"]) == (b01, b10)
-    assert b01 == 0 and b10 > 0  # debiased only ever fixes errors here
-    expected = stats.chi2.sf((abs(b01 - b10) - 1) ** 2 / (b01 + b10), 1)
-    assert comp["pooled_p_value"] == pytest.approx(expected)
-    lo, hi = comp["difference_ci95"]
-    assert lo < comp["mean_difference"] < hi and lo > 0
+    f = _finding(summary, "debiased_vs_erm_teacher")
+    assert {"name", "a", "b", "mean_difference", "ci_low", "ci_high", "n_seeds"} <= set(f)
+    assert {"p_value", "bootstrap_ci_low", "bootstrap_ci_high", "seeds_significant"} <= set(f)
+    assert (f["a"], f["b"], f["n_seeds"]) == ("teacher_debiased", "teacher_erm", 3)
+    diffs = [s["difference"] for s in f["per_seed"]]
+    assert [s["seed"] for s in f["per_seed"]] == [0, 1, 2]
+    res = stats.ttest_1samp(diffs, 0.0)
+    ci = res.confidence_interval(0.95)
+    assert f["mean_difference"] == pytest.approx(np.mean(diffs))
+    assert (f["ci_low"], f["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert f["p_value"] == pytest.approx(res.pvalue)
+    assert f["ci_low"] < f["mean_difference"] < f["ci_high"] and f["ci_low"] > 0
+    assert f["bootstrap_ci_low"] < f["mean_difference"] < f["bootstrap_ci_high"]
+    assert f["seeds_significant"] == sum(s["mcnemar_p_value"] < 0.05 for s in f["per_seed"])
+    assert all(s["b01"] == 0 and s["b10"] > 0 for s in f["per_seed"])  # debiased only ever fixes errors
 
     row = {r[0]: r for r in results_rows(summary)}["teacher_debiased"]
     assert "±" in row[1]  # ID accuracy shows the spread over seeds
     write_report(cfg, summary, tmp_path / "report", [])
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "pooled McNemar" in text and "t-interval" in text
+    assert "t-interval over 3 seeds" in text and "hierarchical bootstrap" in text
+    assert f"in {f['seeds_significant']} of 3 seeds individually" in text
+    _no_pooling(json.loads((tmp_path / "report" / "summary.json").read_text()), text)
 
 
-def test_one_seed_keeps_per_example_tests_only(tmp_path: Path) -> None:
+def test_an_interval_including_zero_reads_not_significant_over_seeds(tmp_path: Path) -> None:
+    cfg = load_config("smoke", overrides=["seeds=[0,1,2]", "variants=[teacher_erm,teacher_debiased]"])
+    rng = np.random.default_rng(5)
+    evals, dirs = [], []
+    for seed, shift in zip((0, 1, 2), (20, -20, 2), strict=True):  # seeds disagree in sign
+        erm = rng.random(200) < 0.5
+        debiased = erm.copy()
+        if shift > 0:
+            debiased[rng.choice(np.flatnonzero(~erm), shift, replace=False)] = True
+        else:
+            debiased[rng.choice(np.flatnonzero(erm), -shift, replace=False)] = False
+        for variant, correct in (("teacher_erm", erm), ("teacher_debiased", debiased)):
+            ev, d = _eval(tmp_path, variant, seed, correct, 0.8)
+            evals.append(ev)
+            dirs.append(d)
+    summary = build_summary(cfg, evals, dirs)
+    f = _finding(summary, "debiased_vs_erm_teacher")
+    assert f["ci_low"] < 0 < f["ci_high"] and f["p_value"] > 0.05
+    assert f["seeds_significant"] == 2  # two seeds are significant alone, in opposite directions
+    write_report(cfg, summary, tmp_path / "report", [])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "n.s. over seeds" in text
+    _no_pooling(summary, text)
+
+
+def test_one_seed_has_no_interval_over_seeds(tmp_path: Path) -> None:
     cfg, evals, dirs = _study(tmp_path, [0])
     summary = build_summary(cfg, evals, dirs)
-    comp = summary["comparisons"]["debiased_vs_erm_teacher"]
-    assert comp["seeds"] == 1 and "pooled_p_value" not in comp
+    f = _finding(summary, "debiased_vs_erm_teacher")
+    assert f["n_seeds"] == 1 and len(f["per_seed"]) == 1
+    for key in ("ci_low", "ci_high", "p_value", "bootstrap_ci_low", "bootstrap_ci_high"):
+        assert f[key] is None, key
+    assert f["mean_difference"] == pytest.approx(f["per_seed"][0]["difference"])
     assert summary["variants"]["teacher_debiased"].get("in_distribution_accuracy_ci95") is None
     assert "±" not in {r[0]: r for r in results_rows(summary)}["teacher_debiased"][1]
+    write_report(cfg, summary, tmp_path / "report", [])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "no interval over seeds" in text and "t-interval" not in text
+    _no_pooling(summary, text)
 
 
 def test_retention_intervals_are_paired_bootstraps_within_groups() -> None:

@@ -290,7 +290,10 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, exact_below: int = 25)
     """Paired test of two models on the same examples.
 
     ``b01``: A wrong and B right; ``b10``: A right and B wrong. Exact two-sided binomial
-    test when ``b01 + b10 < exact_below``, else χ² with continuity correction.
+    test when ``b01 + b10 < exact_below``, else χ² with continuity correction. For one seed's
+    predictions only: summing discordant pairs over seeds counts the same examples again and
+    understates seed variance; across seeds use :func:`seed_t_interval` and
+    :func:`hierarchical_bootstrap_ci`.
     """
     from scipy import stats
 
@@ -323,6 +326,83 @@ def mean_std_ci(values: Sequence[float | None], confidence: float = 0.95) -> dic
     std = float(vals.std(ddof=1)) if n > 1 else 0.0
     half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n) if n > 1 else 0.0
     return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def seed_t_interval(differences: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """One-sample Student-t interval and two-sided p-value of per-seed paired differences.
+
+    The seed is the unit of replication: each entry is one seed's difference (e.g. challenge
+    accuracy of model a minus model b on that seed). Computed with ``scipy.stats.ttest_1samp``.
+    With fewer than two seeds there is no interval over seeds: ``ci_low``, ``ci_high``,
+    ``p_value`` and ``std`` are ``None``. When every seed gives the same difference the
+    interval collapses to that value (p = 1 if it is 0, else 0, as the t-statistic is 0 or infinite).
+    """
+    import warnings
+
+    from scipy import stats
+
+    d = np.array([v for v in differences if v is not None and not _isnan(v)], dtype=np.float64)
+    n = len(d)
+    out: dict[str, Any] = {"mean": float(d.mean()) if n else None, "n": n, "std": None,
+                           "ci_low": None, "ci_high": None, "p_value": None}
+    if n < 2:
+        return out
+    mean = float(d.mean())
+    out["std"] = float(d.std(ddof=1))
+    if np.ptp(d) == 0.0:  # zero spread: scipy warns and returns nan; the limit is a point interval
+        out.update(ci_low=mean, ci_high=mean, p_value=1.0 if mean == 0.0 else 0.0)
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_1samp(d, 0.0)
+        ci = res.confidence_interval(confidence_level=confidence)
+    out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(res.pvalue))
+    return out
+
+
+def hierarchical_bootstrap_ci(
+    values_a: np.ndarray, values_b: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+    resample_seeds: bool = True,
+) -> dict[str, Any]:
+    """Two-level percentile bootstrap of the mean paired difference ``a − b`` over seeds and examples.
+
+    ``values_a`` and ``values_b`` are ``(n_seeds, n_examples)`` arrays (e.g. per-example correctness
+    of two models, one row per seed, the same examples in the same order in both). Each resample
+    draws seeds with replacement and then, within each drawn seed, examples with replacement,
+    the same example indices for ``a`` and ``b`` (paired); its statistic is the mean over the
+    drawn seeds of the within-seed mean difference. ``resample_seeds=False`` keeps every seed
+    once and resamples only examples (a bootstrap that ignores seed variance, for comparison).
+    Seeded (``numpy.random.Generator``) and vectorised in chunks: 2000 resamples of 5 × 1500
+    take a fraction of a second. Returns ``mean`` (the observed statistic), ``ci_low``, ``ci_high``,
+    ``n_seeds``, ``n_boot``. With few seeds the seed level has few distinct draws (10 multisets of
+    3 seeds) and a percentile interval tends to be too narrow: read it beside the t-interval.
+    """
+    a = np.asarray(values_a, dtype=np.float64)
+    b = np.asarray(values_b, dtype=np.float64)
+    if a.ndim == 1:
+        a, b = a[None, :], b[None, :]
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"paired arrays of one shape (n_seeds, n_examples) needed, got {a.shape} and {b.shape}")
+    diff = a - b
+    n_seeds, n_ex = diff.shape
+    out: dict[str, Any] = {"mean": float(diff.mean()) if diff.size else None, "ci_low": None, "ci_high": None,
+                           "n_seeds": int(n_seeds), "n_boot": int(n_boot)}
+    if diff.size == 0 or n_boot <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    stats_ = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // (n_seeds * n_ex))
+    for start in range(0, n_boot, chunk):
+        size = min(n_boot, start + chunk) - start
+        if resample_seeds:
+            rows = rng.integers(0, n_seeds, size=(size, n_seeds, 1))
+        else:
+            rows = np.broadcast_to(np.arange(n_seeds)[None, :, None], (size, n_seeds, 1))
+        cols = rng.integers(0, n_ex, size=(size, n_seeds, n_ex))
+        stats_[start:start + size] = diff[rows, cols].mean(axis=(1, 2))
+    alpha = (1.0 - confidence) / 2.0
+    out["ci_low"], out["ci_high"] = float(np.quantile(stats_, alpha)), float(np.quantile(stats_, 1.0 - alpha))
+    return out
 
 
 def _isnan(v: Any) -> bool:

@@ -2,8 +2,8 @@
 
 Per REFERENCES.md, no challenge accuracy is reported alone: each sits beside in-distribution
 accuracy, heuristic reliance and a threshold-free measure (AUC), and retention is flagged as
-meaningful only for students that learned the task. Findings carry paired tests (McNemar on
-the same challenge examples) and, with several seeds, means, spreads and intervals.
+meaningful only for students that learned the task. Findings are paired differences with the seed
+as the unit: a t-interval and a hierarchical bootstrap over seeds, per-seed McNemar tests as detail.
 """
 
 from __future__ import annotations
@@ -113,12 +113,6 @@ def _retention_ci95(cfg: StudyConfig, student_runs: list[tuple[dict[str, Any], P
     return {}
 
 
-def _mcnemar(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    from debiaskd.metrics import mcnemar
-
-    return mcnemar(a, b)
-
-
 def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list[str | Path]) -> dict[str, Any]:
     """Aggregate per-seed evaluations into the INTERFACE.md ``summary.json`` shape."""
     specs = variant_specs(cfg)
@@ -181,7 +175,7 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
     summary = {
         "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
         "variants": variants, "transfer": transfer,
-        "comparisons": _comparisons(by_variant),
+        "findings": _findings(cfg, by_variant),
         "candidate": _candidate(cfg, variants),
         "promoted": None,
     }
@@ -202,51 +196,57 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _comparisons(by_variant: dict[str, list[tuple[dict[str, Any], Path]]]) -> dict[str, Any]:
-    """McNemar on the challenge split, per seed (same examples), for each question."""
-    out: dict[str, Any] = {}
+def _findings(cfg: StudyConfig, by_variant: dict[str, list[tuple[dict[str, Any], Path]]]) -> list[dict[str, Any]]:
+    """Each question as a paired comparison over seeds: the seed is the unit of replication.
+
+    Per seed, the difference in challenge accuracy of ``a`` and ``b`` on the same examples (and a
+    McNemar test of that seed alone, kept as per-seed detail). Over seeds, a Student-t interval and
+    p-value of those differences (``ci_low``, ``ci_high``, ``p_value``) and a hierarchical bootstrap
+    (seeds, then examples within each drawn seed; ``bootstrap_ci_low``, ``bootstrap_ci_high``). No
+    test pools examples across seeds: summing discordant pairs over seeds would count the same
+    examples several times. With one seed there is no interval over seeds: those values are ``None``.
+    """
+    from debiaskd.metrics import hierarchical_bootstrap_ci, mcnemar, seed_t_interval
+
+    out: list[dict[str, Any]] = []
     for key, a, b in COMPARISONS:
         if a not in by_variant or b not in by_variant:
             continue
         seeds_b = {ev["seed"]: d for ev, d in by_variant[b]}
-        tests = []
-        for ev, d in by_variant[a]:
+        per_seed, rows_a, rows_b = [], [], []
+        for ev, d in sorted(by_variant[a], key=lambda r: r[0]["seed"]):
             if ev["seed"] not in seeds_b:
                 continue
             ca, cb = _challenge_correct(d), _challenge_correct(seeds_b[ev["seed"]])
             if ca is None or cb is None or len(ca) != len(cb):
                 continue
-            test = _mcnemar(ca, cb)
-            test.update({"seed": ev["seed"], "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean())})
-            tests.append(test)
-        if tests:
-            diffs = [t["accuracy_a"] - t["accuracy_b"] for t in tests]
-            out[key] = {"a": a, "b": b, "mean_difference": float(np.mean(diffs)),
-                        "significant_seeds": sum(1 for t in tests if t["p_value"] < 0.05),
-                        "seeds": len(tests), "tests": tests}
-            if len(tests) > 1:
-                out[key].update(_across_seeds(tests, diffs))
+            test = mcnemar(ca, cb)
+            per_seed.append({"seed": ev["seed"], "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
+                             "difference": float(ca.mean() - cb.mean()), "b01": test["b01"], "b10": test["b10"],
+                             "mcnemar_statistic": test["statistic"], "mcnemar_p_value": test["p_value"],
+                             "mcnemar_exact": test["exact"]})
+            rows_a.append(ca)
+            rows_b.append(cb)
+        if not per_seed:
+            continue
+        t = seed_t_interval([s["difference"] for s in per_seed], cfg.eval.confidence)
+        finding: dict[str, Any] = {
+            "name": key, "a": a, "b": b, "mean_difference": t["mean"],
+            "ci_low": t["ci_low"], "ci_high": t["ci_high"], "n_seeds": len(per_seed),
+            "p_value": t["p_value"], "std_difference": t["std"], "confidence": cfg.eval.confidence,
+            "bootstrap_ci_low": None, "bootstrap_ci_high": None,
+            "seeds_significant": sum(1 for s in per_seed if s["mcnemar_p_value"] < 0.05),
+            "interval": "t over seeds" if len(per_seed) > 1 else None,
+            "per_seed": per_seed,
+        }
+        same_examples = len({len(r) for r in rows_a}) == 1
+        if len(per_seed) > 1 and same_examples and cfg.eval.bootstrap > 0:
+            boot = hierarchical_bootstrap_ci(np.stack(rows_a), np.stack(rows_b), cfg.eval.bootstrap,
+                                             cfg.eval.confidence, seed=0)
+            finding["bootstrap_ci_low"], finding["bootstrap_ci_high"] = boot["ci_low"], boot["ci_high"]
+            finding["bootstrap_resamples"] = boot["n_boot"]
+        out.append(finding)
     return out
-
-
-def _across_seeds(tests: list[dict[str, Any]], diffs: list[float]) -> dict[str, Any]:
-    """With several seeds: a t-interval of the per-seed difference (seed variance) and a pooled
-    McNemar test (discordant pairs summed over seeds)."""
-    from scipy import stats
-
-    from debiaskd.metrics import mean_std_ci
-
-    spread = mean_std_ci(diffs)
-    b01, b10 = sum(t["b01"] for t in tests), sum(t["b10"] for t in tests)
-    n = b01 + b10
-    if n == 0:
-        pooled_p = 1.0
-    elif n < 25:
-        pooled_p = min(1.0, 2.0 * float(stats.binom.cdf(min(b01, b10), n, 0.5)))
-    else:
-        pooled_p = float(stats.chi2.sf((abs(b01 - b10) - 1.0) ** 2 / n, 1))
-    return {"difference_ci95": [spread["ci_low"], spread["ci_high"]], "difference_std": spread["std"],
-            "pooled_p_value": pooled_p, "pooled_b01": b01, "pooled_b10": b10}
 
 
 def _candidate(cfg: StudyConfig, variants: dict[str, Any]) -> str | None:
@@ -320,6 +320,25 @@ def anti_bias_retention(by_group: dict[str, float | None]) -> dict[str, float]:
             if r is not None and "/" in g and not bias_aligned(*g.split("/", 1))}
 
 
+def _finding_line(f: dict[str, Any]) -> str:
+    """One finding of report.md: the interval over seeds, or a plain statement that there is none."""
+    per_seed = "; ".join(f"seed {s['seed']} {100 * s['difference']:+.1f} (McNemar p = {s['mcnemar_p_value']:.2g})"
+                         for s in f["per_seed"])
+    head = f"- **{f['name']}**: `{f['a']}` − `{f['b']}` = {100 * f['mean_difference']:+.1f} points"
+    if f.get("ci_low") is None:
+        return (f"{head} on {f['n_seeds']} seed: no interval over seeds (one seed says nothing about seed "
+                f"variance); {per_seed}")
+    conf = round(100 * f.get("confidence", 0.95))
+    verdict = "n.s. over seeds" if f["ci_low"] <= 0.0 <= f["ci_high"] else "excludes 0 over seeds"
+    boot = ""
+    if f.get("bootstrap_ci_low") is not None:
+        boot = (f", hierarchical bootstrap [{100 * f['bootstrap_ci_low']:+.1f}, "
+                f"{100 * f['bootstrap_ci_high']:+.1f}]")
+    return (f"{head}, {conf}% t-interval over {f['n_seeds']} seeds [{100 * f['ci_low']:+.1f}, "
+            f"{100 * f['ci_high']:+.1f}] (t-test p = {f['p_value']:.2g}){boot}: {verdict}; "
+            f"significant at 0.05 in {f['seeds_significant']} of {f['n_seeds']} seeds individually ({per_seed})")
+
+
 def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analysis_dirs: list[str | Path]) -> None:
     """summary.json, report.md and the plots it references."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -366,21 +385,15 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         "",
         _md_table(["variant", *groups], group_rows),
         "",
-        "## Findings (paired McNemar tests on the same challenge examples)",
+        "## Findings (paired differences in challenge accuracy; the seed is the unit)",
+        "",
+        "Each finding is the mean over seeds of `a` − `b` on the same challenge examples, with a Student-t "
+        "interval over seeds and a hierarchical bootstrap (seeds resampled, then examples within each seed, "
+        "paired). McNemar tests are per seed only; none pools examples across seeds.",
         "",
     ]
-    for key, comp in summary.get("comparisons", {}).items():
-        p_values = ", ".join(f"{t['p_value']:.3g}" for t in comp["tests"])
-        across = ""
-        if comp.get("difference_ci95"):
-            lo, hi = comp["difference_ci95"]
-            across = (f"; over seeds 95% t-interval [{100 * lo:+.1f}, {100 * hi:+.1f}], "
-                      f"pooled McNemar p = {comp['pooled_p_value']:.3g}")
-        lines.append(
-            f"- **{key}**: `{comp['a']}` − `{comp['b']}` = {100 * comp['mean_difference']:+.1f} points "
-            f"(significant at 0.05 in {comp['significant_seeds']}/{comp['seeds']} seeds; p = {p_values}{across})"
-        )
-    if not summary.get("comparisons"):
+    lines += [_finding_line(f) for f in summary.get("findings", [])]
+    if not summary.get("findings"):
         lines.append("- no paired predictions were available")
     lines += ["", "## Uneven transfer across bias types", "",
               ("Retention per bias type on its anti-bias group (where the heuristic gives the wrong answer: "
