@@ -29,12 +29,24 @@ def pipeline_name(cfg: StudyConfig) -> str:
     return f"debiaskd-{cfg.task}-study"
 
 
+#: components whose tasks change the world outside their outputs (MLflow runs, the registry, aliases):
+#: on a cluster they always run, never taken from kfp's cache
+SIDE_EFFECTS = ("start_study", "summarize_study", "promote_champion", "end_study")
+#: components whose tasks only compute (train, evaluate, analyse, read back): retried when their pod fails
+RETRIED = ("train_model", "train_student", "analyze_model", "collect_evaluations")
+
+
 def apply_platform(task: Any, cfg: StudyConfig, training: bool) -> None:
     """Kubernetes settings for one task (ignored, with kfp's warning, by the local runner)."""
     from kfp import kubernetes
 
     c = cfg.cluster
     task.set_cpu_request(c.cpu_request).set_memory_request(c.memory_request).set_memory_limit(c.memory_limit)
+    component = task.component_spec.name.replace("-", "_")
+    if component in SIDE_EFFECTS:
+        task.set_caching_options(False)
+    if component in RETRIED and c.retries:
+        task.set_retry(num_retries=c.retries, backoff_duration=c.retry_backoff, backoff_factor=2.0)
     kubernetes.use_secret_as_env(task, secret_name=c.mlflow_secret,
                                  secret_key_to_env={k: k for k in MLFLOW_SECRET_KEYS})
     kubernetes.mount_pvc(task, pvc_name=c.pvc_name, mount_path=c.pvc_mount)
@@ -168,8 +180,6 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             start = setup(comps.start_study(config=config, tracking_uri=tracking_uri, run_name=run_name,
                                             study_key=study_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                           "start MLflow study run")
-            if platform:  # each cluster run is its own study (locally a re-run of DIR reuses it)
-                start.set_caching_options(False)
             wire_study(config, tracking_uri, seeds, start.outputs["study"])
         return end.outputs["report"]
 

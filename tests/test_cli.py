@@ -60,6 +60,7 @@ def test_compile_writes_ir_yaml(tmp_path):
 
 class _FakeKfp(BaseHTTPRequestHandler):
     calls: ClassVar[list] = []
+    states: ClassVar[list] = []  # what GET /runs/run-123 answers, one state per call (the last repeats)
 
     def _send(self, obj):
         body = json.dumps(obj).encode()
@@ -71,6 +72,10 @@ class _FakeKfp(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.calls.append(("GET", self.path, b""))
+        if "/runs/run-123" in self.path:
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            self._send({"run_id": "run-123", "display_name": "r", "experiment_id": "exp-1", "state": state})
+            return
         self._send({"multi_user": False} if "healthz" in self.path else {"experiments": []})
 
     def do_POST(self):
@@ -99,6 +104,39 @@ def test_submit_creates_a_run_on_the_endpoint(capsys):
     run = json.loads(posts["/apis/v2beta1/runs"])
     assert run["experiment_id"] == "exp-1"
     assert "nvidia.com/gpu" in json.dumps(run["pipeline_spec"])
+
+
+@pytest.fixture
+def fake_kfp(monkeypatch):
+    from debiaskd.pipeline import submit
+
+    real = submit.wait_for_run
+    monkeypatch.setattr(submit, "wait_for_run", lambda *a, **k: real(*a, **{**k, "poll_seconds": 0.01}))
+    _FakeKfp.calls.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("states", "code"), [(["PENDING", "RUNNING", "SUCCEEDED"], 0),
+                                               (["RUNNING", "FAILED"], 1), (["CANCELED"], 1)])
+def test_submit_wait_follows_the_run_and_exits_with_its_outcome(fake_kfp, states, code, capsys):
+    _FakeKfp.states = list(states)
+    args = ["submit", "--host", fake_kfp, "--preset", "paper", "--service-account", "debiaskd-pipeline", "--wait"]
+    assert main(args) == code
+    captured = capsys.readouterr()
+    assert f"run run-123: {states[-1]}" in captured.err
+    run = json.loads(next(body for method, path, body in _FakeKfp.calls
+                          if method == "POST" and path == "/apis/v2beta1/runs"))
+    assert run["service_account"] == "debiaskd-pipeline"
+    assert sum(1 for method, path, _ in _FakeKfp.calls if method == "GET" and "/runs/run-123" in path) == len(states)
+
+
+def test_submit_wait_gives_up_after_its_timeout(fake_kfp, capsys):
+    _FakeKfp.states = ["RUNNING"]
+    assert main(["submit", "--host", fake_kfp, "--preset", "smoke", "--wait", "--wait-timeout", "0"]) == 2
+    assert "still RUNNING" in capsys.readouterr().err
 
 
 def test_submit_to_unreachable_endpoint_is_a_clear_error(capsys):

@@ -134,3 +134,24 @@ def test_student_groups_follow_the_selected_teachers():
                             {"variant": "student_debiased", "analyze": "no"}]}
     no_analysis = student_groups(load_config("smoke", overrides=["variants=[student_kd]", "analysis.enabled=false"]))
     assert no_analysis == {"teacher_debiased": [{"variant": "student_kd", "analyze": "no"}]}
+
+
+def test_cluster_tasks_retry_compute_and_never_cache_side_effects(compiled):
+    """On a cluster a preempted training/analysis pod is retried with backoff; the tasks that create,
+    register, promote or end MLflow state always run (a cached one would skip its side effect)."""
+    _, (spec, _) = compiled
+    cfg = load_config("paper")
+    tasks = {}
+    for comp in [spec["root"], *spec["components"].values()]:
+        for name, task in comp.get("dag", {}).get("tasks", {}).items():
+            tasks[name] = task
+    for name, task in tasks.items():
+        component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
+        if component in ("start-study", "summarize-study", "promote-champion", "end-study"):
+            assert not task.get("cachingOptions", {}).get("enableCache"), name
+        if component in ("train-model", "train-student", "analyze-model", "collect-evaluations"):
+            policy = task["retryPolicy"]
+            assert policy["maxRetryCount"] == cfg.cluster.retries and policy["backoffFactor"] == 2, name
+            assert task["cachingOptions"]["enableCache"] is True, name
+    assert {"train-model", "train-student", "summarize-study", "end-study"} <= {
+        t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789") for t in tasks.values()}

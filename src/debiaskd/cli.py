@@ -234,14 +234,29 @@ def submit(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace")] = None,
+    service_account: Annotated[str | None, typer.Option(
+        help="Kubernetes service account the run's pods use (k8s/ creates 'debiaskd-pipeline')")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run; exit 0 only if it succeeded")] = False,
+    wait_timeout: Annotated[float | None, typer.Option(help="with --wait: give up after this many seconds")]
+    = None,
 ) -> None:
-    """Create a run on a Kubeflow Pipelines endpoint (credentials from the environment)."""
-    from debiaskd.pipeline.submit import submit_run
+    """Create a run on a Kubeflow Pipelines endpoint (credentials from the environment, KF_PIPELINES_TOKEN).
+
+    With --wait, follow it to its end: exit 0 when it succeeded, 1 when it failed, was skipped or
+    canceled, 2 when the endpoint cannot be read or --wait-timeout passes."""
+    from debiaskd.pipeline.submit import submit_run, wait_for_run
 
     _check_task(task, ("nli", "vision"))
     cfg = _config(preset, config, overrides, task)
-    run_id, url = submit_run(cfg, host, experiment or cfg.experiment_name, namespace)
+    run_id, url = submit_run(cfg, host, experiment or cfg.experiment_name, namespace, service_account)
     out.print(f"created run {run_id}: {url}")
+    if not wait:
+        return
+    state = wait_for_run(host, run_id, namespace, wait_timeout, on_state=lambda s: err.print(f"run {run_id}: {s}"))
+    if state != "SUCCEEDED":
+        err.print(f"[red]run {run_id} ended {state}[/]: {url}")
+        raise SystemExit(1)
+    out.print(f"run {run_id} succeeded: {url}")
 
 
 # -------------------------------------------------------------------- compare

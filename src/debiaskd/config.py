@@ -192,6 +192,10 @@ class ClusterConfig(_Strict):
     pvc_mount: str = "/mnt/debiaskd"
     mlflow_secret: str = "debiaskd-mlflow"
     mlflow_uri: str = "http://mlflow.debiaskd.svc.cluster.local:5000"
+    #: retries of a failed training, evaluation or analysis task (a preempted or evicted pod), with
+    #: exponential backoff from ``retry_backoff``
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff: str = "60s"
 
 
 VARIANTS: tuple[str, ...] = (
