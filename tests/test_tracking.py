@@ -12,7 +12,12 @@ from debiaskd.errors import DebiaskdError, GateRefused
 from debiaskd.gate import GATE_KEYS
 from debiaskd.models import build_nli_teacher, load_model, save_model
 
-TEACHER = {"in_distribution_accuracy": 0.8, "challenge_accuracy": 0.6, "worst_group_accuracy": 0.4}
+TEACHER = {"in_distribution_accuracy": 0.8, "challenge_accuracy": 0.6, "worst_group_accuracy": 0.4,
+           "challenge_auc": 0.7, "heuristic_reliance": 0.3, "in_distribution_majority_rate": 0.34,
+           "in_distribution_kappa": 0.7}
+#: the evidence beside the three headline numbers, for a student that learned the task
+COMPETENT = {"challenge_auc": 0.7, "heuristic_reliance": 0.25, "in_distribution_majority_rate": 0.34,
+             "in_distribution_kappa": 0.65}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,7 @@ def _register(uri, name, model_dir, metrics, experiment="registry-test"):
     run = tracking.start_variant_run(uri, parent, "student_kd", 0, "student")
     tracking.log_metrics(uri, run, {"challenge/lexical_overlap/non-entailment/accuracy": 0.5})
     model_uri = tracking.log_model(uri, run, model_dir)
+    metrics = {**COMPETENT, **metrics}
     tags = {f"metric.{k}": metrics[k] for k in GATE_KEYS}
     tags.update({f"teacher.{k}": TEACHER[k] for k in GATE_KEYS})
     tags["run_id"] = run

@@ -366,7 +366,11 @@ def promote(
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="a run folder whose mlflow.db to use")]
     = None,
 ) -> None:
-    """Apply the robustness gate to a registered version; if it passes, move `champion` to it (exit 3 if not)."""
+    """Apply the robustness gate to a registered version; if it passes, move `champion` to it (exit 3 if not).
+
+    The thresholds are the ones stored on the version when it was registered (`gate.threshold.*`);
+    --preset/--config can only tighten them, never loosen them.
+    """
     from debiaskd import tracking
 
     cfg = _config(preset, config, None)

@@ -160,10 +160,25 @@ class GateConfig(_Strict):
     min_in_distribution_accuracy: float = Field(
         0.5, ge=0.0, le=1.0, description="competence first: absolute floor on ID accuracy"
     )
+    min_accuracy_above_majority: float = Field(
+        0.05, ge=0.0, le=1.0, description="competence: student ID accuracy > the test split's majority-class rate "
+        "+ this margin (strictly: a constant predictor fails even at 0)",
+    )
+    min_kappa: float = Field(
+        0.1, ge=0.0, le=1.0, description="competence: Cohen's kappa on the ID test split > this (strictly: a "
+        "constant predictor's kappa is 0)",
+    )
     id_tolerance: float = Field(0.10, ge=0.0, le=1.0, description="student ID ≥ teacher ID − tolerance")
     min_retention: float = Field(0.9, ge=0.0, description="student / teacher challenge accuracy")
     min_worst_group_ratio: float = Field(
         0.5, ge=0.0, description="student worst-group ≥ ratio × teacher worst-group"
+    )
+    auc_tolerance: float = Field(
+        0.05, ge=0.0, le=1.0, description="student challenge AUC ≥ teacher challenge AUC − tolerance"
+    )
+    reliance_tolerance: float = Field(
+        0.10, ge=0.0, le=2.0, description="student heuristic reliance ≤ teacher's + tolerance, and ≥ "
+        "min(teacher's, 0) − tolerance (no over-correction into the opposite shortcut)",
     )
     require_not_worse_than_champion: bool = True
 
@@ -293,8 +308,11 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "vision_student_train": {"epochs": 1, "batch_size": 32},
         "eval": {"batch_size": 64, "bootstrap": 50},
         "analysis": {"n_examples": 8},
-        "gate": {"min_in_distribution_accuracy": 0.0, "min_retention": 0.0, "min_worst_group_ratio": 0.0,
-                 "id_tolerance": 1.0},
+        # looser numbers, same structure: competence above the majority class and Cohen's kappa are strict
+        # inequalities, so a constant predictor still fails (tiny smoke students usually are one)
+        "gate": {"min_in_distribution_accuracy": 0.0, "min_accuracy_above_majority": 0.0, "min_kappa": 0.0,
+                 "min_retention": 0.0, "min_worst_group_ratio": 0.0, "id_tolerance": 1.0, "auc_tolerance": 0.25,
+                 "reliance_tolerance": 0.5},
     },
     # The CPU demo: the packaged MiniLM teacher, whole study in minutes on 2 cores. Its debiased
     # teacher is PoE with a hypothesis-only bias model softened at T = 2: the recipe that beat ERM on

@@ -28,7 +28,8 @@ from debiaskd.models import LoadedModel, load_model
 SUMMARY_KEYS: tuple[str, ...] = (
     "in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "average_group_accuracy",
     "challenge_auc", "heuristic_reliance", "balanced_threshold_accuracy", "challenge_ece",
-    "in_distribution_ece", "in_distribution_hard_accuracy",
+    "in_distribution_ece", "in_distribution_hard_accuracy", "in_distribution_majority_rate",
+    "in_distribution_kappa",
 )
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -54,6 +55,10 @@ class EvalResult:
     in_distribution_ece: float | None = None
     #: accuracy on the test pairs most BERT-base runs get wrong (only where the split has ``bert_correct``)
     in_distribution_hard_accuracy: float | None = None
+    #: what a constant predictor scores on the test split (the share of its most frequent gold label), and
+    #: Cohen's kappa of the predictions there (0 for any constant predictor): the gate's competence evidence
+    in_distribution_majority_rate: float | None = None
+    in_distribution_kappa: float | None = None
     by_group: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -163,7 +168,8 @@ def flatten_metrics(split: str, result: dict[str, Any]) -> dict[str, float]:
     """``<split>/<metric>``, ``<split>/<group>/accuracy`` (and ``/n``), ``<split>/<heuristic>/<label>/accuracy``."""
     flat: dict[str, float] = {}
     for key in ("n", "accuracy", "worst_group_accuracy", "average_group_accuracy", "ece", "auc",
-                "balanced_accuracy", "heuristic_reliance", "balanced_threshold_accuracy"):
+                "balanced_accuracy", "heuristic_reliance", "balanced_threshold_accuracy", "majority_class_rate",
+                "kappa"):
         value = result.get(key)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             flat[f"{split}/{key}"] = float(value)
@@ -209,6 +215,8 @@ def evaluate_model(
         result.in_distribution_accuracy = test["accuracy"]
         result.in_distribution_ece = test["ece"]
         result.in_distribution_hard_accuracy = test.get("hard_accuracy")
+        result.in_distribution_majority_rate = test.get("majority_class_rate")
+        result.in_distribution_kappa = test.get("kappa")
         result.ci["in_distribution_accuracy"] = list(
             M.bootstrap_ci(result.predictions["test"]["correct"], ev.bootstrap, ev.confidence, seed=0))
     main = "challenge" if "challenge" in result.splits else ("test" if "test" in result.splits else None)

@@ -136,6 +136,32 @@ def balanced_threshold_accuracy(p_positive: np.ndarray, y_positive: np.ndarray) 
     return correct / n
 
 
+def majority_class_rate(y_true: np.ndarray) -> float | None:
+    """Share of the most frequent gold label: the accuracy of always predicting it (``None`` when empty)."""
+    y_true = np.asarray(y_true)
+    if len(y_true) == 0:
+        return None
+    _, counts = np.unique(y_true, return_counts=True)
+    return float(counts.max() / len(y_true))
+
+
+def kappa(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """Cohen's kappa (``sklearn.metrics.cohen_kappa_score``): agreement with the gold labels beyond what
+    the label frequencies give by chance; 0 for any constant predictor. Where it is undefined (one gold
+    class predicted everywhere) it is 0: no skill beyond chance was shown. ``None`` when empty."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return None
+    with warnings.catch_warnings():  # the undefined case is expected here and answered below
+        warnings.simplefilter("ignore")
+        value = float(cohen_kappa_score(y_true, y_pred, replace_undefined_by=0.0))
+    return value if math.isfinite(value) else 0.0
+
+
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean recall over the gold classes present."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -217,6 +243,8 @@ def stratified_metrics(
         "ece": expected_calibration_error(probs, y_true, ece_bins),
         "auc": auc(probs, y_true, names),
         "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+        "majority_class_rate": majority_class_rate(y_true),
+        "kappa": kappa(y_true, y_pred),
         "heuristic_reliance": heuristic_reliance(frame, correct) if len(frame) else None,
         "label_names": names,
     }

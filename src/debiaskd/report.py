@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from debiaskd.config import StudyConfig
+from debiaskd.gate import GATE_KEYS, is_competent
 from debiaskd.study import variant_specs
 
 HEADLINE = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
             "heuristic_reliance")
+#: the in-distribution competence evidence the gate reads beside the headline (see gate.py)
+COMPETENCE = ("in_distribution_majority_rate", "in_distribution_kappa")
 PREDICTIONS = "predictions.npz"
 
 
@@ -127,7 +130,7 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         first = runs[0][0]
         entry: dict[str, Any] = {"role": specs[name].role, "method": specs[name].method,
                                  "teacher": specs[name].teacher, "seeds": [r[0]["seed"] for r in runs]}
-        for key in HEADLINE:
+        for key in HEADLINE + COMPETENCE:
             values = [r[0].get(key) for r in runs]
             entry[key] = _mean(values)
             if len(runs) > 1:
@@ -148,7 +151,14 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         entry["mlflow_run_id"] = first.get("run_id")
         entry["mlflow_run_ids"] = [r[0].get("run_id") for r in runs]
         entry["model_uri"] = first.get("model_uri")
-        entry["competent"] = (entry["in_distribution_accuracy"] or 0.0) >= cfg.gate.min_in_distribution_accuracy
+        # each seed's own evidence: the registered weights are one seed's, so the gate reads that seed's
+        # numbers (and its teacher's of the same seed), not the mean over seeds
+        entry["per_seed"] = {
+            str(r[0]["seed"]): {**{k: r[0].get(k) for k in GATE_KEYS}, "by_group": dict(r[0].get("by_group") or {}),
+                                "mlflow_run_id": r[0].get("run_id"), "model_uri": r[0].get("model_uri")}
+            for r in runs
+        }
+        entry["competent"] = is_competent(entry, cfg.gate)
         variants[name] = entry
 
     transfer: dict[str, Any] = {}

@@ -515,9 +515,16 @@ def _summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
 def register_candidates(
     cfg: StudyConfig, summary: dict[str, Any], tracking_uri: str, parent_run_id: str
 ) -> dict[str, Any]:
-    """Register the debiased teacher and the candidate student (alias ``challenger``) with evidence."""
+    """Register the debiased teacher and the candidate student (alias ``challenger``) with evidence.
+
+    The registered weights are one seed's (the first of the study's seeds the variant ran with), and
+    so is the evidence the gate reads: ``metric.*`` is that seed's evaluation, ``teacher.*`` the
+    teacher's on the same seed; the means over seeds go under ``mean.metric.*`` / ``mean.teacher.*``
+    for the record only. The gate's thresholds are stored as ``gate.threshold.*``, so a later
+    ``promote`` re-applies them.
+    """
     from debiaskd import tracking
-    from debiaskd.gate import GATE_KEYS
+    from debiaskd.gate import GATE_KEYS, threshold_tags
 
     variants = summary["variants"]
     teacher_name, student_name = f"{cfg.model_prefix}-teacher", f"{cfg.model_prefix}-student"
@@ -526,29 +533,59 @@ def register_candidates(
     out: dict[str, Any] = {"teacher": None, "student": None}
     if not teacher or not teacher.get("model_uri"):
         return out
-    t_tags = {f"metric.{k}": teacher.get(k) for k in GATE_KEYS}
-    t_tags.update({"run_id": teacher["mlflow_run_id"], "variant": "teacher_debiased",
-                   "data_hash": summary.get("data_hash", ""), "study_run_id": parent_run_id})
-    t_version = tracking.register_model(tracking_uri, teacher["model_uri"], teacher_name, teacher["mlflow_run_id"],
-                                        t_tags)
-    out["teacher"] = {"name": teacher_name, "version": t_version}
+
+    def own(entry: dict[str, Any], seed: str) -> dict[str, Any]:
+        per_seed = entry.get("per_seed") or {}
+        if per_seed:
+            return per_seed.get(seed) or {}
+        return {**{k: entry.get(k) for k in GATE_KEYS}, "by_group": entry.get("by_group") or {},
+                "mlflow_run_id": entry.get("mlflow_run_id"), "model_uri": entry.get("model_uri")}
+
+    def first_seed(entry: dict[str, Any]) -> str:
+        seeds = entry.get("seeds") or sorted(int(k) for k in (entry.get("per_seed") or {"0": None}))
+        return str(seeds[0])
+
+    t_seed = first_seed(teacher)
+    t_own = own(teacher, t_seed)
+    t_tags = {f"metric.{k}": t_own.get(k) for k in GATE_KEYS}
+    t_tags.update({f"mean.metric.{k}": teacher.get(k) for k in GATE_KEYS})
+    t_tags.update({"run_id": t_own.get("mlflow_run_id") or teacher["mlflow_run_id"], "variant": "teacher_debiased",
+                   "seed": t_seed, "data_hash": summary.get("data_hash", ""), "study_run_id": parent_run_id})
+    t_version = tracking.register_model(tracking_uri, t_own.get("model_uri") or teacher["model_uri"], teacher_name,
+                                        t_tags["run_id"], t_tags)
+    out["teacher"] = {"name": teacher_name, "version": t_version, "seed": t_seed}
     if not candidate:
         return out
     student = variants[candidate]
-    s_tags: dict[str, Any] = {f"metric.{k}": student.get(k) for k in GATE_KEYS}
-    s_tags.update({f"teacher.{k}": teacher.get(k) for k in GATE_KEYS})
-    s_tags.update({"run_id": student["mlflow_run_id"], "variant": candidate, "teacher_version": t_version,
+    seed = first_seed(student)
+    s_own = own(student, seed)
+    t_same = own(teacher, seed)  # the teacher this seed's student was distilled from / compared with
+    if not s_own.get("model_uri"):
+        return out
+    s_tags: dict[str, Any] = {f"metric.{k}": s_own.get(k) for k in GATE_KEYS}
+    s_tags.update({f"teacher.{k}": t_same.get(k) for k in GATE_KEYS})
+    s_tags.update({f"mean.metric.{k}": student.get(k) for k in GATE_KEYS})
+    s_tags.update({f"mean.teacher.{k}": teacher.get(k) for k in GATE_KEYS})
+    s_tags.update({"run_id": s_own["mlflow_run_id"], "variant": candidate, "seed": seed,
+                   "teacher_version": t_version, "teacher_seed": seed, "teacher_run_id": t_same.get("mlflow_run_id"),
                    "teacher_name": teacher_name, "data_hash": summary.get("data_hash", ""),
                    "study_run_id": parent_run_id})
+    s_ch, t_ch = s_own.get("challenge_accuracy"), t_same.get("challenge_accuracy")
+    s_tags["retention"] = (s_ch / t_ch) if s_ch is not None and t_ch else None
+    t_groups, s_groups = t_same.get("by_group") or {}, s_own.get("by_group") or {}
+    for group, tv in t_groups.items():
+        sv = s_groups.get(group)
+        s_tags[f"retention.{group}"] = (sv / tv) if sv is not None and tv else None
     transfer = summary.get("transfer", {}).get(candidate, {})
-    s_tags["retention"] = transfer.get("robustness_retention")
+    s_tags["mean.retention"] = transfer.get("robustness_retention")
     for group, value in (transfer.get("by_group_retention") or {}).items():
-        s_tags[f"retention.{group}"] = value
-    s_version = tracking.register_model(tracking_uri, student["model_uri"], student_name, student["mlflow_run_id"],
+        s_tags[f"mean.retention.{group}"] = value
+    s_tags.update(threshold_tags(cfg.gate))
+    s_version = tracking.register_model(tracking_uri, s_own["model_uri"], student_name, s_own["mlflow_run_id"],
                                         s_tags)
     tracking.set_alias(tracking_uri, student_name, tracking.CHALLENGER, s_version)
     decision = tracking.promote(tracking_uri, student_name, s_version, cfg.gate, dry_run=True)
-    out["student"] = {"name": student_name, "version": s_version, "variant": candidate,
+    out["student"] = {"name": student_name, "version": s_version, "variant": candidate, "seed": seed,
                       "gate": decision.to_dict()}
     return out
 

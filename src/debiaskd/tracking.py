@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from debiaskd.config import GateConfig, StudyConfig
 from debiaskd.errors import DebiaskdError, GateRefused
-from debiaskd.gate import GATE_KEYS, GateDecision, evaluate_gate
+from debiaskd.gate import GATE_KEYS, GateDecision, effective_gate, evaluate_gate, thresholds_from_tags
 
 T = TypeVar("T")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -352,10 +352,16 @@ def set_alias(uri: str, name: str, alias: str, version: str) -> None:
 
 
 def version_metrics(tags: dict[str, str], prefix: str) -> dict[str, float | None]:
-    """Read ``<prefix>.<metric>`` evidence tags back into numbers."""
+    """Read ``<prefix>.<metric>`` evidence tags back into numbers.
+
+    A tag that is absent is left out (the gate treats it as missing evidence); one recorded as
+    ``None`` (not measurable on the data) or unreadable reads as ``None``.
+    """
     out: dict[str, float | None] = {}
     for key in GATE_KEYS:
-        raw = tags.get(f"{prefix}.{key}")
+        if f"{prefix}.{key}" not in tags:
+            continue
+        raw = tags[f"{prefix}.{key}"]
         try:
             out[key] = float(raw) if raw not in (None, "", "None") else None
         except ValueError:
@@ -366,8 +372,12 @@ def version_metrics(tags: dict[str, str], prefix: str) -> dict[str, float | None
 def promote(uri: str, name: str, version: str | None, gate: GateConfig, dry_run: bool = False) -> GateDecision:
     """Apply the gate to ``version`` (default: the ``challenger``) and move ``champion`` if it passes.
 
-    Raises :class:`GateRefused` when refused; the champion is left unchanged. If another
-    promotion moved the alias meanwhile, the final alias is re-read and reported.
+    The gate reads the version's own evidence (``metric.*``: the registered weights' seed;
+    ``teacher.*``: its teacher on the same seed) and the thresholds stored on it
+    (``gate.threshold.*``); ``gate`` can tighten a stored threshold, never loosen it
+    (:func:`debiaskd.gate.effective_gate`). Raises :class:`GateRefused` when refused; the champion
+    is left unchanged. If another promotion moved the alias meanwhile, the final alias is re-read
+    and reported.
     """
     c = client(uri)
     if version is None:
@@ -384,12 +394,14 @@ def promote(uri: str, name: str, version: str | None, gate: GateConfig, dry_run:
         raise DebiaskdError(f"no version {version} of registered model '{name}'", file=uri,
                             rule="registered model") from exc
     tags = dict(mv.tags or {})
+    applied, notes = effective_gate(thresholds_from_tags(tags), gate)
     champion = alias_version(uri, name, CHAMPION)
     champion_metrics = None
     if champion is not None and str(champion.version) != str(version):
         champion_metrics = version_metrics(dict(champion.tags or {}), "metric")
-    decision = evaluate_gate(version_metrics(tags, "metric"), version_metrics(tags, "teacher"), gate,
+    decision = evaluate_gate(version_metrics(tags, "metric"), version_metrics(tags, "teacher"), applied,
                              champion_metrics)
+    decision.reasons.extend(notes)
     if dry_run:
         return decision
     for key, value in decision.tags().items():
