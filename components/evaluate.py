@@ -18,5 +18,5 @@ def analyze_model(config: str, concurrent: int, model: Input[Model], reference: 
     share the machine's CPUs under the local runner)."""
     from debiaskd import steps
 
-    steps.analyze_pair(config, model.path, reference.path, dataset.path, analysis.path,
-                       tracking_uri or None, steps.study_run_id(study.path), concurrent=concurrent)
+    steps.analyze_pair(config, model.path, reference.path, dataset.path, None, tracking_uri or None,
+                       steps.study_run_id(study.path), concurrent=concurrent, html_file=analysis.path)

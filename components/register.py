@@ -14,22 +14,24 @@ def start_study(config: str, tracking_uri: str, run_name: str, study_key: str, j
 
 
 def end_study(config: str, tracking_uri: str, study_key: str, job_id: str, status: PipelineTaskFinalStatus,
-              report: Output[HTML]) -> str:
+              report: Output[HTML], files: Output[Artifact]) -> str:
     """The exit task: end the study run FINISHED or FAILED from the pipeline's final status; after
-    success ``report`` holds the study's report, read back from MLflow."""
+    success ``files`` holds the study's report (summary.json, report.md, plots), read back from MLflow,
+    and ``report`` one self-contained page of it."""
     from debiaskd import steps
 
-    return steps.end_study(config, tracking_uri, study_key or job_id, status.state, report.path)
+    return steps.end_study(config, tracking_uri, study_key or job_id, status.state, files.path, report.path)
 
 
 def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],
-                    report: Output[HTML]) -> str:
-    """summary.json + report.md; registers the teacher and the candidate student; returns the gate's verdict."""
+                    report: Output[HTML], files: Output[Artifact]) -> str:
+    """summary.json + report.md (``files``, and ``report`` as one page); registers the teacher and the
+    candidate student; returns the gate's verdict."""
     from debiaskd import steps
 
     eval_dirs, analysis_dirs = steps.collected_dirs([e.path for e in evaluations])
-    summary = steps.summarize(config, eval_dirs, report.path, tracking_uri or None,
-                              steps.study_run_id(study.path), analysis_dirs)
+    summary = steps.summarize(config, eval_dirs, files.path, tracking_uri or None,
+                              steps.study_run_id(study.path), analysis_dirs, report.path)
     return steps.gate_decision(summary)
 
 

@@ -4,12 +4,12 @@ Each also evaluates the model it trained (bias-stratified, :func:`debiaskd.steps
 before it exits: one task per variant, so the libraries and the model are loaded once.
 """
 
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 
 def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], tracking_uri: str,
                 study: Input[Artifact], model: Output[Model], metrics: Output[Metrics],
-                evaluation: Output[Artifact]) -> str:
+                confusion: Output[ClassificationMetrics], evaluation: Output[Artifact]) -> str:
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id."""
     from debiaskd import steps
 
@@ -18,12 +18,14 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                                                  steps.study_run_id(study.path), progress=False)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
+    steps.write_confusion_matrix(confusion, evaluation.path)
     return result["run_id"] or ""
 
 
 def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dataset],
                   teacher: Input[Model], tracking_uri: str, study: Input[Artifact], model: Output[Model],
-                  metrics: Output[Metrics], evaluation: Output[Artifact]) -> str:
+                  metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
+                  evaluation: Output[Artifact]) -> str:
     """Train one student of the fan-out over student variants and evaluate it.
 
     The student distils from ``teacher`` when its recipe uses KD (without KD, ``teacher`` only
@@ -41,4 +43,5 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
                                                  steps.study_run_id(study.path), progress=False, concurrent=concurrent)
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
     steps.write_task_metrics(metrics, evaluated)
+    steps.write_confusion_matrix(confusion, evaluation.path)
     return steps.analysed(config, variant)

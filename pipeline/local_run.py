@@ -156,7 +156,7 @@ def run_local(
                 else:
                     os.environ[key] = value
         if failure is None:
-            report_dir = Path(result.output.path)
+            report_dir = Path(result.outputs["files"].path)
             for item in report_dir.iterdir():
                 if item.is_file():
                     shutil.copy2(item, out / item.name)

@@ -10,7 +10,7 @@ the cache volume) are applied by :func:`apply_platform` at compile time.
 
 
 import json
-from typing import Any, List  # noqa: UP035 (kfp needs typing.List for list parameters)
+from typing import Any, List, NamedTuple  # noqa: UP035 (kfp needs typing.List for list parameters)
 
 from kfp import dsl
 
@@ -166,10 +166,14 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, study=study),
                   "promote champion")
 
+    class StudyOutputs(NamedTuple):
+        report: dsl.HTML  # one self-contained page (the Kubeflow UI shows it)
+        files: dsl.Artifact  # summary.json, report.md and the plots it references
+
     @dsl.pipeline(name=pipeline_name(cfg), description="Does debiasing survive knowledge distillation? "
                   "Teachers, every student variant, bias-stratified evaluation, analysis and a robustness gate.")
     def study(config: str = config_yaml, tracking_uri: str = "", run_name: str = "study", study_key: str = "",
-              seeds: List[int] = list(cfg.seeds)) -> dsl.HTML:  # noqa: B006, UP006 (kfp reads both)
+              seeds: List[int] = list(cfg.seeds)) -> StudyOutputs:  # noqa: B006, UP006 (kfp reads both)
         # The exit task ends the study's MLflow run FINISHED or FAILED whatever happens inside the
         # handler, and returns the report. It finds that run by its study key, since an exit task takes
         # no input from the tasks it guards: the caller's key, else the kfp job's id.
@@ -181,7 +185,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                                             study_key=study_key, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
                           "start MLflow study run")
             wire_study(config, tracking_uri, seeds, start.outputs["study"])
-        return end.outputs["report"]
+        return StudyOutputs(report=end.outputs["report"], files=end.outputs["files"])
 
     return study
 

@@ -73,8 +73,10 @@ def test_an_exit_handler_ends_the_study_run_whatever_happens(compiled):
     assert end["dependentTasks"] == [handler]
     assert not end["cachingOptions"].get("enableCache")
     assert "status" in spec["components"]["comp-end-study"]["inputDefinitions"]["parameters"]
-    assert spec["root"]["dag"]["outputs"]["artifacts"]["Output"]["artifactSelectors"] == [
-        {"outputArtifactKey": "report", "producerSubtask": "end-study"}]
+    outputs = spec["root"]["dag"]["outputs"]["artifacts"]
+    assert outputs["report"]["artifactSelectors"] == [{"outputArtifactKey": "report", "producerSubtask": "end-study"}]
+    assert outputs["files"]["artifactSelectors"] == [{"outputArtifactKey": "files", "producerSubtask": "end-study"}]
+    assert spec["root"]["outputDefinitions"]["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     guarded = spec["components"][root[handler]["componentRef"]["name"]]["dag"]["tasks"]
     assert {"start-study", "prepare-data", "summarize-study"} <= set(guarded)
     assert not guarded["start-study"]["cachingOptions"].get("enableCache")

@@ -95,6 +95,46 @@ def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
     assert teacher.tags["variant"] == "teacher_debiased"
 
 
+def _task_outputs(out: Path, task: str) -> list[dict]:
+    """What a task's executor reported for its artifacts (the metadata the Kubeflow UI reads)."""
+    found = []
+    for path in sorted((out / "kfp").glob(f"*/**/{task}/executor_output.json")):
+        found.append(json.loads(path.read_text())["artifacts"])
+    return found
+
+
+def test_kubeflow_ui_artifacts_are_single_files_metrics_and_confusion_matrices(smoke_run):
+    """Each HTML artifact is one self-contained page, each Markdown one .md file; the headline scalars
+    are Metrics and every trained variant has a confusion matrix as ClassificationMetrics."""
+    import base64
+    import re
+
+    out, _, _ = smoke_run
+    root = next((out / "kfp").glob("debiaskd-nli-study-*"))
+    for html_file in [root / "end-study" / "report", root / "summarize-study" / "report",
+                      *root.glob("**/analyze-model*/analysis")]:
+        assert html_file.is_file(), html_file
+        page = html_file.read_text(encoding="utf-8")
+        assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+        images = re.findall(r'<img src="([^"]+)"', page)
+        assert images and all(src.startswith("data:image/png;base64,") for src in images), html_file
+        assert base64.b64decode(images[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "student_kd_all" in (root / "end-study" / "report").read_text(encoding="utf-8")
+    markdown = (root / "validate-data" / "report").read_text(encoding="utf-8")
+    assert markdown.startswith("# Data validation: passed")
+    trained = _task_outputs(out, "train-model") + _task_outputs(out, "train-student")
+    assert len(trained) == len(VARIANTS)
+    totals = set()
+    for artifacts in trained:
+        metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
+        assert {"in_distribution_accuracy", "challenge_accuracy", "challenge_auc"} <= set(metrics)
+        matrix = artifacts["confusion"]["artifacts"][0]["metadata"]["confusionMatrix"]
+        assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["entailment", "neutral", "contradiction"]
+        assert [len(r["row"]) for r in matrix["rows"]] == [3, 3, 3]
+        totals.add(sum(sum(r["row"]) for r in matrix["rows"]))
+    assert len(totals) == 1 and totals.pop() > 0  # every model scored on the same test split
+
+
 def test_the_study_run_ends_finished_with_an_end_time(smoke_run):
     """The pipeline's exit task ends the parent run; MLflow shows it FINISHED with a duration."""
     out, _, uri = smoke_run

@@ -33,8 +33,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Generate and validate the bia
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 # a wide table even when stdout is a pipe or a CI log (rich assumes 80 columns there)
-# (unless $COLUMNS says how wide: rich reads it)
-out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="smoke (tests, seconds) | default (CPU demo) | "
                                         "paper (GPU, BERT-base teacher)")]
@@ -282,9 +281,11 @@ def compare(
         raise DebiaskdError(f"experiment '{experiment}' has no study runs yet", file=uri, rule="experiment")
     if json_file is not None:
         json_file.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
-    out.print(compare_table(rows, title=f"{experiment}: {len(rows)} runs"))
+    # compare is for reading in a terminal: as wide as it is ($COLUMNS too), 80 columns are enough
+    screen = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100)
+    screen.print(compare_table(rows, title=f"{experiment}: {len(rows)} runs"))
     if groups:
-        out.print(group_table(rows))
+        screen.print(group_table(rows))
 
 
 #: (column, MLflow metric, shown in %): the headline of every variant, as in the run's results table

@@ -9,6 +9,7 @@ not reference are appended, and JSON files are shown as (bounded) code blocks.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import mimetypes
@@ -69,10 +70,8 @@ def folder_page(folder: str | Path, title: str, markdown: str | None = None) -> 
                          f"<figcaption>{html.escape(image.stem)}</figcaption></figure>")
     for data in sorted(folder.glob("*.json")):
         text = data.read_text(encoding="utf-8", errors="replace")
-        try:
+        with contextlib.suppress(ValueError):  # shown as it is when it is not JSON
             text = json.dumps(json.loads(text), indent=2, default=str)
-        except ValueError:
-            pass
         if len(text) > JSON_CHARS:
             text = text[:JSON_CHARS] + f"\n… ({len(text) - JSON_CHARS} more characters in {data.name})"
         parts.append(f"<details><summary>{html.escape(data.name)}</summary><pre>{html.escape(text)}</pre></details>")

@@ -95,11 +95,12 @@ FINAL_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLE
 
 @reports_errors
 def end_study(config_yaml: str | StudyConfig, tracking_uri: str, key: str, state: str,
-              report_dir: str | Path | None = None) -> str:
+              report_dir: str | Path | None = None, html_file: str | Path | None = None) -> str:
     """The pipeline's exit task: end the study run tagged ``key`` — ``FINISHED`` when the pipeline
     succeeded, ``FAILED`` (with its variant runs still running) otherwise — and, after success, copy
-    the study's report (summary.json, report.md, plots) from MLflow into ``report_dir``.
-    Returns the MLflow status it set ("" when no study run had been started)."""
+    the study's report (summary.json, report.md, plots) from MLflow into ``report_dir`` and, with
+    ``html_file``, one self-contained page of it. Returns the MLflow status it set ("" when no study
+    run had been started)."""
     from debiaskd import tracking
 
     cfg = _cfg(config_yaml)
@@ -117,6 +118,10 @@ def end_study(config_yaml: str | StudyConfig, tracking_uri: str, key: str, state
         local = tracking.download_artifacts(tracking_uri, run_id, "report", staging)
         shutil.copytree(local, report_dir, dirs_exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
+        if html_file is not None:
+            from debiaskd.report_html import write_page
+
+            write_page(report_dir, html_file, f"debiaskd {cfg.task} study ({cfg.preset})")
     return status
 
 
@@ -165,23 +170,32 @@ def prepare_data(config_yaml: str | StudyConfig, out_dir: str | Path) -> dict[st
 
 @reports_errors
 def validate_data(
-    config_yaml: str | StudyConfig, dataset_dir: str | Path, report_dir: str | Path,
-    tracking_uri: str | None = None, parent_run_id: str | None = None,
+    config_yaml: str | StudyConfig, dataset_dir: str | Path, report_dir: str | Path | None = None,
+    tracking_uri: str | None = None, parent_run_id: str | None = None, markdown_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the Great Expectations suites; write the JSON report; raise on failure."""
+    """Run the Great Expectations suites; write the JSON report (into ``report_dir``, and the study run)
+    and, with ``markdown_file``, a Markdown page of it (the Kubeflow UI's view); raise on failure."""
+    import tempfile
+
     from debiaskd.data.validate import validate_dataset
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
     report = validate_dataset(dataset_dir, cfg)
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "validation.json").write_text(report.to_json(), encoding="utf-8")
-    if tracking_uri and parent_run_id:
-        from debiaskd import tracking
+    with tempfile.TemporaryDirectory(prefix="debiaskd-validation-") as tmp:
+        folder = Path(report_dir) if report_dir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "validation.json").write_text(report.to_json(), encoding="utf-8")
+        if markdown_file is not None:
+            verdict = "passed" if report.ok else "failed"
+            page = f"# Data validation: {verdict}\n\n```json\n{report.to_json()[:20000]}\n```\n"
+            Path(markdown_file).write_text(page, encoding="utf-8")
+        if tracking_uri and parent_run_id:
+            from debiaskd import tracking
 
-        tracking.log_artifacts(tracking_uri, parent_run_id, report_dir / "validation.json", "validation")
-        tracking.set_tags(tracking_uri, parent_run_id, {"debiaskd.validation": "passed" if report.ok else "failed"})
+            tracking.log_artifacts(tracking_uri, parent_run_id, folder / "validation.json", "validation")
+            tracking.set_tags(tracking_uri, parent_run_id,
+                              {"debiaskd.validation": "passed" if report.ok else "failed"})
     report.raise_for_failures()
     return json.loads(report.to_json())
 
@@ -392,16 +406,39 @@ def write_task_metrics(metrics: Any, evaluation: dict[str, Any]) -> dict[str, fl
     return headline
 
 
+def write_confusion_matrix(artifact: Any, eval_dir: str | Path, split: str = "test") -> list[list[int]]:
+    """Show the confusion matrix of ``split`` (rows gold, columns predicted) on a kfp
+    ``Output[ClassificationMetrics]`` (anything with ``log_confusion_matrix`` and ``path``)."""
+    import numpy as np
+
+    from debiaskd.evaluate import PREDICTIONS_FILE
+
+    eval_dir = Path(eval_dir)
+    labels = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))["splits"][split]["label_names"]
+    with np.load(eval_dir / PREDICTIONS_FILE, allow_pickle=False) as arrays:
+        gold, pred = arrays[f"{split}/gold"].astype(int), arrays[f"{split}/pred"].astype(int)
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    known = (gold >= 0) & (pred >= 0)  # a gold label outside the model's label set has no row
+    np.add.at(matrix, (gold[known], pred[known]), 1)
+    artifact.log_confusion_matrix([str(label) for label in labels], matrix.tolist())
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps({"labels": labels, "matrix": matrix.tolist()}), encoding="utf-8")
+    return matrix.tolist()
+
+
 @reports_errors
 def analyze_pair(
     config_yaml: str | StudyConfig, train_dir: str | Path, reference_train_dir: str | Path | None,
-    dataset_dir: str | Path, out_dir: str | Path, tracking_uri: str | None = None,
-    parent_run_id: str | None = None, concurrent: int = 1,
+    dataset_dir: str | Path, out_dir: str | Path | None = None, tracking_uri: str | None = None,
+    parent_run_id: str | None = None, concurrent: int = 1, html_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Attention and circuit analysis of a model (and its reference), logged to the study run;
-    ``concurrent`` tasks share the CPUs (:func:`share_cpus`)."""
+    """Attention and circuit analysis of a model (and its reference) into ``out_dir`` (a temporary
+    folder when None), logged to the study run; with ``html_file``, one self-contained page of it
+    (the Kubeflow UI's view). ``concurrent`` tasks share the CPUs (:func:`share_cpus`)."""
     if concurrent > 1:
         share_cpus(concurrent)
+    import tempfile
+
     from debiaskd import tracking
     from debiaskd.analysis.run import analyze
     from debiaskd.data.store import read_dataset
@@ -411,10 +448,15 @@ def analyze_pair(
     trained = read_result(train_dir)
     reference = read_result(reference_train_dir)["model_dir"] if reference_train_dir else None
     ds = read_dataset(dataset_dir)
-    out_dir = Path(out_dir)
-    result = analyze(trained["model_dir"], ds.splits["challenge"], out_dir, cfg, reference=reference)
-    if tracking_uri and parent_run_id:
-        tracking.log_artifacts(tracking_uri, parent_run_id, out_dir, f"analysis/{trained['run_name']}")
+    with tempfile.TemporaryDirectory(prefix="debiaskd-analysis-") as tmp:
+        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        result = analyze(trained["model_dir"], ds.splits["challenge"], folder, cfg, reference=reference)
+        if tracking_uri and parent_run_id:
+            tracking.log_artifacts(tracking_uri, parent_run_id, folder, f"analysis/{trained['run_name']}")
+        if html_file is not None:
+            from debiaskd.report_html import write_page
+
+            write_page(folder, html_file, f"analysis of {trained['run_name']}")
     return result
 
 
@@ -477,9 +519,10 @@ def collected_dirs(folders: list[str | Path]) -> tuple[list[Path], list[Path]]:
 def summarize(
     config_yaml: str | StudyConfig, eval_dirs: list[str | Path], out_dir: str | Path,
     tracking_uri: str | None = None, parent_run_id: str | None = None,
-    analysis_dirs: list[str | Path] | None = None,
+    analysis_dirs: list[str | Path] | None = None, html_file: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write summary.json, report.md and plots; register teacher and candidate student; gate it."""
+    """Write summary.json, report.md and plots (and, with ``html_file``, one self-contained page of
+    them); register teacher and candidate student; gate it."""
     from debiaskd.report import build_summary, write_report
 
     cfg = _cfg(config_yaml)
@@ -492,6 +535,10 @@ def summarize(
         summary["registration"] = register_candidates(cfg, summary, tracking_uri, parent_run_id)
     summary["promoted"] = None
     write_report(cfg, summary, out_dir, analysis_dirs or [])
+    if html_file is not None:
+        from debiaskd.report_html import write_page
+
+        write_page(out_dir, html_file, f"debiaskd {cfg.task} study ({cfg.preset})")
     if tracking_uri and parent_run_id:
         from debiaskd import tracking
 
