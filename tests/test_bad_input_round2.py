@@ -125,3 +125,156 @@ def test_write_dataset_refuses_directly_too(tmp_path):
     with pytest.raises(DebiaskdError, match="not a data set"):
         write_dataset(target, "nli", {"test": pd.DataFrame({"premise": [], "hypothesis": [], "label": []})})
     assert (target / "keep.txt").read_text(encoding="utf-8") == "k"
+
+
+# ------------------------------------------------------------------ shared fixtures
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict[str, Path]:
+    """The generated smoke NLI benchmark and a tiny saved model, built once."""
+    from debiaskd.config import load_config
+    from debiaskd.data.store import build_dataset
+    from debiaskd.models import build_nli_teacher, save_model
+
+    root = tmp_path_factory.mktemp("round2-base")
+    nli = build_dataset(load_config("smoke", task="nli"), root / "nli", "nli")
+    cfg = load_config("smoke", overrides=["nli_model.tiny_layers=1", "nli_model.tiny_hidden=16",
+                                          "nli_model.tiny_heads=1"])
+    model, tokenizer = build_nli_teacher(cfg.nli_model, seed=0, num_labels=3)
+    model_dir = save_model(model, root / "model", {"task": "nli", "num_labels": 3,
+                                                   "label_names": ["entailment", "neutral", "contradiction"]},
+                           tokenizer)
+    return {"nli": nli, "model": model_dir}
+
+
+def _blockers(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Output paths of every bad kind, with a fragment the message must contain."""
+    folder = tmp / "a-folder"
+    folder.mkdir()
+    plain = tmp / "plain.txt"
+    plain.write_text("mine", encoding="utf-8")
+    return {
+        "directory": (folder, "is a folder"),
+        "under-a-file": (plain / "out.json", "is a file"),
+        "deep-under-a-file": (plain / "a" / "b" / "out.json", "is a file"),
+        "unwritable": (Path("/proc/debiaskd-out.json"), "not writable"),
+    }
+
+
+BLOCKERS = ["directory", "under-a-file", "deep-under-a-file", "unwritable"]
+
+
+# ------------------------------------------------------------------------ 2. outputs
+@pytest.mark.parametrize("kind", BLOCKERS)
+def test_evaluate_json_output_checked_before_any_work(kind, smoke, tmp_path, capsys, monkeypatch):
+    import debiaskd.evaluate as ev
+
+    path, fragment = _blockers(tmp_path)[kind]
+    monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data",
+                    "generated:challenge", "--json", str(path)], [str(path), "--json", fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("kind", BLOCKERS)
+def test_validate_report_output_checked_before_any_work(kind, smoke, tmp_path, capsys, monkeypatch):
+    import debiaskd.data.validate as val
+
+    path, fragment = _blockers(tmp_path)[kind]
+    monkeypatch.setattr(val, "validate_spec", lambda *a, **k: pytest.fail("validated before checking --report"))
+    _fails_cleanly(["data", "validate", "--preset", "smoke", str(smoke["nli"]), "--report", str(path)],
+                   [str(path), "--report", fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("kind", BLOCKERS)
+def test_compile_and_compare_outputs_checked(kind, tmp_path, capsys):
+    path, fragment = _blockers(tmp_path)[kind]
+    _fails_cleanly(["compile", "--preset", "smoke", "--out", str(path)], [str(path), "--out", fragment],
+                   capsys, tmp_path)
+    _fails_cleanly(["compare", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", "--json", str(path)],
+                   [str(path), "--json", fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["run", "analyze", "generate"])
+def test_output_folders_that_are_files_are_refused(command, smoke, tmp_path, capsys):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("mine", encoding="utf-8")
+    argv = {"run": ["run", "--preset", "smoke", "--out", str(plain)],
+            "analyze": ["analyze", "--preset", "smoke", "--model", str(smoke["model"]), "--data",
+                        "generated:challenge", "--out", str(plain)],
+            "generate": _generate(plain)}[command]
+    _fails_cleanly(argv, [str(plain), "is a file", "--out"], capsys, tmp_path)
+
+
+def test_json_output_is_written_whole(smoke, tmp_path, capsys):
+    """A good --json path works, is complete JSON and leaves no temporary sibling."""
+    import json
+
+    out = tmp_path / "deep" / "er" / "metrics.json"
+    assert main(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data", "generated:challenge",
+                 "--limit", "20", "--json", str(out)]) == 0
+    capsys.readouterr()
+    assert json.loads(out.read_text(encoding="utf-8"))["n"] == 20
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]
+
+
+# ----------------------------------------------------------------------- 3. tracking
+def _tracking_cases(tmp: Path) -> dict[str, tuple[str, str]]:
+    text = tmp / "notes.txt"
+    text.write_text("not a database\n", encoding="utf-8")
+    folder = tmp / "adir"
+    folder.mkdir()
+    other = tmp / "other.db"
+    import sqlite3
+
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.commit()
+    con.close()
+    return {
+        "sqlite-text-file": (f"sqlite:///{text}", "not a SQLite database"),
+        "sqlite-directory": (f"sqlite:///{folder}", "is a folder"),
+        "sqlite-foreign-db": (f"sqlite:///{other}", "not an MLflow tracking database"),
+        "sqlite-two-slashes": ("sqlite://relative.db", "three slashes"),
+        "sqlite-under-a-file": (f"sqlite:///{text}/mlflow.db", "is a file"),
+        "no-scheme-colons": ("::::", "no scheme"),
+        "unknown-scheme": ("htp://localhost:5000", "unknown tracking URI scheme"),
+        "http-without-host": ("http://", "needs a host"),
+        "plain-path-to-file": (str(text), "is a file"),
+        "file-uri-to-file": (f"file://{text}", "is a file"),
+        "control-characters": ("sqlite:///x\n.db", "control characters"),
+    }
+
+
+TRACKING = ["sqlite-text-file", "sqlite-directory", "sqlite-foreign-db", "sqlite-two-slashes", "sqlite-under-a-file",
+            "no-scheme-colons", "unknown-scheme", "http-without-host", "plain-path-to-file", "file-uri-to-file",
+            "control-characters"]
+
+
+@pytest.mark.parametrize("case", TRACKING)
+@pytest.mark.parametrize("command", ["evaluate", "compare", "promote", "run"])
+def test_bad_tracking_uri_exits_2_before_any_work(case, command, smoke, tmp_path, capsys, monkeypatch):
+    uri, fragment = _tracking_cases(tmp_path)[case]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = {"evaluate": ["evaluate", "--preset", "smoke", "--model", "models:/debiaskd-nli-student@champion",
+                         "--data", "generated:challenge"],
+            "compare": ["compare"],
+            "promote": ["promote", "--preset", "smoke", "--model", "debiaskd-nli-student", "--dry-run"],
+            "run": ["run", "--preset", "smoke", "--out", str(tmp_path / "o")]}[command]
+    shown = uri.splitlines()[0] if "\n" not in uri else "sqlite:///x"
+    _fails_cleanly([*argv, "--tracking-uri", uri], [shown[:20], fragment], capsys, tmp_path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_tracking_client_raises_a_debiaskd_error(tmp_path):
+    from debiaskd import tracking
+    from debiaskd.errors import DebiaskdError
+
+    (tmp_path / "t.txt").write_text("x" * 100, encoding="utf-8")
+    with pytest.raises(DebiaskdError, match="not a SQLite database"):
+        tracking.client(f"sqlite:///{tmp_path / 't.txt'}")
+
+
+def test_compare_does_not_create_a_database(tmp_path, capsys):
+    db = tmp_path / "nested" / "mlflow.db"
+    _fails_cleanly(["compare", "--tracking-uri", f"sqlite:///{db}"], [str(db), "no tracking database"], capsys,
+                   tmp_path)
+    assert not (tmp_path / "nested").exists()

@@ -247,6 +247,8 @@ def compare_models(teacher_eval: EvalResult, student_eval: EvalResult, split: st
 # ---------------------------------------------------------------- the CLI path
 def sample_split(data: pd.DataFrame | ImageSplit, limit: int | None, seed: int = 0) -> pd.DataFrame | ImageSplit:
     """A seeded sample of ``limit`` rows stratified by group (each group keeps its share)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DebiaskdError(f"limit must be a positive number of examples; got {limit!r}", rule="limit")
     frame = _frame(data)
     if limit is None or limit >= len(frame):
         return data

@@ -338,7 +338,10 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
 
     path = Path(path)
     if not path.is_dir():
-        raise DebiaskdError("model folder does not exist", file=str(path), rule="model path")
+        from debiaskd.paths import describe
+
+        raise DebiaskdError(f"this path {describe(path)}; expected a model folder (one written by debiaskd or a "
+                            "Hugging Face model folder)", file=str(path), rule="model path")
     meta = read_meta(path)
     if meta.get("task") == "vision":
         weights = path / VISION_WEIGHTS

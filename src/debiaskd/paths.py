@@ -85,6 +85,19 @@ def require_dir(path: str | Path, what: str = "a folder", rule: str = "folder ex
     return p
 
 
+def _writable_dir(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: permissions, then a nameless probe file (O_TMPFILE where
+    the system has it) for what permissions do not show: a read-only file system, or root on /proc."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
+
+
 def _check_creatable(path: Path, option: str, what: str) -> None:
     """``path`` is absent: its nearest existing ancestor must be a writable folder."""
     for parent in path.parents:
@@ -98,7 +111,7 @@ def _check_creatable(path: Path, option: str, what: str) -> None:
         if not stat.S_ISDIR(st.st_mode):
             raise DebiaskdError(f"{option}: cannot create {what} here: {parent} {describe(parent)}, "
                                 "not a folder", file=str(path), rule="writable output")
-        if not os.access(parent, os.W_OK | os.X_OK):
+        if not _writable_dir(parent):
             raise DebiaskdError(f"{option}: cannot create {what} here: the folder {parent} is not writable",
                                 file=str(path), rule="writable output")
         return
@@ -113,7 +126,7 @@ def check_output_file(path: str | Path | None, option: str) -> Path | None:
         if not _kind_ok(p, FILE):
             raise DebiaskdError(f"{option}: this path {describe(p)}; expected a file to write (or a new path)",
                                 file=str(p), rule="writable output")
-        if not os.access(p, os.W_OK) or not os.access(p.resolve().parent, os.W_OK | os.X_OK):
+        if not os.access(p, os.W_OK) or not _writable_dir(p.resolve().parent):
             raise DebiaskdError(f"{option}: this file (or its folder) is not writable", file=str(p),
                                 rule="writable output")
         return p
@@ -130,7 +143,7 @@ def check_output_dir(path: str | Path | None, option: str) -> Path | None:
         if not _kind_ok(p, DIR):
             raise DebiaskdError(f"{option}: this path {describe(p)}; expected an output folder (or a new path)",
                                 file=str(p), rule="writable output")
-        if not os.access(p, os.W_OK | os.X_OK):
+        if not _writable_dir(p):
             raise DebiaskdError(f"{option}: this folder is not writable", file=str(p), rule="writable output")
         return p
     _check_creatable(p, option, "a folder")

@@ -107,7 +107,9 @@ def preflight(cfg: StudyConfig) -> None:
             continue
         path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
         if not path.exists():
-            raise DebiaskdError("data file does not exist", file=str(path), rule=f"{cfg.task}_data.{split}")
+            from debiaskd.paths import describe
+
+            raise DebiaskdError(f"data path {describe(path)}", file=str(path), rule=f"{cfg.task}_data.{split}")
     if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
         from debiaskd.models import resolve_source
 

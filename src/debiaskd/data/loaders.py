@@ -43,6 +43,7 @@ from debiaskd.data.schema import (
     nli_group,
 )
 from debiaskd.errors import DebiaskdError
+from debiaskd.paths import describe, require_dir, require_file
 
 SCHEMES: tuple[str, ...] = ("generated", "dataset", "hans", "mnli", "sick", "glue-tsv", "hf",
                             "colored-digits", "mnist-idx", "waterbirds")
@@ -68,13 +69,18 @@ def parse_spec(spec: str) -> tuple[str, str]:
     path = Path(spec)
     if path.exists():
         return _guess_scheme(path), spec
+    if os.path.lexists(path):  # a broken symbolic link or a symlink loop: say so
+        raise DebiaskdError(f"this path {describe(path)}; expected a data file or folder", file=spec, rule="spec")
     raise DebiaskdError(f"'{spec}' is neither a known scheme ({', '.join(SCHEMES)}) nor an existing path",
                         file=spec, rule="spec")
 
 
 def _guess_scheme(path: Path) -> str:
     if path.is_dir():
-        names = {p.name for p in path.iterdir()}
+        try:
+            names = {p.name for p in path.iterdir()}
+        except OSError as exc:
+            raise DebiaskdError(f"cannot list this folder ({exc.strerror})", file=str(path), rule="spec") from exc
         if "manifest.json" in names:
             return "dataset"
         if "metadata.csv" in names:
@@ -99,9 +105,11 @@ def _guess_scheme(path: Path) -> str:
 
 # ------------------------------------------------------------------------ file io
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise DebiaskdError("file does not exist", file=str(path), rule="file exists")
-    data = path.read_bytes()
+    require_file(path, "a data file", "file exists")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read this file ({exc.strerror})", file=str(path), rule="readable file") from exc
     if path.suffix == ".gz":
         try:
             data = gzip.decompress(data)
@@ -384,8 +392,7 @@ def _find(directory: Path, stems: tuple[str, ...]) -> Path | None:
 
 def load_mnist_idx(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
     directory = Path(arg)
-    if not directory.is_dir():
-        raise DebiaskdError("MNIST directory does not exist", file=str(directory), rule="file exists")
+    require_dir(directory, "a folder of MNIST idx files", "file exists")
     prefixes = ("train", "t10k") if split == "train" else ("t10k", "train")
     for prefix in prefixes:
         img = _find(directory, (f"{prefix}-images-idx3-ubyte", f"mnist-{prefix}-images-idx3-ubyte",

@@ -246,6 +246,10 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
 
 def read_manifest(path: str | Path) -> dict:
     mpath = Path(path) / "manifest.json"
+    if not Path(path).is_dir():
+        from debiaskd.paths import require_dir
+
+        require_dir(path, "a dataset folder (with manifest.json)", "dataset folder")
     if not mpath.is_file():
         raise DebiaskdError("no manifest.json: not a dataset folder", file=str(path), rule="dataset folder")
     try:
