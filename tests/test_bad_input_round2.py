@@ -278,3 +278,149 @@ def test_compare_does_not_create_a_database(tmp_path, capsys):
     _fails_cleanly(["compare", "--tracking-uri", f"sqlite:///{db}"], [str(db), "no tracking database"], capsys,
                    tmp_path)
     assert not (tmp_path / "nested").exists()
+
+
+# ------------------------------------------------------------------------- 4. config
+def _alias_bomb(path: Path) -> Path:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    prev = "a"
+    for name in "bcdefgh":
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+        prev = name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("case", "setting", "needle"), [
+    ("negative-seed", "seeds=[0, -1]", "seeds"),
+    ("negative-data-seed", "nli_data.seed=-5", "nli_data.seed"),
+    ("negative-augment-seed", "augment.seed=-1", "augment.seed"),
+    ("huge-seed", "seeds=[99999999999999999999]", "seeds"),
+    ("infinite-lr", "teacher_train.lr=.inf", "teacher_train.lr"),
+    ("nan-lr", "student_train.lr=.nan", "student_train.lr"),
+    ("infinite-temperature", "distill.temperature=.inf", "distill.temperature"),
+])
+@pytest.mark.parametrize("command", ["run", "generate"])
+def test_config_values_refused_at_parse_time(case, setting, needle, command, tmp_path, capsys):
+    argv = (["run", "--preset", "smoke", "--out", str(tmp_path / "o")] if command == "run"
+            else _generate(tmp_path / "o"))
+    _fails_cleanly([*argv, "--set", setting], [needle, "config schema"], capsys, tmp_path)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "-1000"])
+def test_evaluate_limit_must_be_positive(limit, smoke, tmp_path, capsys, monkeypatch):
+    import debiaskd.evaluate as ev
+
+    monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated with a bad --limit"))
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data", "generated:challenge",
+                    "--limit", limit], ["--limit", limit], capsys, tmp_path)
+
+
+def test_sample_split_refuses_non_positive_limits():
+    import pandas as pd
+
+    from debiaskd.errors import DebiaskdError
+    from debiaskd.evaluate import sample_split
+
+    for bad in (0, -3):
+        with pytest.raises(DebiaskdError, match="positive"):
+            sample_split(pd.DataFrame({"group": ["a", "b"]}), bad)
+
+
+@pytest.mark.parametrize("kind", ["alias-bomb", "deep-flow", "deep-block", "deep-unclosed", "long-line",
+                                  "bad-preset", "preset-not-a-string", "many-unknown-keys", "huge-value"])
+def test_hostile_config_files_give_bounded_messages(kind, tmp_path, capsys):
+    f = tmp_path / "study.yaml"
+    if kind == "alias-bomb":
+        _alias_bomb(f)
+    elif kind == "deep-flow":
+        f.write_text("teacher_train: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    elif kind == "deep-block":
+        f.write_text("x:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)), encoding="utf-8")
+    elif kind == "deep-unclosed":
+        f.write_text("a: " + "{b: " * 3000 + "\n", encoding="utf-8")
+    elif kind == "long-line":
+        f.write_text("teacher_train: {lr: " + "9" * 2_000_000 + "x}\n", encoding="utf-8")
+    elif kind == "bad-preset":
+        f.write_text("preset: huge\n", encoding="utf-8")
+    elif kind == "preset-not-a-string":
+        f.write_text("preset: [smoke, " + ", ".join(["x" * 100] * 1000) + "]\n", encoding="utf-8")
+    elif kind == "many-unknown-keys":
+        f.write_text("".join(f"key{i}: {'v' * 500}\n" for i in range(2000)), encoding="utf-8")
+    else:
+        f.write_text("seeds: [" + ", ".join(["[1, 2, 3]"] * 20000) + "]\n", encoding="utf-8")
+    err = _fails_cleanly(["run", "--preset", "smoke", "--config", str(f), "--out", str(tmp_path / "o")],
+                         [str(f)], capsys, tmp_path)
+    if kind in ("bad-preset", "preset-not-a-string"):
+        assert "preset" in err
+
+
+def test_error_rendering_is_bounded_centrally():
+    from debiaskd.errors import DebiaskdError
+
+    nested: list = ["x"] * 9
+    for _ in range(6):
+        nested = [nested] * 9
+    exc = DebiaskdError("m" * 1_000_000, file="f" * 100_000, rule="r" * 100_000,
+                        examples=[nested, "y" * 1_000_000, *(["row\nwith newline"] * 50)])
+    text = exc.render()
+    assert len(text) < 4096
+    assert text.count("\n") <= 8 and "and 47 more" in text
+
+
+# ------------------------------------------------------------------------ 5. messages
+def _odd_paths(tmp: Path) -> dict[str, tuple[Path, str]]:
+    folder = tmp / "a-folder"
+    folder.mkdir()
+    fifo = tmp / "a-fifo"
+    os.mkfifo(fifo)
+    loop = tmp / "loop-a"
+    os.symlink(tmp / "loop-b", loop)
+    os.symlink(loop, tmp / "loop-b")
+    broken = tmp / "dangling"
+    os.symlink(tmp / "nowhere", broken)
+    plain = tmp / "plain.txt"
+    plain.write_text("x", encoding="utf-8")
+    return {"directory": (folder, "is a folder"), "fifo": (fifo, "FIFO"), "symlink-loop": (loop, "symbolic link loop"),
+            "broken-symlink": (broken, "broken symbolic link"), "under-a-file": (plain / "x.tsv", "is a file")}
+
+
+ODD = ["directory", "fifo", "symlink-loop", "broken-symlink", "under-a-file"]
+
+
+@pytest.mark.parametrize("kind", ODD)
+@pytest.mark.parametrize("where", ["mnli", "hans", "bare-spec", "config", "set-train"])
+def test_odd_path_where_a_file_is_expected_says_what_it_is(kind, where, tmp_path, capsys):
+    path, fragment = _odd_paths(tmp_path)[kind]
+    if where == "bare-spec" and kind == "directory":
+        fragment = "cannot tell the format"
+    argv = {"mnli": ["data", "validate", "--preset", "smoke", f"mnli:{path}"],
+            "hans": ["data", "validate", "--preset", "smoke", f"hans:{path}"],
+            "bare-spec": ["data", "validate", "--preset", "smoke", str(path)],
+            "config": ["run", "--preset", "smoke", "--config", str(path), "--out", str(tmp_path / "o")],
+            "set-train": ["data", "generate", "--preset", "smoke", "--set", f"nli_data.train=mnli:{path}",
+                          "--out", str(tmp_path / "o")]}[where]
+    err = _fails_cleanly(argv, [str(path), fragment], capsys, tmp_path)
+    if kind != "broken-symlink" and "does not exist" in err:
+        assert "does not exist (a parent" in err  # only for a path under a file
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["plain-file", *ODD])
+def test_model_that_is_not_a_folder_says_what_it_is(kind, tmp_path, capsys):
+    paths = _odd_paths(tmp_path)
+    path, fragment = (tmp_path / "plain.txt", "is a file") if kind == "plain-file" else paths[kind]
+    if kind == "directory":  # a folder, but an empty one
+        fragment = "no config.json"
+    err = _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(path), "--data", "generated:challenge"],
+                         [str(path), fragment, "model folder"], capsys, tmp_path)
+    assert "does not exist" not in err or kind in ("broken-symlink", "under-a-file")
+
+
+@pytest.mark.parametrize("kind", ["plain-file", "fifo", "symlink-loop"])
+def test_folder_specs_given_a_file(kind, tmp_path, capsys):
+    paths = _odd_paths(tmp_path)
+    path, fragment = (tmp_path / "plain.txt", "is a file") if kind == "plain-file" else paths[kind]
+    _fails_cleanly(["data", "validate", "--preset", "smoke", "--task", "vision", f"mnist-idx:{path}"],
+                   [str(path), fragment, "folder"], capsys, tmp_path)

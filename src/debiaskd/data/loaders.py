@@ -69,8 +69,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     path = Path(spec)
     if path.exists():
         return _guess_scheme(path), spec
-    if os.path.lexists(path):  # a broken symbolic link or a symlink loop: say so
-        raise DebiaskdError(f"this path {describe(path)}; expected a data file or folder", file=spec, rule="spec")
+    state = describe(path)
+    if state != "does not exist":  # a broken symbolic link, a symlink loop, a path under a file: say so
+        raise DebiaskdError(f"this path {state}; expected a data file or folder", file=spec, rule="spec")
     raise DebiaskdError(f"'{spec}' is neither a known scheme ({', '.join(SCHEMES)}) nor an existing path",
                         file=spec, rule="spec")
 
