@@ -424,3 +424,22 @@ def test_folder_specs_given_a_file(kind, tmp_path, capsys):
     path, fragment = (tmp_path / "plain.txt", "is a file") if kind == "plain-file" else paths[kind]
     _fails_cleanly(["data", "validate", "--preset", "smoke", "--task", "vision", f"mnist-idx:{path}"],
                    [str(path), fragment, "folder"], capsys, tmp_path)
+
+
+def test_run_inprocess_refuses_a_folder_it_did_not_make(tmp_path):
+    """The in-process runner replaces its output folder: only one it made itself (marker), or an empty one."""
+    from debiaskd.config import load_config
+    from debiaskd.errors import DebiaskdError
+    from debiaskd.steps import run_inprocess
+
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("hi\n", encoding="utf-8")
+    with pytest.raises(DebiaskdError, match=r"notes\.txt"):
+        run_inprocess(load_config("smoke"), target, None)
+    assert (target / "notes.txt").read_text(encoding="utf-8") == "hi\n"
+    plain = tmp_path / "plain"
+    plain.write_text("x", encoding="utf-8")
+    with pytest.raises(DebiaskdError, match="is a file"):
+        run_inprocess(load_config("smoke"), plain, None)
+    assert plain.read_text(encoding="utf-8") == "x"
