@@ -443,3 +443,56 @@ def test_run_inprocess_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(DebiaskdError, match="is a file"):
         run_inprocess(load_config("smoke"), plain, None)
     assert plain.read_text(encoding="utf-8") == "x"
+
+
+# ------------------------------------------------------- other classes of the sweep
+def _mnli_rows(n: int = 30) -> list[dict]:
+    labels = ["entailment", "neutral", "contradiction"]
+    return [{"premise": f"The cat sat on mat {i}.", "hypothesis": "A cat sat.", "gold_label": labels[i % 3]}
+            for i in range(n)]
+
+
+def _tsv(rows: list[dict], header: str = "index\tpremise\thypothesis\tgold_label") -> str:
+    body = "".join(f"{i}\t{r['premise']}\t{r['hypothesis']}\t{r['gold_label']}\n" for i, r in enumerate(rows))
+    return header + "\n" + body
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("jsonl-object-premise", "not text"),
+    ("jsonl-list-hypothesis", "not text"),
+    ("jsonl-number-premise", "not text"),
+    ("jsonl-deep", "nested too deeply"),
+    ("tsv-nul-byte", "NUL byte"),
+    ("tsv-duplicate-columns", "duplicate column"),
+    ("tsv-extra-fields", "more tab-separated fields"),
+    ("tsv-field-over-csv-limit", "field limit"),
+])
+def test_malformed_text_files(kind, fragment, tmp_path, capsys):
+    import json
+
+    rows = _mnli_rows()
+    if kind.startswith("jsonl"):
+        f = tmp_path / "data.jsonl"
+        if kind == "jsonl-object-premise":
+            rows[3]["premise"] = {"text": "x" * 10_000}
+        elif kind == "jsonl-list-hypothesis":
+            rows[4]["hypothesis"] = ["a"] * 10_000
+        elif kind == "jsonl-number-premise":
+            rows[5]["premise"] = 42
+        lines = [json.dumps(r) for r in rows]
+        if kind == "jsonl-deep":
+            lines.append('{"premise": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        f = tmp_path / "data.tsv"
+        text = _tsv(rows)
+        if kind == "tsv-nul-byte":
+            text = text.replace("mat 5", "mat\x005")
+        elif kind == "tsv-duplicate-columns":
+            text = _tsv(rows, "index\tpremise\tpremise\tgold_label")
+        elif kind == "tsv-extra-fields":
+            text += "99\tp\th\tentailment\tsurprise\n"
+        else:
+            text += "99\t" + "w" * 200_000 + "\th\tentailment\n"
+        f.write_text(text, encoding="utf-8")
+    _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), fragment], capsys, tmp_path)

@@ -42,7 +42,7 @@ from debiaskd.data.schema import (
     ImageSplit,
     nli_group,
 )
-from debiaskd.errors import DebiaskdError
+from debiaskd.errors import DebiaskdError, short_repr
 from debiaskd.paths import describe, require_dir, require_file
 
 SCHEMES: tuple[str, ...] = ("generated", "dataset", "hans", "mnli", "sick", "glue-tsv", "hf",
@@ -136,9 +136,18 @@ def _read_text(path: Path) -> str:
 
 def _read_tsv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     text = _read_text(path)
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    _refuse_nul(text, path)
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except csv.Error as exc:  # a field over the csv module's size limit, …
+        raise DebiaskdError(f"not a readable tab-separated file ({str(exc)[:200]})", file=str(path),
+                            rule="tsv") from exc
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     header, body = rows[0], rows[1:]
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DebiaskdError(f"duplicate column name(s) {dupes[:5]} in the header", file=str(path),
+                            rule="unique columns")
     missing = [c for c in required if c not in header]
     if missing:
         raise DebiaskdError(f"missing column(s) {missing}; header is {header[:12]}", file=str(path),
@@ -151,7 +160,20 @@ def _read_tsv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise DebiaskdError(f"{len(bad)} row(s) have fewer than {width} tab-separated fields",
                             file=str(path), rule="tsv row width",
                             examples=[f"line {i}: {body[i - 2][:4]}" for i in bad[:5]])
+    extra = [i + 2 for i, r in enumerate(body) if any(c.strip() for c in r[width:])]
+    if extra:
+        raise DebiaskdError(f"{len(extra)} row(s) have more tab-separated fields than the {width} columns of the "
+                            "header (a tab inside a text?)", file=str(path), rule="tsv row width",
+                            examples=[f"line {i}: {body[i - 2][width:width + 2]}" for i in extra[:5]])
     return pd.DataFrame([r[:width] for r in body], columns=header, dtype=object)
+
+
+def _refuse_nul(text: str, path: Path) -> None:
+    at = text.find("\x00")
+    if at >= 0:
+        line = text.count("\n", 0, at) + 1
+        raise DebiaskdError(f"NUL byte in a text file (line {line}): a binary or corrupt file?", file=str(path),
+                            rule="text file")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -164,6 +186,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         except json.JSONDecodeError as exc:
             raise DebiaskdError(f"line {i} is not valid JSON ({exc.msg})", file=str(path), rule="jsonl",
                                 examples=[line[:200]]) from exc
+        except RecursionError as exc:
+            raise DebiaskdError(f"line {i} is JSON nested too deeply", file=str(path), rule="jsonl") from exc
         if not isinstance(rec, dict):
             raise DebiaskdError(f"line {i} is not a JSON object", file=str(path), rule="jsonl")
         records.append(rec)
@@ -181,6 +205,16 @@ def _normalise_labels(raw: pd.Series, file_label: str, allowed: tuple[str, ...])
     return labels
 
 
+def _require_text(series: pd.Series, column: str, file_label: str) -> None:
+    """Sentences and labels are strings (or missing): an object, a list or a number is refused."""
+    bad = [i for i, v in enumerate(series) if not (isinstance(v, str) or v is None
+                                                      or (isinstance(v, float) and np.isnan(v)))]
+    if bad:
+        raise DebiaskdError(f"{len(bad)} row(s) hold a {type(series.iloc[bad[0]]).__name__}, not text, in "
+                            f"column {column}", file=file_label, rule=f"text column: {column}",
+                            examples=[f"row {i + 1}: {column} = {short_repr(series.iloc[i], 80)}" for i in bad[:3]])
+
+
 def nli_frame(
     premise: pd.Series, hypothesis: pd.Series, labels: pd.Series, ids: pd.Series, file_label: str,
     *, allowed: tuple[str, ...] = NLI_LABELS, heuristic: pd.Series | None = None,
@@ -195,6 +229,8 @@ def nli_frame(
     premise, hypothesis, labels, ids = sel(premise), sel(hypothesis), sel(labels), sel(ids)
     if len(labels) == 0:
         raise DebiaskdError("no rows with a gold label", file=file_label, rule="non-empty file")
+    for column, series in (("premise", premise), ("hypothesis", hypothesis), ("label", labels)):
+        _require_text(series, column, file_label)
     lab = _normalise_labels(labels, file_label, allowed)
     prem = premise.fillna("").astype(str).str.strip()
     hyp = hypothesis.fillna("").astype(str).str.strip()
