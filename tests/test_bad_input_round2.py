@@ -496,3 +496,156 @@ def test_malformed_text_files(kind, fragment, tmp_path, capsys):
             text += "99\t" + "w" * 200_000 + "\th\tentailment\n"
         f.write_text(text, encoding="utf-8")
     _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), fragment], capsys, tmp_path)
+
+
+def _idx(magic: int, dims: list[int], payload: bytes) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + payload
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("zero-images", "no items"),
+    ("zero-by-zero", "zero dimension"),
+    ("truncated-header", "truncated"),
+    ("gzip-bomb", "decompression bomb"),
+])
+def test_mnist_idx_shapes_and_bombs(kind, fragment, tmp_path, capsys, monkeypatch):
+    import gzip
+
+    from debiaskd.data import loaders
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    n = 10
+    images = _idx(0x803, [n, 28, 28], bytes(n * 28 * 28))
+    labels = _idx(0x801, [n], bytes(i % 10 for i in range(n)))
+    name = "t10k-images-idx3-ubyte"
+    if kind == "zero-images":
+        images = _idx(0x803, [0, 28, 28], b"")
+    elif kind == "zero-by-zero":
+        images = _idx(0x803, [n, 0, 0], b"")
+    elif kind == "truncated-header":
+        images = images[:9]
+    else:
+        monkeypatch.setattr(loaders, "MAX_DECOMPRESSED_BYTES", 1 << 16)
+        images = gzip.compress(_idx(0x803, [200, 28, 28], bytes(200 * 28 * 28)))
+        name += ".gz"
+    (folder / name).write_bytes(images)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    _fails_cleanly(["data", "validate", "--preset", "smoke", "--task", "vision", f"mnist-idx:{folder}"],
+                   [str(folder / name), fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("empty-file-name", "empty img_filename"),
+    ("missing-file-name", "empty img_filename"),
+    ("image-too-large", "pixels"),
+    ("folder-as-image", "cannot read image"),
+])
+def test_waterbirds_file_names_and_images(kind, fragment, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from debiaskd.data import loaders
+
+    folder = tmp_path / "wb"
+    (folder / "imgs").mkdir(parents=True)
+    rows = []
+    for i in range(8):
+        Image.new("RGB", (12, 12), (i * 20, 0, 0)).save(folder / "imgs" / f"{i}.png")
+        rows.append(f"{i},imgs/{i}.png,{i % 2},{i // 4 * 2},{(i // 2) % 2}")
+    if kind == "empty-file-name":
+        rows[5] = "5,   ,1,2,0"
+    elif kind == "missing-file-name":
+        rows[5] = "5,,1,2,0"
+    elif kind == "image-too-large":
+        monkeypatch.setattr(loaders, "MAX_IMAGE_PIXELS", 100)
+    else:
+        rows[5] = "5,imgs,1,2,0"
+    (folder / "metadata.csv").write_text("img_id,img_filename,y,split,place\n" + "\n".join(rows) + "\n",
+                                         encoding="utf-8")
+    _fails_cleanly(["data", "validate", "--preset", "smoke", "--task", "vision", f"waterbirds:{folder}"],
+                   [str(folder), fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["list", "string", "number", "splits-list", "split-not-object", "files-not-list",
+                                  "files-with-path", "split-name-traversal", "task-unknown", "deep"])
+def test_manifests_of_the_wrong_shape(kind, smoke, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(smoke["nli"], folder)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    first = next(iter(manifest["splits"]))
+    text = None
+    if kind == "list":
+        text = json.dumps([manifest])
+    elif kind == "string":
+        text = json.dumps("schema_version task splits content_hash")
+    elif kind == "number":
+        text = "42"
+    elif kind == "splits-list":
+        manifest["splits"] = list(manifest["splits"].values())
+    elif kind == "split-not-object":
+        manifest["splits"][first] = "train.jsonl"
+    elif kind == "files-not-list":
+        manifest["splits"][first]["files"] = {"a": 1}
+    elif kind == "files-with-path":
+        manifest["splits"][first]["files"] = ["../../etc/passwd"]
+    elif kind == "split-name-traversal":
+        manifest["splits"]["../outside"] = manifest["splits"].pop(first)
+    elif kind == "task-unknown":
+        manifest["task"] = {"nli": True}
+    else:
+        text = '{"splits": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (folder / "manifest.json").write_text(text if text is not None else json.dumps(manifest), encoding="utf-8")
+    _fails_cleanly(["data", "validate", "--preset", "smoke", str(folder)], [str(folder / "manifest.json")],
+                   capsys, tmp_path)
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("truncated-weights", "truncated or corrupt"),
+    ("corrupt-meta", "debiaskd.json"),
+    ("meta-not-object", "debiaskd.json"),
+    ("no-weights", "model path"),
+])
+def test_truncated_model_folders(kind, fragment, smoke, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(smoke["model"], folder)
+    if kind == "truncated-weights":
+        w = folder / "model.safetensors"
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    elif kind == "corrupt-meta":
+        (folder / "debiaskd.json").write_text('{"task": "nli", "label_na', encoding="utf-8")
+    elif kind == "meta-not-object":
+        (folder / "debiaskd.json").write_text("[1, 2, 3]", encoding="utf-8")
+    else:
+        (folder / "model.safetensors").unlink()
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(folder), "--data", "generated:challenge",
+                    "--limit", "10"], [str(folder), fragment], capsys, tmp_path)
+
+
+def test_ten_class_vision_model_on_two_class_data(tmp_path, capsys):
+    from PIL import Image
+
+    from debiaskd.models import build_vision_model, save_model
+
+    model = save_model(build_vision_model("cnn_small", 4, 10, 0), tmp_path / "vision-model",
+                       {"task": "vision", "arch": "cnn_small", "width": 4, "num_classes": 10})
+    folder = tmp_path / "wb"
+    (folder / "imgs").mkdir(parents=True)
+    rows = []
+    for i in range(8):
+        Image.new("RGB", (12, 12), (i * 20, 0, 0)).save(folder / "imgs" / f"{i}.png")
+        rows.append(f"{i},imgs/{i}.png,{i % 2},2,{(i // 2) % 2}")
+    (folder / "metadata.csv").write_text("img_id,img_filename,y,split,place\n" + "\n".join(rows) + "\n",
+                                         encoding="utf-8")
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--config", str(_vision_config(tmp_path)), "--model", str(model),
+                    "--data", f"waterbirds:{folder}"], [str(model), "10 classes", "2"], capsys, tmp_path)
+
+
+def _vision_config(tmp: Path) -> Path:
+    f = tmp / "vision.yaml"
+    f.write_text("task: vision\n", encoding="utf-8")
+    return f

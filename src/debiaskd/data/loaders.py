@@ -20,6 +20,7 @@ import functools
 import gzip
 import io
 import json
+import math
 import os
 import socket
 import zlib
@@ -54,6 +55,8 @@ _LABEL_ALIASES = {
     "non-entailment": "non-entailment", "not_entailment": "non-entailment", "non_entailment": "non-entailment",
 }
 MISSING_GOLD = "-"
+MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB: MNIST's largest file is 47 MB uncompressed
+MAX_IMAGE_PIXELS = 50_000_000  # per Waterbirds image (the real ones are well under 1 megapixel)
 _SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2, "challenge": 2}
 
 
@@ -108,15 +111,21 @@ def _guess_scheme(path: Path) -> str:
 def _read_bytes(path: Path) -> bytes:
     require_file(path, "a data file", "file exists")
     try:
-        data = path.read_bytes()
+        if path.suffix == ".gz":
+            try:
+                with gzip.open(path, "rb") as fh:  # streamed, and capped: a small .gz may expand to terabytes
+                    data = fh.read(MAX_DECOMPRESSED_BYTES + 1)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise DebiaskdError(f"gzip stream is truncated or corrupt ({exc})", file=str(path),
+                                    rule="gzip integrity") from exc
+            if len(data) > MAX_DECOMPRESSED_BYTES:
+                raise DebiaskdError(f"decompresses to more than {MAX_DECOMPRESSED_BYTES >> 20} MiB (a decompression "
+                                    "bomb?)", file=str(path), rule="decompressed size")
+        else:
+            data = path.read_bytes()
     except OSError as exc:
-        raise DebiaskdError(f"cannot read this file ({exc.strerror})", file=str(path), rule="readable file") from exc
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DebiaskdError(f"gzip stream is truncated or corrupt ({exc})", file=str(path),
-                                rule="gzip integrity") from exc
+        raise DebiaskdError(f"cannot read this file ({exc.strerror or exc})", file=str(path),
+                            rule="readable file") from exc
     if not data.strip():
         raise DebiaskdError("file is empty", file=str(path), rule="non-empty file")
     return data
@@ -410,8 +419,15 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
                             rule="idx magic")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DebiaskdError(f"IDX header is truncated ({len(data)} bytes)", file=str(path), rule="idx size")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
+    if dims[0] == 0:
+        raise DebiaskdError("IDX file holds no items (its count is 0)", file=str(path), rule="non-empty file")
+    if any(d == 0 for d in dims[1:]):
+        raise DebiaskdError(f"IDX items have a zero dimension ({'x'.join(map(str, dims[1:]))})", file=str(path),
+                            rule="idx shape")
+    expected = math.prod(dims)
     if len(data) - header != expected:
         raise DebiaskdError(f"IDX payload has {len(data) - header} bytes, header promises {expected} "
                             "(truncated?)", file=str(path), rule="idx size")
@@ -477,6 +493,11 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
     rows = meta[meta["split"].str.strip() == code].reset_index(drop=True)
     if rows.empty:
         raise DebiaskdError(f"no rows with split == {code} ({split})", file=str(meta_path), rule="non-empty split")
+    names = rows["img_filename"]
+    empty = [i for i, fn in enumerate(names) if not isinstance(fn, str) or not fn.strip()]
+    if empty:
+        raise DebiaskdError(f"{len(empty)} row(s) have an empty img_filename", file=str(meta_path),
+                            rule="image file names", examples=[rows.iloc[i].to_dict() for i in empty[:3]])
     size = cfg.vision_data.image_size
     base = root.resolve()
     images = np.empty((len(rows), 3, size, size), dtype=np.uint8)
@@ -487,8 +508,11 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
                                 rule="path traversal")
         try:
             with Image.open(target) as im:
+                if im.width < 1 or im.height < 1 or im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise DebiaskdError(f"image is {im.width}x{im.height} pixels; expected 1 to {MAX_IMAGE_PIXELS} "
+                                        "pixels", file=str(target), rule="image size")
                 arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise DebiaskdError(f"cannot read image ({exc.__class__.__name__})", file=str(target),
                                 rule="image readable") from exc
         images[i] = arr.transpose(2, 0, 1)
