@@ -38,7 +38,7 @@ from debiaskd.data.schema import (
     ImageSplit,
     to_two_way,
 )
-from debiaskd.errors import DebiaskdError
+from debiaskd.errors import DebiaskdError, short_repr
 
 Split = pd.DataFrame | ImageSplit
 
@@ -244,6 +244,38 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
     return manifest
 
 
+def _check_manifest_shape(manifest: Any, label: str) -> None:
+    """The manifest is the JSON object :func:`write_dataset` writes; anything else is named, not crashed on."""
+    def bad(what: str) -> DebiaskdError:
+        return DebiaskdError(f"manifest {what}", file=label, rule="manifest shape")
+
+    if not isinstance(manifest, dict):
+        raise bad(f"is a JSON {type(manifest).__name__}, not an object")
+    for key in ("schema_version", "task", "splits", "content_hash"):
+        if key not in manifest:
+            raise DebiaskdError(f"manifest lacks '{key}'", file=label, rule="manifest")
+    if manifest["task"] not in ("nli", "vision"):
+        raise bad(f"task must be 'nli' or 'vision'; got {short_repr(manifest['task'], 60)}")
+    if not isinstance(manifest["content_hash"], str):
+        raise bad("content_hash must be a string")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or not splits:
+        raise bad("splits must be a non-empty object of split name → {files, rows, sha256}")
+    for name, info in splits.items():
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise bad(f"split name {short_repr(name, 60)} is not a plain name")
+        if not isinstance(info, dict):
+            raise bad(f"split '{name[:60]}' must be an object")
+        files = info.get("files")
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+            raise bad(f"split '{name[:60]}' files must be a non-empty list of file names")
+        if not all("/" not in f and "\\" not in f for f in files):
+            raise DebiaskdError(f"split '{name[:60]}' lists a file outside the dataset folder", file=label,
+                                rule="manifest files", examples=[f for f in files if "/" in f or "\\" in f][:3])
+        if not isinstance(info.get("sha256"), str):
+            raise bad(f"split '{name[:60]}' sha256 must be a string")
+
+
 def read_manifest(path: str | Path) -> dict:
     mpath = Path(path) / "manifest.json"
     if not Path(path).is_dir():
@@ -256,9 +288,11 @@ def read_manifest(path: str | Path) -> dict:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DebiaskdError(f"manifest is not valid JSON ({exc})", file=str(mpath), rule="manifest") from exc
-    for key in ("schema_version", "task", "splits", "content_hash"):
-        if key not in manifest:
-            raise DebiaskdError(f"manifest lacks '{key}'", file=str(mpath), rule="manifest")
+    except RecursionError as exc:
+        raise DebiaskdError("manifest JSON is nested too deeply", file=str(mpath), rule="manifest") from exc
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read the manifest ({exc.strerror})", file=str(mpath), rule="manifest") from exc
+    _check_manifest_shape(manifest, str(mpath))
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise DebiaskdError(f"schema version {manifest['schema_version']} != {SCHEMA_VERSION}",
                             file=str(mpath), rule="schema version")
