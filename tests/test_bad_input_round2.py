@@ -649,3 +649,19 @@ def _vision_config(tmp: Path) -> Path:
     f = tmp / "vision.yaml"
     f.write_text("task: vision\n", encoding="utf-8")
     return f
+
+
+def test_unreadable_data_file(tmp_path, capsys, monkeypatch):
+    """Permission denied (simulated: the tests may run as root, who can read anything)."""
+    f = tmp_path / "data.tsv"
+    f.write_text(_tsv(_mnli_rows()), encoding="utf-8")
+    original = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self == f:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys,
+                   tmp_path)
