@@ -662,6 +662,8 @@ def test_unreadable_data_file(tmp_path, capsys, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return original(self)
 
+    before = _snapshot(tmp_path)
     monkeypatch.setattr(Path, "read_bytes", denied)
-    _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys,
-                   tmp_path)
+    _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys)
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before
