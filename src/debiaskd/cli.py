@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from debiaskd.errors import DebiaskdError, GateRefused
+from debiaskd.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,6 +48,26 @@ def _config(preset: str, config: Path | None, overrides: list[str] | None, task:
     from debiaskd.config import load_config
 
     return load_config(preset, config, overrides, task)
+
+
+def _check_tracking(uri: str | None) -> None:
+    """A malformed --tracking-uri (or $MLFLOW_TRACKING_URI) is refused before any work."""
+    if uri is not None:
+        from debiaskd.tracking import check_tracking_uri
+
+        check_tracking_uri(uri)
+
+
+def _compile_to_text(cfg, out_file: Path) -> str:
+    """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole)."""
+    import tempfile
+
+    from debiaskd.pipeline import compile_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="debiaskd-compile-") as tmp:
+        path = Path(tmp) / (out_file.name if out_file.suffix in (".yaml", ".yml", ".json") else "pipeline.yaml")
+        compile_pipeline(cfg, str(path), platform=True)
+        return path.read_text(encoding="utf-8")
 
 
 def _check_task(task: str, allowed: tuple[str, ...]) -> None:
@@ -81,6 +102,11 @@ def run(
 
     _check_task(task, ("nli", "vision", "all"))
     tasks = ["nli", "vision"] if task == "all" else [task]
+    _check_tracking(tracking_uri)
+    for t in tasks:  # every config and output folder checked before the first study starts
+        cfg = _config(preset, config, overrides, t)
+        target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
+        check_output_dir(out_dir / t if task == "all" and out_dir is not None else target, "--out")
     for t in tasks:
         cfg = _config(preset, config, overrides, t)
         target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
@@ -114,10 +140,11 @@ def data_generate(
     overrides: SetOpt = None,
 ) -> None:
     """Write the embedded benchmark deterministically (same seed, same bytes)."""
-    from debiaskd.data.store import build_dataset, read_dataset
+    from debiaskd.data.store import build_dataset, check_dataset_target, read_dataset
 
     _check_task(task, ("nli", "vision"))
     cfg = _config(preset, config, overrides, task)
+    check_dataset_target(out_dir, "--out")
     path = build_dataset(cfg, out_dir, task)
     ds = read_dataset(path)
     rows = {name: len(split) for name, split in ds.splits.items()}
@@ -136,11 +163,11 @@ def data_validate(
     from debiaskd.data.validate import validate_spec
 
     _check_task(task, ("nli", "vision"))
+    check_output_file(report, "--report")
     cfg = _config(preset, config, None, task)
     result = validate_spec(spec, task, cfg)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(result.to_json(), encoding="utf-8")
+        write_text_atomic(report, result.to_json(), "--report")
     result.raise_for_failures()
     out.print(f"[green]valid[/]: {spec} passed every expectation of the {task} suite")
 
@@ -161,12 +188,15 @@ def evaluate(
     from debiaskd import tracking
     from debiaskd.evaluate import evaluate_spec
 
+    if limit is not None and limit < 1:
+        raise DebiaskdError(f"--limit must be a positive number of examples; got {limit}", rule="usage")
+    check_output_file(json_file, "--json")
+    _check_tracking(tracking_uri)
     cfg = _config(preset, config, None)
     model_dir = tracking.resolve_model(tracking_uri, model)
     result = evaluate_spec(str(model_dir), data, cfg, limit=limit)
     if json_file is not None:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        write_text_atomic(json_file, json.dumps(result, indent=2, default=str), "--json")
     table = Table(title=f"{model} on {data} (n={result['n']})")
     table.add_column("group")
     table.add_column("n", justify="right")
@@ -195,6 +225,8 @@ def analyze(
     from debiaskd.analysis.run import analyze as run_analysis
     from debiaskd.data.loaders import load_spec
 
+    check_output_dir(out_dir, "--out")
+    _check_tracking(tracking_uri)
     cfg = _config(preset, config, None)
     model_dir = tracking.resolve_model(tracking_uri, model)
     ref_dir = tracking.resolve_model(tracking_uri, reference) if reference else None
@@ -214,12 +246,11 @@ def compile_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
-    from debiaskd.pipeline import compile_pipeline
-
     _check_task(task, ("nli", "vision"))
+    check_output_file(out_file, "--out")
     cfg = _config(preset, config, overrides, task)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    compile_pipeline(cfg, str(out_file), platform=True)
+    text = _compile_to_text(cfg, out_file)
+    write_text_atomic(out_file, text, "--out")
     gpu = f"{cfg.cluster.gpu_per_training_task} GPU per training task" if cfg.cluster.gpu_per_training_task else "CPU"
     out.print(f"compiled {out_file} (image {cfg.cluster.image}; {gpu})")
 
@@ -275,12 +306,16 @@ def compare(
     challenge accuracy. ``--groups`` adds one column per bias group; ``--json`` writes every metric."""
     from debiaskd import tracking
 
+    check_output_file(json_file, "--json")
+    if out_dir is not None and tracking_uri is None:
+        require_dir(out_dir, "a run folder (holding mlflow.db)", "run folder")
     uri = tracking_uri or tracking.resolve_tracking_uri(None, out_dir or _default_run_dir())
+    tracking.check_tracking_uri(uri, must_exist=True)  # compare only reads: never create an empty database
     rows = tracking.study_runs(uri, experiment, run_id)
     if not rows:
         raise DebiaskdError(f"experiment '{experiment}' has no study runs yet", file=uri, rule="experiment")
     if json_file is not None:
-        json_file.write_text(json.dumps(rows, indent=2, default=str), encoding="utf-8")
+        write_text_atomic(json_file, json.dumps(rows, indent=2, default=str), "--json")
     # compare is for reading in a terminal: as wide as it is ($COLUMNS too), 80 columns are enough
     screen = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100)
     screen.print(compare_table(rows, title=f"{experiment}: {len(rows)} runs"))

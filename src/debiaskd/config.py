@@ -11,12 +11,12 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from debiaskd.errors import DebiaskdError
+from debiaskd.errors import DebiaskdError, short_repr
 
 Task = Literal["nli", "vision"]
 PresetName = Literal["smoke", "default", "paper"]
@@ -24,7 +24,12 @@ PRESETS: tuple[str, ...] = ("smoke", "default", "paper")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no float field of a study may be infinite or NaN (a learning rate of .inf passes ``gt=0``)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and most libraries' seed range
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 # ----------------------------------------------------------------------------- data
@@ -43,7 +48,7 @@ class NLIDataConfig(_Strict):
     holdout_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="share of a real training file held out when no test spec is given"
     )
-    seed: int = 0
+    seed: Seed = 0
 
 
 class VisionDataConfig(_Strict):
@@ -56,7 +61,7 @@ class VisionDataConfig(_Strict):
     color_strength: float = Field(0.9, ge=0.0, le=1.0, description="P(colour = label's colour) in train")
     image_size: int = Field(16, ge=8, le=224)
     max_train: int | None = Field(None, ge=10)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ValidationConfig(_Strict):
@@ -121,7 +126,7 @@ class DistillConfig(_Strict):
 class AugmentConfig(_Strict):
     ratio: float = Field(0.3, ge=0.0, le=2.0, description="counter-examples added, as a share of train")
     min_quality: float = Field(0.5, ge=0.0, le=1.0, description="quality filter threshold")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class TrainConfig(_Strict):
@@ -232,7 +237,7 @@ class StudyConfig(_Strict):
 
     preset: PresetName = "default"
     task: Task = "nli"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     variants: list[str] = Field(default_factory=lambda: list(VARIANTS))
     nli_data: NLIDataConfig = Field(default_factory=NLIDataConfig)
     vision_data: VisionDataConfig = Field(default_factory=VisionDataConfig)
@@ -353,6 +358,39 @@ def preset_dict(name: str) -> dict[str, Any]:
     return _deep_merge({"preset": name}, _PRESET_OVERRIDES[name])
 
 
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 100_000
+
+
+def safe_yaml(text: str, label: str, rule: str) -> Any:
+    """``yaml.safe_load`` refusing documents too deep or (through aliases) too large to be a config."""
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise DebiaskdError(f"YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)", file=label,
+                            rule=rule) from exc
+    except yaml.YAMLError as exc:
+        raise DebiaskdError(f"not valid YAML: {exc}", file=label, rule=rule) from exc
+    # walk every value as a reader of the config would (aliases counted each time they are used)
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise DebiaskdError(f"YAML expands to more than {MAX_YAML_VALUES} values (nested aliases?); a study "
+                                "config has a few hundred", file=label, rule=f"{rule}: size")
+        if depth > MAX_YAML_DEPTH:
+            raise DebiaskdError(f"YAML nested too deeply (more than {MAX_YAML_DEPTH} levels)", file=label,
+                                rule=f"{rule}: depth")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node if isinstance(k, (tuple, frozenset)))
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend((v, depth + 1) for v in node)
+    return data
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (["a","b","c"], value parsed as YAML)."""
     if "=" not in item:
@@ -361,10 +399,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise DebiaskdError(f"override '{item}' has an empty key", rule="--set")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise DebiaskdError(f"override '{item}': value is not valid YAML ({exc})", rule="--set") from exc
+    value = safe_yaml(raw, f"--set {key.strip()}", "--set") if raw.strip() else ""
     return path, value
 
 
@@ -391,16 +426,25 @@ def load_config(
     if config_file is not None:
         path = Path(config_file)
         source = str(path)
-        if not path.is_file():
-            raise DebiaskdError("config file does not exist", file=str(path), rule="config file")
+        from debiaskd.paths import require_file
+
+        require_file(path, "a YAML config file", "config file")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise DebiaskdError(f"not valid YAML: {exc}", file=str(path), rule="config file") from exc
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DebiaskdError(f"not UTF-8 text (byte {exc.start})", file=str(path), rule="config file") from exc
+        except OSError as exc:
+            raise DebiaskdError(f"cannot read the config file ({exc.strerror})", file=str(path),
+                                rule="config file") from exc
+        loaded = safe_yaml(text, str(path), "config file") or {}
         if not isinstance(loaded, dict):
             raise DebiaskdError("the top level must be a mapping", file=str(path), rule="config file")
         if "preset" in loaded and loaded["preset"] != preset:
-            data = _deep_merge(StudyConfig().to_dict(), preset_dict(str(loaded["preset"])))
+            name = loaded["preset"]
+            if not isinstance(name, str) or name not in _PRESET_OVERRIDES:
+                raise DebiaskdError(f"preset: unknown preset {short_repr(name, 80)}; choose one of {list(PRESETS)}",
+                                    file=str(path), rule="config file: preset")
+            data = _deep_merge(StudyConfig().to_dict(), preset_dict(name))
         data = _deep_merge(data, loaded)
     for item in overrides or []:
         path_parts, value = parse_override(item)
@@ -411,14 +455,16 @@ def load_config(
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
+        found = exc.errors(include_url=False)
         errors = [
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err.get("type") != "missing" and "input" in err
+            f"{'.'.join(str(p) for p in err['loc'])[:120] or '<root>'}: {err['msg'][:200]}"
+            + (f" (got {short_repr(err['input'], 80)})" if err.get("type") != "missing" and "input" in err
                and not isinstance(err["input"], dict) else "")
-            for err in exc.errors()
+            for err in found[:5]
         ]
+        more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
         raise DebiaskdError(
-            "invalid configuration: " + "; ".join(errors), file=source, rule="config schema"
+            "invalid configuration: " + "; ".join(errors) + more, file=source, rule="config schema"
         ) from exc
 
 

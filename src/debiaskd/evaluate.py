@@ -255,6 +255,8 @@ def compare_models(teacher_eval: EvalResult, student_eval: EvalResult, split: st
 # ---------------------------------------------------------------- the CLI path
 def sample_split(data: pd.DataFrame | ImageSplit, limit: int | None, seed: int = 0) -> pd.DataFrame | ImageSplit:
     """A seeded sample of ``limit`` rows stratified by group (each group keeps its share)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DebiaskdError(f"limit must be a positive number of examples; got {limit!r}", rule="limit")
     frame = _frame(data)
     if limit is None or limit >= len(frame):
         return data
@@ -286,6 +288,11 @@ def _check_labels(loaded: LoadedModel, data: pd.DataFrame | ImageSplit, spec: st
         )
     if loaded.task == "vision":
         n_classes = int(loaded.meta.get("num_classes", 10))
+        data_classes = len(data.class_names) if isinstance(data, ImageSplit) and data.class_names else None
+        if data_classes is not None and data_classes != n_classes:
+            raise DebiaskdError(f"the model has {n_classes} classes but the data has {data_classes} "
+                                f"({', '.join(map(str, data.class_names[:5]))}; data: {spec})",
+                                file=str(loaded.path), rule="model label count")
         bad = [int(v) for v in frame["label"].unique() if not 0 <= int(v) < n_classes]
         if bad:
             raise DebiaskdError(f"labels {sorted(bad)} are outside the model's {n_classes} classes (data: {spec})",

@@ -329,16 +329,27 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_file = Path(path) / META_FILE
     if not meta_file.is_file():
         return {}
-    return json.loads(meta_file.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DebiaskdError(f"{META_FILE} is not valid JSON ({str(exc)[:200]}): a truncated or corrupt model folder?",
+                            file=str(meta_file), rule="model path") from exc
+    if not isinstance(meta, dict):
+        raise DebiaskdError(f"{META_FILE} must hold a JSON object", file=str(meta_file), rule="model path")
+    return meta
 
 
 def load_model(path: str | Path, attn_implementation: str | None = None) -> LoadedModel:
     """Load a model folder written by :func:`save_model` (or any HF sequence classifier folder)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_dir():
-        raise DebiaskdError("model folder does not exist", file=str(path), rule="model path")
+        from debiaskd.paths import describe
+
+        raise DebiaskdError(f"this path {describe(path)}; expected a model folder (one written by debiaskd or a "
+                            "Hugging Face model folder)", file=str(path), rule="model path")
     meta = read_meta(path)
     if meta.get("task") == "vision":
         weights = path / VISION_WEIGHTS
@@ -347,6 +358,9 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
         model = build_vision_model(meta["arch"], int(meta["width"]), int(meta.get("num_classes", 10)), 0)
         try:
             model.load_state_dict(load_file(str(weights)))
+        except SafetensorError as exc:
+            raise DebiaskdError(f"weights file is truncated or corrupt ({str(exc)[:200]})", file=str(weights),
+                                rule="model weights") from exc
         except RuntimeError as exc:
             raise DebiaskdError(
                 f"weights do not fit the architecture in {META_FILE}: {str(exc).splitlines()[0]}",
@@ -364,6 +378,9 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+    except SafetensorError as exc:
+        raise DebiaskdError(f"weights file is truncated or corrupt ({str(exc)[:200]})", file=str(path),
+                            rule="model weights") from exc
     except (OSError, ValueError) as exc:
         raise DebiaskdError(
             f"cannot load model: {str(exc).splitlines()[0]}", file=str(path), rule="model path"

@@ -151,7 +151,9 @@ def preflight(cfg: StudyConfig) -> None:
             continue
         path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
         if not path.exists():
-            raise DebiaskdError("data file does not exist", file=str(path), rule=f"{cfg.task}_data.{split}")
+            from debiaskd.paths import describe
+
+            raise DebiaskdError(f"data path {describe(path)}", file=str(path), rule=f"{cfg.task}_data.{split}")
     if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
         from debiaskd.models import resolve_source
 
@@ -667,13 +669,23 @@ def champion_version(tracking_uri: str, name: str) -> str | None:
 
 
 # ----------------------------------------------------------- in-process run
+def _listdir(path: Path) -> list[str]:
+    return [p.name for p in path.iterdir()] if path.is_dir() else []
+
+
 def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None,
                   progress: bool = False) -> dict[str, Any]:
     """The same steps as the kfp pipeline, called directly in this process, in the same order."""
+    from debiaskd.paths import check_replaceable_dir
+
     out = Path(out_dir)
+    marker = ".debiaskd-inprocess"  # only a folder an earlier in-process run made is ever replaced
+    check_replaceable_dir(out, "out_dir", None if not (out / marker).is_file() else set(_listdir(out)))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / marker).write_text("written by debiaskd.steps.run_inprocess; replaced by the next run\n",
+                              encoding="utf-8")
     parent = start_study(cfg, tracking_uri, "study") if tracking_uri else None
     try:
         summary = _run_steps(cfg, out, tracking_uri, parent, progress)

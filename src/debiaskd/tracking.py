@@ -68,18 +68,129 @@ def _call(uri: str, what: str, fn: Callable[[], T], attempts: int = 3, backoff: 
     )
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks",
+                    "databricks-uc", "uc")
+_URI_RULE = ("tracking URI: sqlite:///PATH (a SQLite database file or a new path), http(s)://HOST[:PORT], "
+             "postgresql://…, mysql://…, mssql://…, or a local folder")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_CHECKED_URIS: set[str] = set()
+
+
+def check_tracking_uri(uri: str | None, must_exist: bool = False) -> str | None:
+    """Refuse, before any work, a tracking URI MLflow would crash on (or write into wrongly).
+
+    Malformed URIs, unknown schemes, hostless HTTP URIs and ``sqlite:`` paths that are not a
+    SQLite database (a text file, a folder, another program's database) raise a DebiaskdError
+    naming the URI; with ``must_exist`` a ``sqlite:`` database must already be there (commands
+    that only read, such as ``compare``, must not create an empty one)."""
+    import re
+    from urllib.parse import urlsplit
+
+    from debiaskd.paths import check_output_file, describe
+
+    if uri is None:
+        return None
+    label = uri if len(uri) <= 300 else uri[:300] + "…"
+    if not uri.strip() or any(ord(ch) < 32 for ch in uri):
+        raise DebiaskdError("tracking URI is empty or holds control characters", file=repr(label), rule=_URI_RULE)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    if match is None or len(match.group(1)) == 1:  # no scheme (a one-letter one would be a drive letter)
+        if ":" in uri:
+            raise DebiaskdError("not a tracking URI: it has a ':' but no scheme", file=label, rule=_URI_RULE)
+        path = Path(uri)
+        if path.exists() and not path.is_dir():
+            raise DebiaskdError(f"this path {describe(path)}; a local tracking store is a folder (for a SQLite "
+                                f"database write sqlite:///{uri})", file=label, rule=_URI_RULE)
+        return uri
+    scheme = match.group(1).lower()
+    base = scheme.split("+", 1)[0]
+    if base not in TRACKING_SCHEMES:
+        raise DebiaskdError(f"unknown tracking URI scheme '{scheme[:40]}'", file=label, rule=_URI_RULE)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise DebiaskdError(f"malformed tracking URI ({exc})", file=label, rule=_URI_RULE) from exc
+    if base in ("http", "https", "postgresql", "mysql", "mssql") and not parts.hostname:
+        raise DebiaskdError(f"a {base} tracking URI needs a host ({base}://HOST…)", file=label, rule=_URI_RULE)
+    if base == "file":
+        path = Path(parts.path)
+        if path.exists() and not path.is_dir():
+            raise DebiaskdError(f"this path {describe(path)}; a file: tracking store is a folder (for a SQLite "
+                                f"database write sqlite:///{parts.path})", file=label, rule=_URI_RULE)
+    if base == "sqlite":
+        _check_sqlite(uri, label, must_exist, describe, check_output_file)
+    return uri
+
+
+def _check_sqlite(uri: str, label: str, must_exist: bool, describe, check_output_file) -> None:
+    import sqlite3
+
+    if uri in ("sqlite://", "sqlite:///:memory:"):
+        return
+    if not uri.startswith("sqlite:///"):
+        raise DebiaskdError("a sqlite tracking URI is sqlite:///relative/path.db or sqlite:////absolute/path.db "
+                            "(three slashes, then the path)", file=label, rule=_URI_RULE)
+    raw = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not raw:
+        raise DebiaskdError("the sqlite tracking URI names no database file", file=label, rule=_URI_RULE)
+    path = Path(raw)
+    if not path.exists() and not path.is_symlink():
+        if must_exist:
+            raise DebiaskdError(f"no tracking database here (this path {describe(path)}); give the sqlite:/// URI of "
+                                "a run's mlflow.db, or --out RUN_DIR", file=label, rule="tracking database exists")
+        try:  # MLflow will create it: its folder must be creatable and writable
+            check_output_file(path, "the sqlite database")
+        except DebiaskdError as exc:
+            raise DebiaskdError(exc.message, file=label, rule="sqlite database") from exc
+        return
+    if not path.is_file():
+        raise DebiaskdError(f"the sqlite database path {describe(path)}; expected a SQLite database file",
+                            file=label, rule="sqlite database")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read the sqlite database ({exc.strerror})", file=label,
+                            rule="sqlite database") from exc
+    if not head:
+        return  # an empty file is an empty database: MLflow creates its tables
+    if head != _SQLITE_MAGIC:
+        raise DebiaskdError("this file is not a SQLite database (its header is not 'SQLite format 3')",
+                            file=label, rule="sqlite database")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise DebiaskdError(f"cannot read the SQLite database ({str(exc)[:200]})", file=label,
+                            rule="sqlite database") from exc
+    if tables and "alembic_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise DebiaskdError(f"this SQLite database is not an MLflow tracking database (its tables: {shown}); "
+                            "refusing to add MLflow's tables to it", file=label, rule="sqlite database")
+
+
 def client(uri: str):
     import logging
 
     import mlflow
     from mlflow import MlflowClient
 
+    if uri not in _CHECKED_URIS:  # once per process: client() is called for every MLflow operation
+        check_tracking_uri(uri)
+        _CHECKED_URIS.add(uri)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # vision models have no column signature
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except Exception as exc:  # MLflow's and SQLAlchemy's many error types for a URI it cannot use
+        raise DebiaskdError(f"MLflow cannot use this tracking URI: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                            file=uri, rule=_URI_RULE) from exc
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

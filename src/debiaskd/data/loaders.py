@@ -20,6 +20,7 @@ import functools
 import gzip
 import io
 import json
+import math
 import os
 import socket
 import zlib
@@ -42,7 +43,8 @@ from debiaskd.data.schema import (
     ImageSplit,
     nli_group,
 )
-from debiaskd.errors import DebiaskdError
+from debiaskd.errors import DebiaskdError, short_repr
+from debiaskd.paths import describe, require_dir, require_file
 
 SCHEMES: tuple[str, ...] = ("generated", "dataset", "hans", "mnli", "sick", "glue-tsv", "hf",
                             "colored-digits", "mnist-idx", "waterbirds")
@@ -53,6 +55,8 @@ _LABEL_ALIASES = {
     "non-entailment": "non-entailment", "not_entailment": "non-entailment", "non_entailment": "non-entailment",
 }
 MISSING_GOLD = "-"
+MAX_DECOMPRESSED_BYTES = 1 << 30  # 1 GiB: MNIST's largest file is 47 MB uncompressed
+MAX_IMAGE_PIXELS = 50_000_000  # per Waterbirds image (the real ones are well under 1 megapixel)
 _SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2, "challenge": 2}
 
 
@@ -68,13 +72,19 @@ def parse_spec(spec: str) -> tuple[str, str]:
     path = Path(spec)
     if path.exists():
         return _guess_scheme(path), spec
+    state = describe(path)
+    if state != "does not exist":  # a broken symbolic link, a symlink loop, a path under a file: say so
+        raise DebiaskdError(f"this path {state}; expected a data file or folder", file=spec, rule="spec")
     raise DebiaskdError(f"'{spec}' is neither a known scheme ({', '.join(SCHEMES)}) nor an existing path",
                         file=spec, rule="spec")
 
 
 def _guess_scheme(path: Path) -> str:
     if path.is_dir():
-        names = {p.name for p in path.iterdir()}
+        try:
+            names = {p.name for p in path.iterdir()}
+        except OSError as exc:
+            raise DebiaskdError(f"cannot list this folder ({exc.strerror})", file=str(path), rule="spec") from exc
         if "manifest.json" in names:
             return "dataset"
         if "metadata.csv" in names:
@@ -99,15 +109,23 @@ def _guess_scheme(path: Path) -> str:
 
 # ------------------------------------------------------------------------ file io
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise DebiaskdError("file does not exist", file=str(path), rule="file exists")
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DebiaskdError(f"gzip stream is truncated or corrupt ({exc})", file=str(path),
-                                rule="gzip integrity") from exc
+    require_file(path, "a data file", "file exists")
+    try:
+        if path.suffix == ".gz":
+            try:
+                with gzip.open(path, "rb") as fh:  # streamed, and capped: a small .gz may expand to terabytes
+                    data = fh.read(MAX_DECOMPRESSED_BYTES + 1)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise DebiaskdError(f"gzip stream is truncated or corrupt ({exc})", file=str(path),
+                                    rule="gzip integrity") from exc
+            if len(data) > MAX_DECOMPRESSED_BYTES:
+                raise DebiaskdError(f"decompresses to more than {MAX_DECOMPRESSED_BYTES >> 20} MiB (a decompression "
+                                    "bomb?)", file=str(path), rule="decompressed size")
+        else:
+            data = path.read_bytes()
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read this file ({exc.strerror or exc})", file=str(path),
+                            rule="readable file") from exc
     if not data.strip():
         raise DebiaskdError("file is empty", file=str(path), rule="non-empty file")
     return data
@@ -127,9 +145,18 @@ def _read_text(path: Path) -> str:
 
 def _read_tsv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     text = _read_text(path)
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    _refuse_nul(text, path)
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except csv.Error as exc:  # a field over the csv module's size limit, …
+        raise DebiaskdError(f"not a readable tab-separated file ({str(exc)[:200]})", file=str(path),
+                            rule="tsv") from exc
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     header, body = rows[0], rows[1:]
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DebiaskdError(f"duplicate column name(s) {dupes[:5]} in the header", file=str(path),
+                            rule="unique columns")
     missing = [c for c in required if c not in header]
     if missing:
         raise DebiaskdError(f"missing column(s) {missing}; header is {header[:12]}", file=str(path),
@@ -142,7 +169,20 @@ def _read_tsv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise DebiaskdError(f"{len(bad)} row(s) have fewer than {width} tab-separated fields",
                             file=str(path), rule="tsv row width",
                             examples=[f"line {i}: {body[i - 2][:4]}" for i in bad[:5]])
+    extra = [i + 2 for i, r in enumerate(body) if any(c.strip() for c in r[width:])]
+    if extra:
+        raise DebiaskdError(f"{len(extra)} row(s) have more tab-separated fields than the {width} columns of the "
+                            "header (a tab inside a text?)", file=str(path), rule="tsv row width",
+                            examples=[f"line {i}: {body[i - 2][width:width + 2]}" for i in extra[:5]])
     return pd.DataFrame([r[:width] for r in body], columns=header, dtype=object)
+
+
+def _refuse_nul(text: str, path: Path) -> None:
+    at = text.find("\x00")
+    if at >= 0:
+        line = text.count("\n", 0, at) + 1
+        raise DebiaskdError(f"NUL byte in a text file (line {line}): a binary or corrupt file?", file=str(path),
+                            rule="text file")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -155,6 +195,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         except json.JSONDecodeError as exc:
             raise DebiaskdError(f"line {i} is not valid JSON ({exc.msg})", file=str(path), rule="jsonl",
                                 examples=[line[:200]]) from exc
+        except RecursionError as exc:
+            raise DebiaskdError(f"line {i} is JSON nested too deeply", file=str(path), rule="jsonl") from exc
         if not isinstance(rec, dict):
             raise DebiaskdError(f"line {i} is not a JSON object", file=str(path), rule="jsonl")
         records.append(rec)
@@ -172,6 +214,16 @@ def _normalise_labels(raw: pd.Series, file_label: str, allowed: tuple[str, ...])
     return labels
 
 
+def _require_text(series: pd.Series, column: str, file_label: str) -> None:
+    """Sentences and labels are strings (or missing): an object, a list or a number is refused."""
+    bad = [i for i, v in enumerate(series) if not (isinstance(v, str) or v is None
+                                                      or (isinstance(v, float) and np.isnan(v)))]
+    if bad:
+        raise DebiaskdError(f"{len(bad)} row(s) hold a {type(series.iloc[bad[0]]).__name__}, not text, in "
+                            f"column {column}", file=file_label, rule=f"text column: {column}",
+                            examples=[f"row {i + 1}: {column} = {short_repr(series.iloc[i], 80)}" for i in bad[:3]])
+
+
 def nli_frame(
     premise: pd.Series, hypothesis: pd.Series, labels: pd.Series, ids: pd.Series, file_label: str,
     *, allowed: tuple[str, ...] = NLI_LABELS, heuristic: pd.Series | None = None,
@@ -186,6 +238,8 @@ def nli_frame(
     premise, hypothesis, labels, ids = sel(premise), sel(hypothesis), sel(labels), sel(ids)
     if len(labels) == 0:
         raise DebiaskdError("no rows with a gold label", file=file_label, rule="non-empty file")
+    for column, series in (("premise", premise), ("hypothesis", hypothesis), ("label", labels)):
+        _require_text(series, column, file_label)
     lab = _normalise_labels(labels, file_label, allowed)
     prem = premise.fillna("").astype(str).str.strip()
     hyp = hypothesis.fillna("").astype(str).str.strip()
@@ -365,8 +419,15 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
                             rule="idx magic")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DebiaskdError(f"IDX header is truncated ({len(data)} bytes)", file=str(path), rule="idx size")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
+    if dims[0] == 0:
+        raise DebiaskdError("IDX file holds no items (its count is 0)", file=str(path), rule="non-empty file")
+    if any(d == 0 for d in dims[1:]):
+        raise DebiaskdError(f"IDX items have a zero dimension ({'x'.join(map(str, dims[1:]))})", file=str(path),
+                            rule="idx shape")
+    expected = math.prod(dims)
     if len(data) - header != expected:
         raise DebiaskdError(f"IDX payload has {len(data) - header} bytes, header promises {expected} "
                             "(truncated?)", file=str(path), rule="idx size")
@@ -384,8 +445,7 @@ def _find(directory: Path, stems: tuple[str, ...]) -> Path | None:
 
 def load_mnist_idx(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
     directory = Path(arg)
-    if not directory.is_dir():
-        raise DebiaskdError("MNIST directory does not exist", file=str(directory), rule="file exists")
+    require_dir(directory, "a folder of MNIST idx files", "file exists")
     prefixes = ("train", "t10k") if split == "train" else ("t10k", "train")
     for prefix in prefixes:
         img = _find(directory, (f"{prefix}-images-idx3-ubyte", f"mnist-{prefix}-images-idx3-ubyte",
@@ -433,6 +493,11 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
     rows = meta[meta["split"].str.strip() == code].reset_index(drop=True)
     if rows.empty:
         raise DebiaskdError(f"no rows with split == {code} ({split})", file=str(meta_path), rule="non-empty split")
+    names = rows["img_filename"]
+    empty = [i for i, fn in enumerate(names) if not isinstance(fn, str) or not fn.strip()]
+    if empty:
+        raise DebiaskdError(f"{len(empty)} row(s) have an empty img_filename", file=str(meta_path),
+                            rule="image file names", examples=[rows.iloc[i].to_dict() for i in empty[:3]])
     size = cfg.vision_data.image_size
     base = root.resolve()
     images = np.empty((len(rows), 3, size, size), dtype=np.uint8)
@@ -443,8 +508,11 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
                                 rule="path traversal")
         try:
             with Image.open(target) as im:
+                if im.width < 1 or im.height < 1 or im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise DebiaskdError(f"image is {im.width}x{im.height} pixels; expected 1 to {MAX_IMAGE_PIXELS} "
+                                        "pixels", file=str(target), rule="image size")
                 arr = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise DebiaskdError(f"cannot read image ({exc.__class__.__name__})", file=str(target),
                                 rule="image readable") from exc
         images[i] = arr.transpose(2, 0, 1)

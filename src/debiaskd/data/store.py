@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from debiaskd.data.schema import (
     ImageSplit,
     to_two_way,
 )
-from debiaskd.errors import DebiaskdError
+from debiaskd.errors import DebiaskdError, short_repr
 
 Split = pd.DataFrame | ImageSplit
 
@@ -159,11 +160,47 @@ def _ordered(splits: dict[str, Split]) -> list[str]:
     return [s for s in SPLITS if s in splits] + sorted(s for s in splits if s not in SPLITS)
 
 
+def _owned_names(path: Path) -> set[str] | None:
+    """The names a previous :func:`write_dataset` left in ``path`` (from its manifest), or None."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or not {"schema_version", "task", "splits", "content_hash"} <= set(manifest):
+        return None
+    splits = manifest["splits"]
+    if not isinstance(splits, dict):
+        return None
+    names = {"manifest.json"}
+    for info in splits.values():
+        files = info.get("files") if isinstance(info, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            return None
+        names.update(files)
+    return names
+
+
+def check_dataset_target(out_dir: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, a target that :func:`write_dataset` would have to destroy.
+
+    Allowed: an absent path, an empty folder, or a dataset folder this module wrote that holds
+    nothing but what its manifest lists. A file, or a folder with anything else, is refused."""
+    from debiaskd.paths import check_replaceable_dir
+
+    out = Path(out_dir)
+    owned = _owned_names(out) if out.is_dir() else None
+    return check_replaceable_dir(out, option, owned)
+
+
 def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta: dict | None = None) -> dict:
-    """Write a dataset folder atomically (temp sibling, then rename) and return its manifest."""
+    """Write a dataset folder atomically (temp sibling, then rename) and return its manifest.
+
+    An existing target is only replaced when it is a dataset folder written here (see
+    :func:`check_dataset_target`): nothing the user put there is ever deleted."""
     if task not in ("nli", "vision"):
         raise DebiaskdError(f"unknown task '{task}'", rule="task")
     out = Path(out_dir)
+    check_dataset_target(out)
     manifest_splits: dict[str, dict] = {}
     payload: dict[str, bytes] = {}
     for name in _ordered(splits):
@@ -178,18 +215,20 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
                 "content_hash": content, "meta": _jsonable(meta or {})}
     payload["manifest.json"] = (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    # fresh, unique sibling names: nothing that was there before is ever removed
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp = out.parent / f".{out.name}.tmp-{unique}"
+    old = out.parent / f".{out.name}.old-{unique}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp.mkdir()  # exclusive: fails rather than reuse anything already there
     except OSError as exc:
         raise DebiaskdError(f"cannot write the dataset: {exc.strerror}", file=str(out),
                             rule="writable output") from exc
     try:
         for fn, data in payload.items():
             (tmp / fn).write_bytes(data)
+        check_dataset_target(out)  # again, right before the swap
         if out.exists():
             out.rename(old)
         tmp.rename(out)
@@ -205,17 +244,55 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
     return manifest
 
 
+def _check_manifest_shape(manifest: Any, label: str) -> None:
+    """The manifest is the JSON object :func:`write_dataset` writes; anything else is named, not crashed on."""
+    def bad(what: str) -> DebiaskdError:
+        return DebiaskdError(f"manifest {what}", file=label, rule="manifest shape")
+
+    if not isinstance(manifest, dict):
+        raise bad(f"is a JSON {type(manifest).__name__}, not an object")
+    for key in ("schema_version", "task", "splits", "content_hash"):
+        if key not in manifest:
+            raise DebiaskdError(f"manifest lacks '{key}'", file=label, rule="manifest")
+    if manifest["task"] not in ("nli", "vision"):
+        raise bad(f"task must be 'nli' or 'vision'; got {short_repr(manifest['task'], 60)}")
+    if not isinstance(manifest["content_hash"], str):
+        raise bad("content_hash must be a string")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or not splits:
+        raise bad("splits must be a non-empty object of split name → {files, rows, sha256}")
+    for name, info in splits.items():
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise bad(f"split name {short_repr(name, 60)} is not a plain name")
+        if not isinstance(info, dict):
+            raise bad(f"split '{name[:60]}' must be an object")
+        files = info.get("files")
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+            raise bad(f"split '{name[:60]}' files must be a non-empty list of file names")
+        if not all("/" not in f and "\\" not in f for f in files):
+            raise DebiaskdError(f"split '{name[:60]}' lists a file outside the dataset folder", file=label,
+                                rule="manifest files", examples=[f for f in files if "/" in f or "\\" in f][:3])
+        if not isinstance(info.get("sha256"), str):
+            raise bad(f"split '{name[:60]}' sha256 must be a string")
+
+
 def read_manifest(path: str | Path) -> dict:
     mpath = Path(path) / "manifest.json"
+    if not Path(path).is_dir():
+        from debiaskd.paths import require_dir
+
+        require_dir(path, "a dataset folder (with manifest.json)", "dataset folder")
     if not mpath.is_file():
         raise DebiaskdError("no manifest.json: not a dataset folder", file=str(path), rule="dataset folder")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DebiaskdError(f"manifest is not valid JSON ({exc})", file=str(mpath), rule="manifest") from exc
-    for key in ("schema_version", "task", "splits", "content_hash"):
-        if key not in manifest:
-            raise DebiaskdError(f"manifest lacks '{key}'", file=str(mpath), rule="manifest")
+    except RecursionError as exc:
+        raise DebiaskdError("manifest JSON is nested too deeply", file=str(mpath), rule="manifest") from exc
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read the manifest ({exc.strerror})", file=str(mpath), rule="manifest") from exc
+    _check_manifest_shape(manifest, str(mpath))
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise DebiaskdError(f"schema version {manifest['schema_version']} != {SCHEMA_VERSION}",
                             file=str(mpath), rule="schema version")
@@ -290,6 +367,7 @@ def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | None = None
     from debiaskd.data.generate_vision import conflicting
 
     task = task or cfg.task
+    check_dataset_target(out_dir)  # before any work: never generate into a folder we may not replace
     dcfg = cfg.nli_data if task == "nli" else cfg.vision_data
     specs = {name: getattr(dcfg, name) for name in SPLITS}
     holdout = float(getattr(dcfg, "holdout_fraction", 0.2))
