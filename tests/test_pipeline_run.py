@@ -183,6 +183,28 @@ def test_failed_validation_stops_before_training_and_registers_nothing(mlflow_se
     assert "train-model" not in log and "train-student" not in log
 
 
+def test_a_rejected_run_on_the_default_store_ends_failed_with_its_artifacts_under_out(tmp_path):
+    """Bad data, default (sqlite) tracking: exit 2, and the study run in DIR/mlflow.db is FAILED with its
+    artifacts (the resolved config) under DIR, nothing in the working directory."""
+    bad = tmp_path / "bad_mnli.tsv"
+    bad.write_text("index\tpremise\thypothesis\tgold_label\n0\tA man sleeps.\tA man rests.\tentailment\n"
+                   "1\tA dog runs.\t\tmaybe\n2\tA cat sits.\tAn animal sits.\tneutral\n")
+    out, cwd = tmp_path / "run", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "debiaskd", "run", "--preset", "smoke", "--out", str(out),
+                           "--set", f"nli_data.train=mnli:{bad}"], capture_output=True, text=True, timeout=1200,
+                          cwd=cwd)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert list(cwd.iterdir()) == []  # no ./mlruns, no ./mlflow.db
+    c = tracking.client(f"sqlite:///{out / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("debiaskd-nli")
+    [study] = c.search_runs([exp.experiment_id], "tags.`debiaskd.kind` = 'study'")
+    assert study.info.status == "FAILED" and study.info.end_time is not None
+    assert study.info.artifact_uri.startswith((out / "mlruns").as_uri())
+    assert list((out / "mlruns").rglob("resolved_config.yaml"))
+    assert not c.search_registered_models()
+
+
 FAULT = """
 import os
 
