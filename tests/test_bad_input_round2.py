@@ -540,6 +540,7 @@ def test_mnist_idx_shapes_and_bombs(kind, fragment, tmp_path, capsys, monkeypatc
     ("missing-file-name", "empty img_filename"),
     ("image-too-large", "pixels"),
     ("folder-as-image", "cannot read image"),
+    ("zero-size-image", "cannot read image"),
 ])
 def test_waterbirds_file_names_and_images(kind, fragment, tmp_path, capsys, monkeypatch):
     from PIL import Image
@@ -558,6 +559,16 @@ def test_waterbirds_file_names_and_images(kind, fragment, tmp_path, capsys, monk
         rows[5] = "5,,1,2,0"
     elif kind == "image-too-large":
         monkeypatch.setattr(loaders, "MAX_IMAGE_PIXELS", 100)
+    elif kind == "zero-size-image":  # a PNG whose header says 0×0 pixels
+        import struct
+        import zlib
+
+        def chunk(tag: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+        header = chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0))
+        (folder / "imgs" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b""))
+                                              + chunk(b"IEND", b""))
     else:
         rows[5] = "5,imgs,1,2,0"
     (folder / "metadata.csv").write_text("img_id,img_filename,y,split,place\n" + "\n".join(rows) + "\n",
