@@ -399,17 +399,9 @@ def system_metrics(run_id: str):
 def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -> str:
     """Log the model folder as an MLflow pyfunc (models-from-code; no pickle); returns its URI."""
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
 
     client(uri)
-    if task == "nli":
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "premise"), ColSpec("string", "hypothesis")]),
-            outputs=Schema([ColSpec("string", "label"), ColSpec("double", "confidence")]),
-        )
-    else:
-        signature = None
+    signature, example = model_signature(model_dir, task)
 
     def log() -> str:
         import tempfile
@@ -424,12 +416,38 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
             (Path(tmp) / "constraints.txt").write_text(constraints, encoding="utf-8")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(PYFUNC_CODE), artifacts={"model_dir": str(model_dir)},
-                signature=signature, pip_requirements=[*requirements, f"-c {Path(tmp) / 'constraints.txt'}"],
+                signature=signature, input_example=example,
+                pip_requirements=[*requirements, f"-c {Path(tmp) / 'constraints.txt'}"],
             )
         _keep_running(uri, run_id)
         return info.model_uri
 
     return _call(uri, "log the model", log)
+
+
+def model_signature(model_dir: str | Path, task: str = "nli"):
+    """``(signature, input example)`` of a logged model: premise/hypothesis strings (NLI) or uint8
+    images ``(N, 3, H, W)`` (vision) in; label, confidence and one ``p_<label>`` per class out."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from debiaskd.mlflow_model import probability_columns
+    from debiaskd.models import read_meta
+
+    meta = read_meta(model_dir)
+    names = [str(n) for n in meta.get("label_names") or ("entailment", "neutral", "contradiction")]
+    outputs = Schema([ColSpec("string", "label"), ColSpec("double", "confidence"),
+                      *[ColSpec("double", column) for column in probability_columns(names)]])
+    if task == "nli":
+        inputs = Schema([ColSpec("string", "premise"), ColSpec("string", "hypothesis")])
+        example = pd.DataFrame({"premise": ["The doctor saw the lawyer near the bank."],
+                                "hypothesis": ["The lawyer saw the doctor."]})
+    else:
+        inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))])  # any size: the nets pool globally
+        example = np.zeros((1, 3, 16, 16), dtype=np.uint8)
+    return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
 def register_model(uri: str, model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> str:
