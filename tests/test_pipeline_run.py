@@ -98,7 +98,7 @@ def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
 def _task_outputs(out: Path, task: str) -> list[dict]:
     """What a task's executor reported for its artifacts (the metadata the Kubeflow UI reads)."""
     found = []
-    for path in sorted((out / "kfp").glob(f"*/**/{task}/executor_output.json")):
+    for path in sorted((out / "kfp").glob(f"*/**/{task}*/executor_output.json")):  # train-model, train-model-2
         found.append(json.loads(path.read_text())["artifacts"])
     return found
 
