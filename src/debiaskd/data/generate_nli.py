@@ -42,15 +42,19 @@ training pair is what :func:`heuristic_of` finds in its text.
 
 **Challenge split** (HANS layout, two-way gold labels ``entailment`` / ``non-entailment``).
 For each HANS heuristic (``lexical_overlap``, ``subsequence``, ``constituent``) five entailed
-(``le_``/``se_``/``ce_``) and five non-entailed (``ln_``/``sn_``/``cn_``) subcases; every
+(``le_``/``se_``/``ce_``; constituent a sixth, ``ce_before_so_clause``) and five non-entailed
+(``ln_``/``sn_``/``cn_``) subcases; every
 hypothesis is made only of premise words, so the heuristic predicts *entailment* and is
 wrong on the non-entailed half. The **negation group** (heuristic ``negation``) holds pairs
 whose hypothesis contains a negation word; the cue predicts *non-entailment*. Its rule:
 the gold label is ``entailment`` exactly when the negated hypothesis is still entailed by the
 premise (the premise is negated as well: a negated conjunct, "nobody"/"no N" instantiated,
-a negated complement of a factive verb, a dropped subject adjective) — subcases ``ne_*``,
-bias-conflicting — and ``non-entailment`` when the hypothesis contradicts the premise or
-adds an unsupported negated claim — subcases ``nn_*``, bias-aligned.
+a negated complement of a factive verb, a dropped subject adjective, a negated "since" clause,
+a negated passive, a dropped relative clause) — subcases ``ne_*``, bias-conflicting — and
+``non-entailment`` when the hypothesis contradicts the premise or adds an unsupported negated
+claim (also: a negated "if" clause, a negated active of a passive) — subcases ``nn_*``,
+bias-aligned. The subcases are divided between two splits, ``challenge`` and ``challenge_dev``
+(see *Constructions*).
 Every subcase has ``n_challenge_per_subcase`` pairs.
 
 **Constructions.** Every pair carries ``construction``: ``template/kind`` for training-like rows
