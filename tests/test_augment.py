@@ -23,7 +23,8 @@ def train():
 def test_nli_augmentation_is_valid_label_correct_and_new(train):
     cfg = AugmentConfig(ratio=0.5)
     aug = augment_nli(train, cfg, seed=0)
-    assert len(aug) == round(0.5 * len(train)) and list(aug.columns) == list(NLI_COLUMNS)
+    assert len(aug) == round(0.5 * len(train)) and list(aug.columns) == [*NLI_COLUMNS, "construction"]
+    assert aug.construction.equals(aug.template)
     assert aug.pair_id.str.startswith("aug-").all() and aug.pair_id.is_unique
     assert set(aug.template) == {"role_swap", "embedded_claim", "negated_conjunct", "factive_negated"}
     pairs = set(zip(aug.premise, aug.hypothesis, strict=True))

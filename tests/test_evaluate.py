@@ -196,3 +196,55 @@ def test_evaluate_spec_reads_a_hans_file(tmp_path, cfg):
     assert out["n"] == 12
     assert set(out["by_heuristic"]) == set(HEURISTICS)
     assert all(v["n"] == 2 for v in out["by_group"].values())
+
+
+def marked_frame() -> pd.DataFrame:
+    """hans_frame with construction marks: subcases ``*_0`` seen, ``*_1`` held out; the held-out
+    non-entailed hypotheses use words the premise lacks (OverlapOnly gets them right)."""
+    frame = hans_frame()
+    seen = frame["subcase"].str.endswith("_0")
+    frame.loc[~seen & (frame["label"] == "non-entailment"), "hypothesis"] = "Pilots thanked nurses quickly today"
+    return frame.assign(construction=frame["subcase"], construction_seen=seen)
+
+
+def test_marked_challenge_scores_held_out_constructions_and_seen_apart(cfg, tokenizer):
+    frame = marked_frame()
+    result = evaluate_model(loaded(OverlapOnly(), tokenizer), {"test": id_frame(), "challenge": frame}, cfg)
+    m = result.metrics
+    # held out: right on both labels; seen: the overlap heuristic fails the non-entailed half
+    assert result.challenge_accuracy == pytest.approx(1.0)
+    assert result.challenge_seen_accuracy == pytest.approx(0.5)
+    assert result.worst_group_accuracy == pytest.approx(1.0) and result.heuristic_reliance == pytest.approx(0.0)
+    assert result.challenge_auc == pytest.approx(1.0)
+    assert set(result.by_group.values()) == {1.0}
+    assert result.by_group_seen["lexical_overlap/non-entailment"] == 0.0
+    assert m["challenge/lexical_overlap/non-entailment/accuracy"] == 1.0
+    assert m["challenge_seen/lexical_overlap/non-entailment/accuracy"] == 0.0
+    assert m["challenge_seen/heuristic_reliance"] == pytest.approx(1.0)
+    assert m["challenge/n"] == len(frame) / 2 and m["challenge/n_total"] == len(frame)
+    assert m["challenge/lexical_overlap/entailment/n"] == m["challenge_seen/lexical_overlap/entailment/n"] == 2
+    assert set(result.splits["challenge"]["by_subcase"]) == set(frame["subcase"])  # every subcase, seen or not
+    assert result.ci["challenge_accuracy"] == [1.0, 1.0]
+    assert result.summary()["challenge_seen_accuracy"] == pytest.approx(0.5)
+    # a challenge_dev split only adds its own metrics
+    dev = marked_frame().assign(construction_seen=False)
+    with_dev = evaluate_model(loaded(OverlapOnly(), tokenizer), {"test": id_frame(), "challenge": frame,
+                                                                 "challenge_dev": dev}, cfg)
+    assert with_dev.challenge_accuracy == result.challenge_accuracy
+    assert with_dev.metrics["challenge_dev/n"] == len(dev) and "challenge_dev_seen/n" not in with_dev.metrics
+    assert with_dev.metrics["challenge_dev/lexical_overlap/non-entailment/accuracy"] == 0.5
+
+
+def test_unmarked_challenge_is_scored_whole_and_label_balanced(cfg, tokenizer):
+    frame = hans_frame()
+    plain = evaluate_model(loaded(OverlapOnly(), tokenizer), {"challenge": frame}, cfg)
+    assert plain.challenge_seen_accuracy is None and not plain.by_group_seen
+    assert not any(k.startswith("challenge_seen/") for k in plain.metrics)
+    assert plain.metrics["challenge/n"] == len(frame) and "challenge/n_total" not in plain.metrics
+    assert plain.challenge_accuracy == pytest.approx(plain.splits["challenge"]["accuracy"])  # balanced labels
+    # three entailed pairs for one non-entailed: predicting entailment everywhere is still 0.5
+    skewed = pd.concat([frame] + [frame[frame.label == "entailment"].assign(pair_id=lambda d, k=k: d.pair_id + f"-{k}")
+                                  for k in range(2)], ignore_index=True)
+    always = evaluate_model(loaded(AlwaysEntailment(), tokenizer), {"challenge": skewed}, cfg)
+    assert always.splits["challenge"]["accuracy"] == pytest.approx(0.75)
+    assert always.challenge_accuracy == pytest.approx(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from data_fixtures import smoke, tree_digest
@@ -24,7 +25,8 @@ def test_generate_twice_gives_identical_bytes(tmp_path, task):
     c = generate_dataset(task, "smoke", tmp_path / "c", overrides=[f"{task}_data.seed=1"])
     assert tree_digest(a)["train.jsonl"] != tree_digest(c)["train.jsonl"]
     ds = read_dataset(a)
-    assert set(ds.splits) == {"train", "validation", "test", "challenge"}
+    expected = {"train", "validation", "test", "challenge"} | ({"challenge_dev"} if task == "nli" else set())
+    assert set(ds.splits) == expected
     assert ds.manifest["content_hash"] == ds.content_hash
 
 
@@ -33,7 +35,9 @@ def test_nli_splits_have_schema_sizes_and_no_shared_pairs():
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [300, 60, 90]
     pairs = {}
     for name, df in splits.items():
-        assert list(df.columns) == list(NLI_COLUMNS)
+        marks = ["construction", "construction_seen"] if name.startswith("challenge") else ["construction"]
+        assert list(df.columns) == [*NLI_COLUMNS, *marks]
+        assert df["construction"].astype(str).str.len().gt(0).all()
         assert df["pair_id"].is_unique
         pairs[name] = set(zip(df.premise, df.hypothesis, strict=True))
         assert len(pairs[name]) == len(df)
@@ -67,14 +71,18 @@ def test_bias_strength_is_the_share_of_aligned_training_pairs(strength):
 
 
 def test_challenge_split_is_hans_shaped():
-    ch = generate_nli(SMALL)["challenge"]
+    splits = generate_nli(SMALL)
+    ch = pd.concat([splits["challenge"], splits["challenge_dev"]], ignore_index=True)
     assert set(ch.label) == {"entailment", "non-entailment"}
     for heuristic in (*HANS_HEURISTICS, "negation"):
         part = ch[ch.heuristic == heuristic]
         per_label = part.groupby("label")["subcase"].nunique()
         assert per_label["entailment"] >= 3 and per_label["non-entailment"] >= 3
         assert (part.groupby("subcase").size() == SMALL.n_challenge_per_subcase).all()
-        assert (part.label == "entailment").sum() == (part.label == "non-entailment").sum()
+        # both challenge splits: every (heuristic, gold label) has a held-out subcase
+        for name in ("challenge", "challenge_dev"):
+            held = splits[name][(splits[name].heuristic == heuristic) & ~splits[name].construction_seen]
+            assert set(held.label) == {"entailment", "non-entailment"}, (name, heuristic)
     hans = ch[ch.heuristic.isin(HANS_HEURISTICS)]
     # the heuristic fires on every pair (all hypothesis words in the premise) and is wrong on ~half
     assert all(full_overlap(p, h) for p, h in zip(hans.premise, hans.hypothesis, strict=True))

@@ -255,3 +255,29 @@ def test_auc_matches_scikit_learn_with_ties():
         score = np.round(rng.random(300), 1)  # many ties
         assert M._binary_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
     assert M._binary_auc(np.ones(5), np.arange(5.0)) is None
+
+
+def test_stratified_metrics_with_construction_marks_scores_held_out_rows():
+    from debiaskd.metrics import construction_seen, stratified_metrics
+
+    frame = pd.DataFrame({
+        "label": ["entailment", "non-entailment"] * 4,
+        "heuristic": ["lexical_overlap"] * 8,
+        "subcase": ["a", "b", "a", "b", "c", "d", "c", "d"],
+        "bias_aligned": [True, False] * 4,
+        "construction_seen": [True] * 4 + [False] * 4,
+    })
+    frame["group"] = frame["heuristic"] + "/" + frame["label"]
+    # P(entailment): seen rows all 0.9 (heuristic), held-out rows right on both labels
+    p_ent = np.array([0.9, 0.9, 0.9, 0.9, 0.8, 0.2, 0.7, 0.3])
+    probs = np.stack([p_ent, 1 - p_ent], axis=1)
+    out = stratified_metrics(frame, probs, ["entailment", "non-entailment"], two_way=True)
+    assert out["n"] == 4 and out["n_total"] == 8 and out["constructions"] == {"held_out": 4, "seen": 4}
+    assert out["accuracy"] == 1.0 and out["auc"] == 1.0 and out["heuristic_reliance"] == 0.0
+    assert out["seen"]["accuracy"] == 0.5 and out["seen"]["balanced_accuracy"] == 0.5
+    assert out["seen"]["heuristic_reliance"] == 1.0 and out["seen"]["auc"] == 0.5
+    assert set(out["by_subcase"]) == {"a", "b", "c", "d"}
+    unmarked = stratified_metrics(frame.drop(columns="construction_seen"), probs, ["entailment", "non-entailment"],
+                                  two_way=True)
+    assert unmarked["n"] == 8 and "seen" not in unmarked and unmarked["accuracy"] == 0.75
+    assert construction_seen(frame.assign(construction_seen=None)) is None

@@ -29,7 +29,8 @@ def test_generated_data_validates(nli_dir, vision_dir, tmp_path):
     for path, task in ((nli_dir, "nli"), (vision_dir, "vision")):
         report = validate_spec(str(path), task, smoke(task))
         assert report.ok, report.summary()
-        assert {s.split for s in report.splits} == {"train", "validation", "test", "challenge"}
+        expected = {"train", "validation", "test", "challenge"} | ({"challenge_dev"} if task == "nli" else set())
+        assert {s.split for s in report.splits} == expected
         assert all(s.evaluated >= 8 for s in report.splits)
         report.raise_for_failures()  # no-op
         saved = json.loads(report.to_json(tmp_path / f"{task}.json"))
@@ -63,6 +64,20 @@ def _drop_group(splits):
     return splits
 
 
+def _shared_construction(splits):
+    dev = splits["challenge_dev"].copy()
+    dev.loc[0, "construction"] = splits["challenge"].loc[0, "construction"]
+    splits["challenge_dev"] = dev
+    return splits
+
+
+def _held_out_in_train(splits):
+    ch = splits["challenge"]
+    held = ch.loc[~ch.construction_seen.astype(bool), "construction"].iloc[0]
+    splits["train"] = _set("construction", held, 4)(splits["train"].copy())
+    return splits
+
+
 def _imbalance(splits):
     df = splits["validation"].copy()
     df.loc[: int(len(df) * 0.9), "label"] = "entailment"
@@ -90,6 +105,12 @@ NLI_CORRUPTIONS = {
     "inconsistent group": (_corrupt_nli("train", _set("group", "none/entailment", 5)), "group = heuristic/label",
                            "train.jsonl"),
     "wrong type": (_corrupt_nli("train", _set("bias_aligned", "yes")), "type: bias_aligned", "train.jsonl"),
+    "seen flag not boolean": (_corrupt_nli("challenge", _set("construction_seen", "no", 2)),
+                              "type: construction_seen", "challenge.jsonl"),
+    "challenge splits share a construction": (_shared_construction, "challenge and challenge_dev share no construction",
+                                              "challenge_dev.jsonl"),
+    "held-out construction in train": (_held_out_in_train, "no held-out challenge construction in train",
+                                       "train.jsonl"),
 }
 
 

@@ -3,7 +3,14 @@
 :func:`evaluate_model` runs a model on the in-distribution test split and the challenge
 split (two-way collapse for HANS-layout data) and returns an :class:`EvalResult` carrying
 the ``summary.json`` keys, a flat ``<split>/<group>/<metric>`` metric dict for MLflow,
-bootstrap intervals and the per-example predictions. :func:`evaluate_spec` backs
+bootstrap intervals and the per-example predictions.
+
+Challenge data with construction marks (the embedded benchmark's ``construction_seen``) is
+scored on its held-out constructions: ``challenge_accuracy`` (balanced over the two gold
+labels), ``by_group``, worst group, AUC and heuristic reliance come from the held-out rows;
+the seen rows give ``challenge_seen_accuracy`` and ``by_group_seen`` and the metric keys
+``<split>_seen/…``. Data without marks is scored on the whole split. A ``challenge_dev`` split,
+when evaluated, only adds its ``challenge_dev/…`` metrics. :func:`evaluate_spec` backs
 ``debiaskd evaluate``.
 """
 
@@ -20,7 +27,7 @@ import pandas as pd
 
 from debiaskd import metrics as M
 from debiaskd.config import StudyConfig
-from debiaskd.data.schema import ImageSplit
+from debiaskd.data.schema import TWO_WAY_LABELS, ImageSplit
 from debiaskd.errors import DebiaskdError
 from debiaskd.inference import predict_proba
 from debiaskd.models import LoadedModel, load_model
@@ -29,7 +36,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "average_group_accuracy",
     "challenge_auc", "heuristic_reliance", "balanced_threshold_accuracy", "challenge_ece",
     "in_distribution_ece", "in_distribution_hard_accuracy", "in_distribution_majority_rate",
-    "in_distribution_kappa",
+    "in_distribution_kappa", "challenge_seen_accuracy",
 )
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -59,7 +66,11 @@ class EvalResult:
     #: Cohen's kappa of the predictions there (0 for any constant predictor): the gate's competence evidence
     in_distribution_majority_rate: float | None = None
     in_distribution_kappa: float | None = None
+    #: the same as ``challenge_accuracy`` on the challenge's seen constructions (None without marks)
+    challenge_seen_accuracy: float | None = None
     by_group: dict[str, float] = field(default_factory=dict)
+    #: ``by_group`` of the challenge's seen constructions (empty without marks)
+    by_group_seen: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -70,6 +81,8 @@ class EvalResult:
         """The ``summary.json`` variant entry (headline numbers, ``by_group`` accuracies, intervals)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in SUMMARY_KEYS}
         out["by_group"] = dict(self.by_group)
+        if self.by_group_seen:
+            out["by_group_seen"] = dict(self.by_group_seen)
         out["ci"] = {k: list(v) for k, v in self.ci.items()}
         return out
 
@@ -98,6 +111,7 @@ class EvalResult:
         data = json.loads((out / EVAL_FILE).read_text(encoding="utf-8"))
         result = cls(**{k: data.get(k) for k in SUMMARY_KEYS})
         result.by_group = data.get("by_group", {})
+        result.by_group_seen = data.get("by_group_seen", {})
         result.ci = data.get("ci", {})
         result.splits = data.get("splits", {})
         result.metrics = data.get("metrics", {})
@@ -161,7 +175,17 @@ def evaluate_split(
     groups = frame["group"].astype(str).to_numpy() if "group" in frame.columns else np.array(["all"] * len(frame))
     arrays = {"probs": probs.astype(np.float32), "pred": pred, "gold": y_true, "correct": pred == y_true,
               "group": groups}
+    seen = M.construction_seen(frame)
+    if seen is not None:
+        arrays["seen"] = seen
     return result, arrays
+
+
+def held_out_mask(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows of held-out constructions (every row where the split had no construction marks)."""
+    if "seen" in arrays:
+        return ~np.asarray(arrays["seen"], dtype=bool)
+    return np.ones(len(arrays["correct"]), dtype=bool)
 
 
 def flatten_metrics(split: str, result: dict[str, Any]) -> dict[str, float]:
@@ -181,7 +205,18 @@ def flatten_metrics(split: str, result: dict[str, Any]) -> dict[str, float]:
             flat.setdefault(f"{split}/{heur}/{label}/accuracy", float(acc))
     for subcase, acc in result.get("by_subcase", {}).items():
         flat[f"{split}/subcase/{subcase}/accuracy"] = float(acc)
+    if "n_total" in result:
+        flat[f"{split}/n_total"] = float(result["n_total"])
+    if isinstance(result.get("seen"), dict):  # seen constructions, apart
+        flat.update(flatten_metrics(f"{split}_seen", result["seen"]))
     return flat
+
+
+def _challenge_score(stats: dict[str, Any]) -> float | None:
+    """Balanced accuracy (mean over the gold labels) for two-way challenge data, else accuracy."""
+    key = "balanced_accuracy" if stats.get("label_names") == list(TWO_WAY_LABELS) else "accuracy"
+    value = stats.get(key)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def evaluate_model(
@@ -222,7 +257,12 @@ def evaluate_model(
     main = "challenge" if "challenge" in result.splits else ("test" if "test" in result.splits else None)
     if main is not None:
         ch, arrays = result.splits[main], result.predictions[main]
-        result.challenge_accuracy = ch["accuracy"] if main == "challenge" else None
+        held = held_out_mask(arrays)
+        correct, groups = arrays["correct"][held], arrays["group"][held]
+        result.challenge_accuracy = _challenge_score(ch) if main == "challenge" else None
+        if main == "challenge" and isinstance(ch.get("seen"), dict):
+            result.challenge_seen_accuracy = _challenge_score(ch["seen"])
+            result.by_group_seen = {g: v["accuracy"] for g, v in ch["seen"]["by_group"].items()}
         result.worst_group_accuracy = ch["worst_group_accuracy"]
         result.average_group_accuracy = ch["average_group_accuracy"]
         result.challenge_auc = ch["auc"]
@@ -230,10 +270,13 @@ def evaluate_model(
         result.balanced_threshold_accuracy = ch.get("balanced_threshold_accuracy")
         result.challenge_ece = ch["ece"]
         result.by_group = {g: v["accuracy"] for g, v in ch["by_group"].items()}
-        if main == "challenge":
-            result.ci["challenge_accuracy"] = list(M.bootstrap_ci(arrays["correct"], ev.bootstrap, ev.confidence, 1))
+        if main == "challenge" and ch.get("label_names") == list(TWO_WAY_LABELS):
+            result.ci["challenge_accuracy"] = list(
+                M.bootstrap_balanced_ci(correct, arrays["gold"][held], ev.bootstrap, ev.confidence, 1))
+        elif main == "challenge":
+            result.ci["challenge_accuracy"] = list(M.bootstrap_ci(correct, ev.bootstrap, ev.confidence, 1))
         result.ci["worst_group_accuracy"] = list(
-            M.bootstrap_worst_group_ci(arrays["correct"], arrays["group"], ev.bootstrap, ev.confidence, 2))
+            M.bootstrap_worst_group_ci(correct, groups, ev.bootstrap, ev.confidence, 2))
     return result
 
 
@@ -242,11 +285,12 @@ def compare_models(teacher_eval: EvalResult, student_eval: EvalResult, split: st
     out: dict[str, Any] = M.retention(student_eval.summary(), teacher_eval.summary())
     tp, sp = teacher_eval.predictions.get(split), student_eval.predictions.get(split)
     if tp is not None and sp is not None and len(tp["pred"]) == len(sp["pred"]):
-        out["agreement"] = M.agreement(tp["pred"], sp["pred"], sp["group"])
-        out["mcnemar"] = M.mcnemar(tp["correct"], sp["correct"])
-        frame = pd.DataFrame({"group": sp["group"]})
-        out["student_errors"] = M.error_concentration(frame, sp["correct"])
-        out["teacher_errors"] = M.error_concentration(frame, tp["correct"])
+        keep = held_out_mask(sp)  # the held-out constructions, as the headline numbers
+        out["agreement"] = M.agreement(tp["pred"][keep], sp["pred"][keep], sp["group"][keep])
+        out["mcnemar"] = M.mcnemar(tp["correct"][keep], sp["correct"][keep])
+        frame = pd.DataFrame({"group": sp["group"][keep]})
+        out["student_errors"] = M.error_concentration(frame, sp["correct"][keep])
+        out["teacher_errors"] = M.error_concentration(frame, tp["correct"][keep])
     in_t, in_s = teacher_eval.in_distribution_accuracy, student_eval.in_distribution_accuracy
     out["in_distribution_gap"] = None if in_t is None or in_s is None else float(in_s - in_t)
     return _json_safe(out)

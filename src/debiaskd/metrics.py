@@ -207,6 +207,23 @@ def heuristic_reliance(frame: pd.DataFrame, correct: np.ndarray) -> float | None
     return float(a.mean() - b.mean())
 
 
+SEEN_COLUMN = "construction_seen"
+
+
+def construction_seen(frame: pd.DataFrame) -> np.ndarray | None:
+    """Per row: does its construction occur in training or augmentation (``construction_seen``)?
+
+    ``None`` when the frame carries no construction marks (HANS, MultiNLI, vision …): the whole
+    split then counts as held out. Rows without a mark count as held out.
+    """
+    if SEEN_COLUMN not in frame.columns or len(frame) == 0:
+        return None
+    col = frame[SEEN_COLUMN]
+    if not col.notna().any():
+        return None
+    return np.array([isinstance(v, bool | np.bool_) and bool(v) for v in col], dtype=bool)
+
+
 def stratified_metrics(
     frame: pd.DataFrame,
     probs: np.ndarray,
@@ -220,10 +237,37 @@ def stratified_metrics(
     read gold labels two-way. Groups come from the frame's ``group`` column (NLI
     ``<heuristic>/<label>``, vision ``<label>/<colour>``). HANS-format frames (``heuristic``
     and ``subcase`` columns, two-way labels) also get ``by_heuristic`` and ``by_subcase``.
+
+    Construction marks (:func:`construction_seen`): when some rows are seen constructions,
+    every metric of the split is computed on the held-out rows, the same metrics of the seen
+    rows go under ``"seen"``, ``n_total`` counts both and ``by_subcase`` keeps every subcase;
+    ``constructions`` gives the two counts. Without marks the whole split is used, as before.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if len(probs) != len(frame):
         raise ValueError(f"{len(probs)} predictions for {len(frame)} rows")
+    seen = construction_seen(frame)
+    if seen is None:
+        return _stratified(frame, probs, label_names, two_way, ece_bins)
+    held = ~seen
+    out = _stratified(frame[held].reset_index(drop=True), probs[held], label_names, two_way, ece_bins)
+    out["n_total"] = len(frame)
+    out["constructions"] = {"held_out": int(held.sum()), "seen": int(seen.sum())}
+    if seen.any():
+        out["seen"] = _stratified(frame[seen].reset_index(drop=True), probs[seen], label_names, two_way, ece_bins)
+        out["seen"].pop("by_subcase", None)
+        if "by_subcase" in out:  # every subcase, seen or not (names are unambiguous)
+            out["by_subcase"] = _stratified(frame, probs, label_names, two_way, ece_bins)["by_subcase"]
+    return out
+
+
+def _stratified(
+    frame: pd.DataFrame,
+    probs: np.ndarray,
+    label_names: Sequence[str],
+    two_way: bool,
+    ece_bins: int = 10,
+) -> dict[str, Any]:
     names = [str(n) for n in label_names]
     if two_way:
         probs = collapse_two_way(probs, names)
@@ -292,24 +336,35 @@ def bootstrap_ci(
     return (float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha)))
 
 
-def bootstrap_worst_group_ci(
-    correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+def bootstrap_balanced_ci(
+    correct: np.ndarray, gold: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Bootstrap interval of worst-group accuracy, resampling within each group."""
+    """Percentile bootstrap interval of balanced accuracy (mean over gold classes of the class's
+    accuracy), resampling within each gold class."""
+    return bootstrap_worst_group_ci(correct, gold, n_boot, confidence, seed, statistic="mean")
+
+
+def bootstrap_worst_group_ci(
+    correct: np.ndarray, groups: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+    statistic: str = "min",
+) -> tuple[float, float]:
+    """Bootstrap interval of worst-group accuracy, resampling within each group
+    (``statistic="mean"``: of the mean group accuracy instead)."""
     correct = np.asarray(correct, dtype=np.float64)
     groups = np.asarray(groups, dtype=object).astype(str)
     if len(correct) == 0:
         return (float("nan"), float("nan"))
     names = sorted(set(groups))
+    reduce = min if statistic == "min" else (lambda vals: float(np.mean(list(vals))))
     if n_boot <= 0:
-        m = min(float(correct[groups == g].mean()) for g in names)
+        m = reduce(float(correct[groups == g].mean()) for g in names)
         return (m, m)
     rng = np.random.default_rng(seed)
     per_group = np.empty((len(names), n_boot))
     for i, g in enumerate(names):
         vals = correct[groups == g]
         per_group[i] = vals[rng.integers(0, len(vals), size=(n_boot, len(vals)))].mean(axis=1)
-    worst = per_group.min(axis=0)
+    worst = per_group.min(axis=0) if statistic == "min" else per_group.mean(axis=0)
     alpha = (1.0 - confidence) / 2.0
     return (float(np.quantile(worst, alpha)), float(np.quantile(worst, 1.0 - alpha)))
 

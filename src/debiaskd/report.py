@@ -43,6 +43,11 @@ def _ci(values: list[float]) -> list[float] | None:
     return [stats["ci_low"], stats["ci_high"]] if stats["n"] > 1 else None
 
 
+def _held_out(data) -> slice | np.ndarray:
+    """The challenge rows of held-out constructions (all rows when the split had no marks)."""
+    return ~np.asarray(data["challenge/seen"]).astype(bool) if "challenge/seen" in data.files else slice(None)
+
+
 def _challenge_correct(eval_dir: Path) -> np.ndarray | None:
     path = eval_dir / PREDICTIONS
     if not path.is_file():
@@ -50,7 +55,7 @@ def _challenge_correct(eval_dir: Path) -> np.ndarray | None:
     with np.load(path, allow_pickle=False) as data:
         for key in ("challenge_correct", "challenge/correct"):
             if key in data.files:
-                return np.asarray(data[key]).astype(bool)
+                return np.asarray(data[key]).astype(bool)[_held_out(data)]
     return None
 
 
@@ -59,7 +64,9 @@ def _challenge_groups(eval_dir: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data["challenge/group"]).astype(str) if "challenge/group" in data.files else None
+        if "challenge/group" not in data.files:
+            return None
+        return np.asarray(data["challenge/group"]).astype(str)[_held_out(data)]
 
 
 def retention_intervals(student: np.ndarray, teacher: np.ndarray, groups: np.ndarray, n_boot: int,
@@ -145,7 +152,11 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
             entry["by_group_std"] = {g: _std([(r[0].get("by_group") or {}).get(g) for r in runs]) for g in groups}
         if first.get("ci"):  # bootstrap intervals over examples, first seed
             entry["bootstrap_ci95"] = first["ci"]
-        for key in ("challenge_ece", "in_distribution_ece", "by_heuristic", "balanced_threshold_accuracy"):
+        seen_acc = [r[0].get("challenge_seen_accuracy") for r in runs]
+        if any(isinstance(v, int | float) for v in seen_acc):  # seen constructions, reported apart
+            entry["challenge_seen_accuracy"] = _mean(seen_acc)
+        for key in ("challenge_ece", "in_distribution_ece", "by_heuristic", "balanced_threshold_accuracy",
+                    "by_group_seen"):
             if key in first:
                 entry[key] = first[key]
         entry["mlflow_run_id"] = first.get("run_id")

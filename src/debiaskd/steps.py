@@ -366,7 +366,7 @@ def evaluate_variant(
     tracking_uri = _tracking(tracking_uri)
     trained = read_result(train_dir)
     ds = read_dataset(dataset_dir)
-    splits = {k: v for k, v in ds.splits.items() if k in ("test", "challenge")}
+    splits = {k: v for k, v in ds.splits.items() if k in ("test", "challenge", "challenge_dev")}
     result = evaluate_model(Path(trained["model_dir"]), splits, cfg)
     out_dir = Path(out_dir)
     result.save(out_dir)

@@ -1,6 +1,7 @@
 """Bias-aware counter-examples with a quality filter (the augmentation intervention).
 
-NLI recipes (each writes the recipe name into ``template``; new ``pair_id``s start ``aug-``):
+NLI recipes (each writes the recipe name into ``template`` and ``construction``; new ``pair_id``s
+start ``aug-``):
 
 ================== ================================================== ======== ===================
 recipe             construction                                       label    applies to
@@ -24,6 +25,15 @@ too long (more than :data:`MAX_WORDS` words), doubled words, a sentence that doe
 as a statement, or a label the recipe cannot guarantee (the embedded sentence has a modal
 or a question, or lacks the negation the recipe needs); soft penalties (digits, quotes,
 parentheses, very long sentences) lower the score, which must reach ``min_quality``.
+
+Constructions: augmentation teaches the shapes it builds, so it may only build shapes of challenge
+subcases declared *seen* (:data:`debiaskd.data.generate_nli.CHALLENGE_DESIGN`), never a held-out
+one. :data:`RECIPE_SUBCASES` names the subcases each recipe mirrors (``role_swap`` is
+``ln_subject/object_swap``, ``embedded_claim`` is ``cn_embedded_under_verb`` — only with an
+un-negated clause, since the negated one is the held-out ``nn_negated_under_nonfactive`` —
+``factive_negated`` is ``ne_factive_complement``; ``negated_conjunct`` joins with ", and" where
+``ne_negated_conjunct`` has ", but"); a recipe mirroring a held-out subcase is not used, and a
+test checks on normalised signatures that no augmented pair has a held-out subcase's shape.
 Vision: colour-flipped copies of bias-aligned training digits (bias-conflicting examples).
 """
 
@@ -39,6 +49,7 @@ import pandas as pd
 from debiaskd.config import AugmentConfig
 from debiaskd.data.generate_nli import (
     ADJECTIVES,
+    CHALLENGE_DESIGN,
     NAMES,
     NONFACTIVE_VERBS,
     NOUNS,
@@ -55,6 +66,16 @@ from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, NLI_COLUMNS, ImageSplit
 
 MAX_WORDS = 40
 RECIPES: tuple[str, ...] = ("role_swap", "embedded_claim", "negated_conjunct", "factive_negated")
+#: recipe → the challenge subcases of the same construction (each must be declared seen)
+RECIPE_SUBCASES: dict[str, tuple[str, ...]] = {
+    "role_swap": ("ln_subject/object_swap",), "embedded_claim": ("cn_embedded_under_verb",),
+    "negated_conjunct": (), "factive_negated": ("ne_factive_complement",),
+}
+
+
+def allowed_recipes() -> tuple[str, ...]:
+    """The recipes whose constructions are not held out from the challenge."""
+    return tuple(r for r in RECIPES if all(CHALLENGE_DESIGN[sub].seen for sub in RECIPE_SUBCASES[r]))
 FACTIVE = ("knew", "realized", "noticed", "remembered", "discovered")
 _DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "some", "many", "most", "all",
                 "every", "each", "his", "her", "their", "our", "my", "its", "there", "it", "he", "she",
@@ -144,7 +165,7 @@ def _candidates(recipe: str, s: _Draw) -> tuple[str, str, str | tuple[str, str],
             return None
         return _cap(f"{subj} {verb} {obj}."), _cap(f"{_inner(obj)} {verb} {_inner(subj)}."), "", False
     low = s.lowercase_words
-    if recipe == "embedded_claim":
+    if recipe == "embedded_claim":  # never a negated clause: that is nn_negated_under_nonfactive (held out)
         x = s.pick(s.plain)
         return (f"The {s.pick(NOUNS)} {s.pick(NONFACTIVE_VERBS)} that {_as_clause(x, low)}.", x, x, False)
     if not s.negated:
@@ -179,7 +200,7 @@ def augment_nli_with_stats(train: pd.DataFrame, cfg: AugmentConfig, seed: int) -
     seen = set(zip(train["premise"].astype(str).map(_clean), train["hypothesis"].astype(str).map(_clean), strict=True))
     rows: list[dict] = []
     rejected: Counter[str] = Counter()
-    usable = [r for r in RECIPES if _candidates(r, draw) is not None] if target else []
+    usable = [r for r in allowed_recipes() if _candidates(r, draw) is not None] if target else []
     attempts, k = 0, 0
     while len(rows) < target and usable and attempts < 20 * target + 100:
         attempts += 1
@@ -201,8 +222,9 @@ def augment_nli_with_stats(train: pd.DataFrame, cfg: AugmentConfig, seed: int) -
         heur = heuristic_of(premise, hyp)
         rows.append({"pair_id": f"aug-{len(rows):05d}", "premise": premise, "hypothesis": hyp, "label": label,
                      "heuristic": heur, "subcase": "", "template": recipe,
-                     "bias_aligned": _aligned(heur, label), "group": nli_group(heur, label)})
-    out = pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+                     "bias_aligned": _aligned(heur, label), "group": nli_group(heur, label),
+                     "construction": recipe})
+    out = pd.DataFrame(rows, columns=[*NLI_COLUMNS, "construction"])
     out["bias_aligned"] = out["bias_aligned"].astype(bool)
     stats = {"target": target, "accepted": len(out), "rejected": int(sum(rejected.values())),
              "reasons": dict(sorted(rejected.items())), "recipes": dict(Counter(out["template"]))}

@@ -27,7 +27,13 @@ under every heuristic and a bias-only model is far from perfect.
   happy, but B was sad" → "A was sad"); ``none``: an antonym adjective or adverb, incompatible
   activities or states ("slept" / "ran", "sang" / "was silent"), opposite locations.
 
-The anti-bias constructions are deliberately not the challenge's non-entailed ones.
+Several training constructions are challenge constructions too: the anti-bias subject/object
+swap *is* ``ln_subject/object_swap``; dropping a modifier or a clause builds ``le_relative_clause``,
+``se_adjective``/``se_conjunction``/``se_PP_on_VP`` and ``ce_after_since_clause``/
+``ce_embedded_under_verb``/``ce_adverb``/``ce_conjunction``; ``negated_entailed`` builds every
+original ``ne_*`` subcase; ``negated_clause`` builds ``nn_negated_clause``/``nn_nobody``. Those
+subcases are declared *seen* (see below) and reported apart.
+
 So high overlap goes with entailment and a negation word in the hypothesis goes with
 contradiction, with strength ``bias_strength``; the real signal (dropping material preserves
 truth, adding material does not, negation contradicts only what the premise asserts, word
@@ -36,19 +42,38 @@ training pair is what :func:`heuristic_of` finds in its text.
 
 **Challenge split** (HANS layout, two-way gold labels ``entailment`` / ``non-entailment``).
 For each HANS heuristic (``lexical_overlap``, ``subsequence``, ``constituent``) five entailed
-(``le_``/``se_``/``ce_``) and five non-entailed (``ln_``/``sn_``/``cn_``) subcases; every
+(``le_``/``se_``/``ce_``; constituent a sixth, ``ce_before_so_clause``) and five non-entailed
+(``ln_``/``sn_``/``cn_``) subcases; every
 hypothesis is made only of premise words, so the heuristic predicts *entailment* and is
 wrong on the non-entailed half. The **negation group** (heuristic ``negation``) holds pairs
 whose hypothesis contains a negation word; the cue predicts *non-entailment*. Its rule:
 the gold label is ``entailment`` exactly when the negated hypothesis is still entailed by the
 premise (the premise is negated as well: a negated conjunct, "nobody"/"no N" instantiated,
-a negated complement of a factive verb, a dropped subject adjective) — subcases ``ne_*``,
-bias-conflicting — and ``non-entailment`` when the hypothesis contradicts the premise or
-adds an unsupported negated claim — subcases ``nn_*``, bias-aligned.
+a negated complement of a factive verb, a dropped subject adjective, a negated "since" clause,
+a negated passive, a dropped relative clause) — subcases ``ne_*``, bias-conflicting — and
+``non-entailment`` when the hypothesis contradicts the premise or adds an unsupported negated
+claim (also: a negated "if" clause, a negated active of a passive) — subcases ``nn_*``,
+bias-aligned. The subcases are divided between two splits, ``challenge`` and ``challenge_dev``
+(see *Constructions*).
 Every subcase has ``n_challenge_per_subcase`` pairs.
 
+**Constructions.** Every pair carries ``construction``: ``template/kind`` for training-like rows
+(the recipe and the sub-kind it built, e.g. ``drop_modifier/relative``), the subcase for challenge
+rows. :data:`CHALLENGE_DESIGN` declares per subcase whether it is *seen* (training or the
+augmentation builds pairs of the same normalised signature, :mod:`debiaskd.data.constructions`)
+or held out from both, and its split: ``challenge_dev`` (choosing recipes, early stopping) or
+``challenge`` (reporting). Seen subcases stay in ``challenge`` with ``construction_seen = True``;
+held-out ones are divided so that every (heuristic, gold label) has held-out subcases in both
+splits, which share no construction. Held-out constructions added for that (none of them is
+built by a training recipe): ``ce_before_so_clause`` ("A, so B." → "A."), ``ne_negated_under_since``
+("Since A did not V B, C V-ed." → "A did not V B."), ``ne_passive`` ("B was not V-ed by A." →
+"A did not V B."), ``ne_relative_clause`` ("The N who V-ed M did not V2 O." → "The N did not V2
+O."), ``nn_negated_under_if`` ("If A did not V B, C V-ed." → "A did not V B.") and ``nn_passive``
+("B was V-ed by A." → "A did not V B.").
+
 No (premise, hypothesis) pair appears in two splits (one shared set of seen pairs while
-generating, in the fixed order train → validation → test → challenge). Sentences are at most
+generating, in the fixed order train → validation → test → challenge subcases, each written to
+its challenge split). Sentences are at most
 :data:`MAX_WORDS` words. Randomness comes only from ``cfg.seed`` (numpy PCG64).
 """
 
@@ -62,7 +87,7 @@ import numpy as np
 import pandas as pd
 
 from debiaskd.config import NLIDataConfig
-from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, nli_group
+from debiaskd.data.schema import CONSTRUCTION_COLUMNS, NLI_COLUMNS, NLI_LABELS, nli_group
 
 MAX_WORDS = 20
 NEGATION_WORDS: tuple[str, ...] = ("not", "never", "no", "nobody", "nothing", "none", "neither", "nor",
@@ -283,6 +308,13 @@ class _Sampler:
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
+        #: the sub-kind the last recipe call built (recipes with several constructions set it)
+        self.kind = ""
+
+    def pick_kind(self, kinds):
+        """:meth:`pick` that also records the choice as :attr:`kind` (same random draw)."""
+        self.kind = self.pick(kinds)
+        return self.kind
 
     def pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -341,6 +373,7 @@ def _e_drop_clause_material(s: _Sampler) -> Pair:
     certainty adverb (the hypothesis is the remaining full clause)."""
     a, b = s.clause(), None
     kind = s.pick(("conjunct", "subordinate", "factive", "adverb"))
+    s.kind = f"clause_{kind}"
     if kind in ("conjunct", "subordinate"):
         b = s.clause(s.heads(a))
     if kind == "conjunct":
@@ -357,7 +390,7 @@ def _e_drop_modifier(s: _Sampler) -> Pair:
     if s.coin(0.25):
         return _e_drop_clause_material(s)
     c = s.clause()
-    kind = s.pick(("subj_adj", "obj_adj", "pp", "adverb", "subj_pp", "relative", "conjunct", "adj2"))
+    kind = s.pick_kind(("subj_adj", "obj_adj", "pp", "adverb", "subj_pp", "relative", "conjunct", "adj2"))
     if kind == "subj_adj":
         p = _with_noun_adj(s, c)
     elif kind == "obj_adj" and c.obj is not None:
@@ -383,6 +416,7 @@ def _e_drop_modifier(s: _Sampler) -> Pair:
         if s.coin():
             c = replace(c, adj=other)
     else:
+        s.kind = "pp" if c.verb is not None else "subj_adj"
         p = replace(c, pp=s.place_pp()) if c.verb is not None else _with_noun_adj(s, c)
         if c.verb is None:
             c = replace(c, subj=p.subj.bare())
@@ -394,7 +428,7 @@ def _e_drop_modifier(s: _Sampler) -> Pair:
 
 def _n_add_information(s: _Sampler) -> Pair:
     c = s.clause()
-    kind = s.pick(("pp", "adverb", "subj_adj", "other_verb", "other_object", "adj2", "new_clause"))
+    kind = s.pick_kind(("pp", "adverb", "subj_adj", "other_verb", "other_object", "adj2", "new_clause"))
     if kind == "pp" and c.verb is not None:
         h = replace(c, pp=s.place_pp())
     elif kind == "adverb" and c.verb is not None:
@@ -411,6 +445,7 @@ def _n_add_information(s: _Sampler) -> Pair:
         h = s.clause((c.subj.head,))
         h = replace(h, subj=c.subj) if s.coin() else h
     else:
+        s.kind = "subj_adj"
         h = _with_noun_adj(s, c)
         c = replace(c, subj=h.subj.bare())
     return sentence(c.text()), sentence(h.text())
@@ -425,13 +460,17 @@ def _c_negated(s: _Sampler) -> Pair:
     c = s.clause()
     p = c
     extra = s.pick(("", "", "subj_adj", "pp", "adverb"))
+    s.kind = "plain"
     if extra == "subj_adj":
         p = _with_noun_adj(s, c)
         c = replace(c, subj=p.subj.bare())
+        s.kind = extra
     elif extra == "pp" and c.verb is not None:
         p = replace(c, pp=s.place_pp())
+        s.kind = extra
     elif extra == "adverb" and c.verb is not None:
         p = replace(c, adv=s.pick(MANNER_ADVERBS))
+        s.kind = extra
     return sentence(p.text()), sentence(c.text(_negation_form(s, c)))
 
 
@@ -440,12 +479,15 @@ UNCERTAIN_FRAMES = ("it is unclear whether", "it was unclear whether", "it remai
 
 
 def _n_overlap_not_entailed(s: _Sampler) -> Pair:
-    # Deliberately not the challenge's constructions (no "believed that", "if", "or", PP or
-    # relative clause on the subject): anti-bias pairs teach "overlap is not enough", not the test.
+    # The swap is the challenge's ln_subject/object_swap (declared seen, reported apart); the
+    # uncertainty frames are no challenge construction (no "believed that", "if", "or", PP or
+    # relative clause on the subject).
     if s.coin():
+        s.kind = "swap"
         c = s.clause(transitive=True)
         swapped = replace(c, subj=c.obj, obj=c.subj)
         return sentence(c.text()), sentence(swapped.text())
+    s.kind = "uncertain_frame"
     c = s.clause()
     return sentence(f"{s.pick(UNCERTAIN_FRAMES)} {c.text()}"), sentence(c.text())
 
@@ -474,8 +516,8 @@ def _predicate(c: Clause) -> str:
 def _e_generalize(s: _Sampler) -> Pair:
     """Entailed without full overlap: a hypernym ("someone", "a building"), a synonym verb, an
     existential paraphrase or a locative copula, often after dropping a modifier."""
-    kind = s.pick(("subj_hypernym", "subj_hypernym", "obj_hypernym", "synonym", "existential", "place",
-                   "building"))
+    kind = s.pick_kind(("subj_hypernym", "subj_hypernym", "obj_hypernym", "synonym", "existential", "place",
+                        "building"))
     if kind == "obj_hypernym":
         c = s.clause(transitive=True)
         return sentence(c.text()), sentence(replace(c, obj=NP(name=s.pick(SOMEONE))).text())
@@ -503,7 +545,7 @@ def _e_generalize(s: _Sampler) -> Pair:
 
 
 def _e_negated_entailed(s: _Sampler) -> Pair:
-    kind = s.pick(("conjunct", "nobody", "factive", "subj_adj", "downward"))
+    kind = s.pick_kind(("conjunct", "nobody", "factive", "subj_adj", "downward"))
     c = s.clause()
     if kind == "conjunct":
         neg = _negation_form(s, c)
@@ -531,7 +573,7 @@ def _e_negated_entailed(s: _Sampler) -> Pair:
 def _n_unsupported(s: _Sampler) -> Pair:
     """Neutral without a cue: added information, another subject/object/activity, an unrelated
     trait, or a specific claim from a general premise (the reverse of :func:`_e_generalize`)."""
-    kind = s.pick(("add", "add", "other_subject", "other_activity", "trait", "specific", "specific_place"))
+    kind = s.pick_kind(("add", "add", "other_subject", "other_activity", "trait", "specific", "specific_place"))
     if kind == "add":
         return _n_add_information(s)
     if kind == "other_subject":
@@ -564,8 +606,9 @@ def _n_negated_unrelated(s: _Sampler) -> Pair:
     """Neutral with a negated hypothesis: a negated premise about someone or something else."""
     c = s.clause()
     neg_p, neg_h = s.pick(("not", "never")), s.pick(("not", "never"))
-    kind = s.pick(("other_subject", "other_object", "unrelated"))
+    kind = s.pick_kind(("other_subject", "other_object", "unrelated"))
     if kind == "other_subject" or (kind == "other_object" and c.obj is None):
+        s.kind = "other_subject"
         h = replace(c, subj=s.person(s.heads(c)))
     elif kind == "other_object":
         h = replace(c, obj=s.person(s.heads(c)))
@@ -577,7 +620,7 @@ def _n_negated_unrelated(s: _Sampler) -> Pair:
 def _c_incompatible(s: _Sampler) -> Pair:
     """Contradiction without negation or full overlap: an antonym adjective or adverb, an
     incompatible activity or state, an opposite location."""
-    kind = s.pick(("adjective", "adverb", "activity", "state", "location"))
+    kind = s.pick_kind(("adjective", "adverb", "activity", "state", "location"))
     if kind == "adjective":
         a, b = s.pick(ANTONYMS)
         a, b = (b, a) if s.coin() else (a, b)
@@ -817,6 +860,12 @@ def _ce_conjunction(s: _Sampler) -> Pair:
     return sentence(f"{a.text()}, and {b.text()}"), sentence(b.text() if s.coin() else a.text())
 
 
+def _ce_before_so_clause(s: _Sampler) -> Pair:
+    # "A, so B." asserts A (and that B followed from it): the first clause is entailed
+    a, b = _two_clauses(s)
+    return sentence(f"{a.text()}, so {b.text()}"), sentence(a.text())
+
+
 # negation group: ne_* entailed despite the cue, nn_* not entailed (cue right)
 def _ne_conjunct(s: _Sampler) -> Pair:
     a, b = _two_clauses(s)
@@ -868,6 +917,45 @@ def _nn_negated_under_nonfactive(s: _Sampler) -> Pair:
     return sentence(f"{who.text()} {s.pick(NONFACTIVE_VERBS)} that {c.text(neg)}"), sentence(c.text(neg))
 
 
+def _ne_negated_under_since(s: _Sampler) -> Pair:
+    # a "since"/"because" clause is asserted, so its negated content is entailed
+    a, b = _two_clauses(s)
+    neg = _negation_form(s, a)
+    conj = s.pick(("since", "because"))
+    return sentence(f"{conj} {a.text(neg)}, {b.text()}"), sentence(a.text(neg))
+
+
+def _ne_passive_negated(s: _Sampler) -> Pair:
+    # "The lawyer was not helped by the doctor." → "The doctor did not help the lawyer."
+    c = replace(s.clause(transitive=True), verb=s.pick(PASSIVE_VERBS))
+    neg = s.pick(("not", "never"))
+    return (sentence(f"{c.obj.text()} was {neg} {c.verb.participle} by {c.subj.text()}"),
+            sentence(c.text(neg)))
+
+
+def _ne_relative_clause_negated(s: _Sampler) -> Pair:
+    # "The doctor who met the artist did not call the lawyer." → "The doctor did not call the lawyer."
+    c = s.clause(noun_subject=True)
+    rel = s.clause(s.heads(c), transitive=True)
+    p = replace(c, subj=replace(c.subj, rel=f"who {rel.verb.past} {rel.obj.text()}"))
+    neg = s.pick(("not", "never"))
+    return sentence(p.text(neg)), sentence(c.text(neg))
+
+
+def _nn_negated_under_if(s: _Sampler) -> Pair:
+    # a conditional's antecedent is not asserted: "If A did not V B, C V-ed." ⇏ "A did not V B."
+    a, b = _two_clauses(s)
+    neg = _negation_form(s, a)
+    return sentence(f"if {a.text(neg)}, {b.text()}"), sentence(a.text(neg))
+
+
+def _nn_passive_negated(s: _Sampler) -> Pair:
+    # "The lawyer was helped by the doctor." contradicts "The doctor did not help the lawyer."
+    c = replace(s.clause(transitive=True), verb=s.pick(PASSIVE_VERBS))
+    return (sentence(f"{c.obj.text()} was {c.verb.participle} by {c.subj.text()}"),
+            sentence(c.text(s.pick(("not", "never")))))
+
+
 #: heuristic → [(subcase, gold label, recipe)]
 CHALLENGE_SUBCASES: dict[str, tuple[tuple[str, str, Recipe], ...]] = {
     "lexical_overlap": (
@@ -905,24 +993,102 @@ CHALLENGE_SUBCASES: dict[str, tuple[tuple[str, str, Recipe], ...]] = {
         ("ce_embedded_under_verb", "entailment", _ce_embedded_under_verb),
         ("ce_adverb", "entailment", _ce_adverb),
         ("ce_conjunction", "entailment", _ce_conjunction),
+        ("ce_before_so_clause", "entailment", _ce_before_so_clause),
     ),
     "negation": (
         ("ne_negated_conjunct", "entailment", _ne_conjunct),
         ("ne_nobody_instantiated", "entailment", _ne_nobody),
         ("ne_factive_complement", "entailment", _ne_factive),
         ("ne_subject_adjective", "entailment", _ne_subject_adjective),
+        ("ne_negated_under_since", "entailment", _ne_negated_under_since),
+        ("ne_passive", "entailment", _ne_passive_negated),
+        ("ne_relative_clause", "entailment", _ne_relative_clause_negated),
         ("nn_negated_clause", "non-entailment", _nn_negated_clause),
         ("nn_nobody", "non-entailment", _nn_nobody),
         ("nn_unrelated_negation", "non-entailment", _nn_unrelated),
         ("nn_negated_under_nonfactive", "non-entailment", _nn_negated_under_nonfactive),
+        ("nn_negated_under_if", "non-entailment", _nn_negated_under_if),
+        ("nn_passive", "non-entailment", _nn_passive_negated),
     ),
 }
+
+CHALLENGE_DEV, CHALLENGE_TEST = "challenge_dev", "challenge"
+#: the challenge splits of the embedded benchmark: ``challenge_dev`` (choosing recipes, early
+#: stopping) and ``challenge`` (reporting); disjoint in constructions
+CHALLENGE_SPLITS: tuple[str, ...] = (CHALLENGE_TEST, CHALLENGE_DEV)
+
+
+@dataclass(frozen=True)
+class SubcaseDesign:
+    """Where a challenge subcase stands: ``seen`` when training or augmentation builds pairs of
+    the same shape (``seen_via`` names them), else held out from both; ``split`` is the
+    challenge split it belongs to."""
+
+    seen: bool
+    split: str
+    seen_via: tuple[str, ...] = ()
+
+
+def _seen(*via: str) -> SubcaseDesign:
+    return SubcaseDesign(True, CHALLENGE_TEST, via)
+
+
+_DEV, _TEST = SubcaseDesign(False, CHALLENGE_DEV), SubcaseDesign(False, CHALLENGE_TEST)
+
+#: subcase → its design. Seen subcases all stay in the reporting split (reported apart);
+#: held-out ones are divided so that every (heuristic, gold label) has at least one held-out
+#: subcase in each challenge split, mirrored pairs (ln_/le_passive, …) staying together.
+#: ``seen_via`` lists the training sub-kinds (``template/kind``) and augmentation recipes
+#: that share the subcase's normalised signature (:mod:`debiaskd.data.constructions`); a test
+#: checks every entry against the measured overlap.
+CHALLENGE_DESIGN: dict[str, SubcaseDesign] = {
+    "ln_subject/object_swap": _seen("overlap_not_entailed/swap", "role_swap"),
+    "ln_passive": _DEV, "ln_conjunction": _DEV,
+    "ln_preposition": _TEST, "ln_relative_clause": _TEST,
+    "le_relative_clause": _seen("drop_modifier/relative"),
+    "le_passive": _DEV, "le_conjunction": _DEV,
+    "le_around_prepositional_phrase": _TEST, "le_around_relative_clause": _TEST,
+    "sn_PP_on_subject": _DEV, "sn_NP_conjunction": _DEV,
+    "sn_NP/S": _TEST, "sn_relative_clause_on_subject": _TEST, "sn_past_participle": _TEST,
+    "se_adjective": _seen("drop_modifier/obj_adj"),
+    "se_conjunction": _seen("drop_modifier/conjunct"),
+    "se_PP_on_VP": _seen("drop_modifier/pp"),
+    "se_PP_on_obj": _DEV, "se_relative_clause_on_obj": _TEST,
+    "cn_embedded_under_verb": _seen("embedded_claim"),
+    "cn_disjunction": _DEV, "cn_adverb": _DEV,
+    "cn_embedded_under_if": _TEST, "cn_after_if_clause": _TEST,
+    "ce_after_since_clause": _seen("drop_modifier/clause_subordinate"),
+    "ce_embedded_under_verb": _seen("drop_modifier/clause_factive"),
+    "ce_adverb": _seen("drop_modifier/clause_adverb"),
+    "ce_conjunction": _seen("drop_modifier/clause_conjunct"),
+    "ce_before_so_clause": _DEV, "ce_embedded_under_since": _TEST,
+    "ne_negated_conjunct": _seen("negated_entailed/conjunct"),
+    "ne_nobody_instantiated": _seen("negated_entailed/nobody"),
+    "ne_factive_complement": _seen("negated_entailed/factive", "factive_negated"),
+    "ne_subject_adjective": _seen("negated_entailed/subj_adj"),
+    "ne_passive": _DEV,
+    "ne_negated_under_since": _TEST, "ne_relative_clause": _TEST,
+    "nn_negated_clause": _seen("negated_clause/plain"),
+    "nn_nobody": _seen("negated_clause/plain"),
+    "nn_unrelated_negation": _seen("negated_clause/plain"),  # "A slept." → "Nobody slept."
+    "nn_passive": _DEV, "nn_negated_under_nonfactive": _DEV,
+    "nn_negated_under_if": _TEST,
+}
+
+
+def subcase_table() -> list[dict]:
+    """One row per challenge subcase: heuristic, subcase, label, recipe, seen, split."""
+    return [{"heuristic": h, "subcase": sub, "label": label, "recipe": recipe.__name__.lstrip("_"),
+             "seen": CHALLENGE_DESIGN[sub].seen, "split": CHALLENGE_DESIGN[sub].split}
+            for h, subcases in CHALLENGE_SUBCASES.items() for sub, label, recipe in subcases]
 
 
 # ---------------------------------------------------------------------- assembly
 def _draw(s: _Sampler, recipe: Recipe, seen: set[Pair], heuristic: str | None = None) -> Pair:
-    """A new pair of ``recipe`` (and, when given, one that carries exactly the cue ``heuristic``)."""
+    """A new pair of ``recipe`` (and, when given, one that carries exactly the cue ``heuristic``);
+    ``s.kind`` is then the sub-kind the recipe built ("" for single-construction recipes)."""
     for _ in range(200):
+        s.kind = ""
         pair = recipe(s)
         if pair in seen or pair[0] == pair[1]:
             continue
@@ -935,17 +1101,25 @@ def _draw(s: _Sampler, recipe: Recipe, seen: set[Pair], heuristic: str | None = 
     raise RuntimeError(f"generator recipe {recipe.__name__} cannot produce new pairs")  # pragma: no cover
 
 
-def _row(pid: str, pair: Pair, label: str, heuristic: str, subcase: str, template: str) -> dict:
-    return {
+def _row(pid: str, pair: Pair, label: str, heuristic: str, subcase: str, template: str,
+         construction: str, seen: bool | None = None) -> dict:
+    row = {
         "pair_id": pid, "premise": pair[0], "hypothesis": pair[1], "label": label,
         "heuristic": heuristic, "subcase": subcase, "template": template,
         "bias_aligned": bias_aligned(heuristic, label), "group": nli_group(heuristic, label),
+        "construction": construction,
     }
+    if seen is not None:
+        row["construction_seen"] = seen
+    return row
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+def _frame(rows: list[dict], challenge: bool = False) -> pd.DataFrame:
+    cols = (*NLI_COLUMNS, *(CONSTRUCTION_COLUMNS if challenge else CONSTRUCTION_COLUMNS[:1]))
+    df = pd.DataFrame(rows, columns=list(cols))
     df["bias_aligned"] = df["bias_aligned"].astype(bool)
+    if challenge:
+        df["construction_seen"] = df["construction_seen"].astype(bool)
     return df
 
 
@@ -981,23 +1155,34 @@ def generate_train_like(n: int, bias_strength: float, s: _Sampler, seen: set[Pai
         label, heuristic = plan[int(j)]
         template, recipe = TRAIN_RECIPES[(label, heuristic)]
         pair = _draw(s, recipe, seen, heuristic)
-        rows.append(_row(f"{prefix}-{i:05d}", pair, label, heuristic, "", template))
+        construction = f"{template}/{s.kind}" if s.kind else template
+        rows.append(_row(f"{prefix}-{i:05d}", pair, label, heuristic, "", template, construction))
     return _frame(rows)
+
+
+def generate_challenges(n_per_subcase: int, s: _Sampler, seen: set[Pair]) -> dict[str, pd.DataFrame]:
+    """``challenge`` and ``challenge_dev`` (:data:`CHALLENGE_DESIGN`): ``n_per_subcase`` pairs of
+    every subcase, drawn in the order of :data:`CHALLENGE_SUBCASES`, each in its split."""
+    rows: dict[str, list[dict]] = {name: [] for name in CHALLENGE_SPLITS}
+    for heuristic, subcases in CHALLENGE_SUBCASES.items():
+        for subcase, label, recipe in subcases:
+            design = CHALLENGE_DESIGN[subcase]
+            out = rows[design.split]
+            for _ in range(n_per_subcase):
+                pair = _draw(s, recipe, seen)
+                out.append(_row(f"{design.split}-{len(out):05d}", pair, label, heuristic, subcase,
+                                recipe.__name__.lstrip("_"), subcase, design.seen))
+    return {name: _frame(r, challenge=True) for name, r in rows.items()}
 
 
 def generate_challenge(n_per_subcase: int, s: _Sampler, seen: set[Pair]) -> pd.DataFrame:
-    rows = []
-    for heuristic, subcases in CHALLENGE_SUBCASES.items():
-        for subcase, label, recipe in subcases:
-            for _ in range(n_per_subcase):
-                pair = _draw(s, recipe, seen)
-                rows.append(_row(f"challenge-{len(rows):05d}", pair, label, heuristic, subcase,
-                                 recipe.__name__.lstrip("_")))
-    return _frame(rows)
+    """Both challenge splits in one frame (reporting split first)."""
+    parts = generate_challenges(n_per_subcase, s, seen)
+    return pd.concat([parts[name] for name in CHALLENGE_SPLITS], ignore_index=True)
 
 
 def generate_nli(cfg: NLIDataConfig) -> dict[str, pd.DataFrame]:
-    """The four splits (train, validation, test, challenge), deterministic from ``cfg.seed``."""
+    """The five splits (train, validation, test, challenge, challenge_dev), deterministic from ``cfg.seed``."""
     s = _Sampler(np.random.default_rng(np.random.PCG64(cfg.seed)))
     seen: set[Pair] = set()
     out = {
@@ -1005,5 +1190,5 @@ def generate_nli(cfg: NLIDataConfig) -> dict[str, pd.DataFrame]:
         "validation": generate_train_like(cfg.n_validation, cfg.bias_strength, s, seen, "validation"),
         "test": generate_train_like(cfg.n_test, cfg.bias_strength, s, seen, "test"),
     }
-    out["challenge"] = generate_challenge(cfg.n_challenge_per_subcase, s, seen)
+    out.update(generate_challenges(cfg.n_challenge_per_subcase, s, seen))
     return out

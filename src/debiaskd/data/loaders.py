@@ -1,6 +1,8 @@
 """One loader per data ``SPEC`` scheme, all returning the schema of :mod:`debiaskd.data.schema`.
 
-Schemes: ``generated:NAME``, ``dataset:DIR[:SPLIT]`` (a folder written by
+Schemes: ``generated:NAME`` (NLI: ``train``, ``validation``, ``test``, ``challenge``,
+``challenge_dev``; the embedded rows carry the optional ``construction`` columns),
+``dataset:DIR[:SPLIT]`` (a folder written by
 :func:`debiaskd.data.store.write_dataset`), ``hans:PATH``, ``mnli:PATH`` (jsonl, GLUE tsv, plain
 ``premise/hypothesis/gold_label`` tsv, and the ``index premise hypothesis gold_label "number of
 correct responses (out of 100)"`` tsv whose count is kept as ``bert_correct``), ``sick:PATH[#SET]``,

@@ -35,6 +35,13 @@ NLI_COLUMNS: tuple[str, ...] = (
     "group",        # str: "<heuristic>/<label>"
 )
 
+#: optional columns only the embedded benchmark carries: ``construction`` (str, the template
+#: family of a pair: the challenge subcase, the training recipe ``template/kind``, or the
+#: augmentation recipe) and, in challenge splits, ``construction_seen`` (bool: a family of the
+#: same shape may occur in training or augmentation). Data without them (HANS, MultiNLI …)
+#: counts as wholly held out / unmarked.
+CONSTRUCTION_COLUMNS: tuple[str, ...] = ("construction", "construction_seen")
+
 #: the HANS tab-separated layout (the challenge split is written in it)
 HANS_COLUMNS: tuple[str, ...] = (
     "gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
@@ -53,6 +60,9 @@ COLOR_RGB: tuple[tuple[float, float, float], ...] = (
 WATERBIRDS_PLACES: tuple[str, ...] = ("land", "water")
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "challenge")
+#: splits a dataset folder may hold beyond :data:`SPLITS` (the embedded benchmark's
+#: ``challenge_dev``: for choices and early stopping, disjoint in constructions from ``challenge``)
+EXTRA_SPLITS: tuple[str, ...] = ("challenge_dev",)
 
 
 def nli_group(heuristic: str, label: str) -> str:

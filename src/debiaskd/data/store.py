@@ -5,6 +5,8 @@ Layout of a dataset folder::
     manifest.json            schema version, task, per-split files / rows / sha256, content hash, meta
     <split>.jsonl            NLI rows (schema columns first, then extras such as ``bias_probs``)
     challenge_hans.tsv       the NLI challenge split again, in the HANS tab-separated layout
+    challenge_dev_hans.tsv   the same for ``challenge_dev`` (embedded benchmark: the challenge split
+                             for choices, disjoint in constructions from ``challenge``)
     <split>_images.npy       vision images, uint8 (N, 3, H, W) (``np.save``: byte-deterministic)
     <split>.jsonl            vision rows (image_id, label, color, bias_aligned, group)
 
@@ -30,6 +32,7 @@ import pandas as pd
 
 from debiaskd.config import StudyConfig, load_config
 from debiaskd.data.schema import (
+    EXTRA_SPLITS,
     HANS_COLUMNS,
     NLI_COLUMNS,
     SCHEMA_VERSION,
@@ -151,13 +154,14 @@ def _split_files(task: str, name: str, split: Split) -> dict[str, bytes]:
     if not isinstance(split, pd.DataFrame):
         raise DebiaskdError(f"split '{name}' is not a DataFrame", rule="nli split")
     files = {f"{name}.jsonl": frame_to_jsonl(split)}
-    if name == "challenge":
-        files["challenge_hans.tsv"] = frame_to_hans_tsv(split)
+    if name in ("challenge", "challenge_dev"):
+        files[f"{name}_hans.tsv"] = frame_to_hans_tsv(split)
     return files
 
 
 def _ordered(splits: dict[str, Split]) -> list[str]:
-    return [s for s in SPLITS if s in splits] + sorted(s for s in splits if s not in SPLITS)
+    known = (*SPLITS, *EXTRA_SPLITS)
+    return [s for s in known if s in splits] + sorted(s for s in splits if s not in known)
 
 
 def _owned_names(path: Path) -> set[str] | None:
@@ -397,6 +401,12 @@ def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | None = None
         splits["train"] = _take(splits["train"], np.arange(min(len(splits["train"]), cfg.vision_data.max_train)))
     if "challenge" not in splits:
         splits["challenge"] = conflicting(splits["test"])
+    if task == "nli" and specs["challenge"].strip() in ("generated:", "generated:challenge"):
+        # the embedded challenge comes with its dev split (disjoint constructions) and their design
+        from debiaskd.data.generate_nli import subcase_table
+
+        splits["challenge_dev"] = loaders.load_spec("generated:challenge_dev", task, cfg, split="challenge_dev")
+        meta["constructions"] = subcase_table()
     if task == "nli":
         splits, meta["dropped_train_overlaps"] = _deduplicate(splits)
     path = Path(out_dir)

@@ -13,10 +13,14 @@ uint8 ``(N, 3, H, W)`` with one image per row (checked on the array), per-image 
 and no NaN (GX on derived columns), labels in ``0..K-1``, known colours/places, unique ids.
 
 Across splits: no ``pair_id`` / ``image_id`` and no (premise, hypothesis) shared between train
-and an evaluation split; no label above ``max_label_share`` of a split; in the challenge split
-every bias group (NLI: each heuristic present × each gold label, and all three HANS heuristics
-when any is present; vision: bias-conflicting examples of every class) has at least
-``min_group_count`` rows.
+and an evaluation split; no label above ``max_label_share`` of a split; in the challenge splits
+(``challenge`` and, where present, ``challenge_dev``) every bias group (NLI: each heuristic
+present × each gold label, and all three HANS heuristics when any is present; vision:
+bias-conflicting examples of every class) has at least ``min_group_count`` rows. Where the
+rows carry construction marks (the embedded benchmark's optional ``construction`` /
+``construction_seen`` columns): ``construction_seen`` is boolean, ``challenge`` and
+``challenge_dev`` share no construction, and no training row's construction is a held-out
+challenge construction.
 """
 
 from __future__ import annotations
@@ -230,6 +234,15 @@ def _nli_rules(df: pd.DataFrame, cfg: ValidationConfig) -> tuple[pd.DataFrame, l
     if "pair_id" in frame.columns:
         frame["_pair_id"] = frame["pair_id"].astype(str)
         rules.append(("unique pair_id", E.ExpectColumnValuesToBeUnique(column="_pair_id")))
+    if "construction" in frame.columns:  # optional; rows without a mark (None) are allowed
+        frame["_construction_ok"] = frame["construction"].map(lambda v: v is None or isinstance(v, str) or (
+            isinstance(v, float) and np.isnan(v)))
+        rules.append(("type: construction is text",
+                      E.ExpectColumnValuesToBeInSet(column="_construction_ok", value_set=[True])))
+    if "construction_seen" in frame.columns:
+        frame["_construction_seen_is_bool"] = _is_type(frame["construction_seen"], (bool, np.bool_))
+        rules.append(("type: construction_seen is boolean",
+                      E.ExpectColumnValuesToBeInSet(column="_construction_seen_is_bool", value_set=[True])))
     return frame, rules
 
 
@@ -416,8 +429,44 @@ def cross_split_checks(splits: dict[str, Split], task: str, files: dict[str, str
                 out += _leaks(splits["train"], split, name, files[name], task)
     for name, split in splits.items():
         out += _label_balance(name, split, files[name], cfg)
-    if "challenge" in splits:
-        out += _challenge_groups(splits["challenge"], files["challenge"], task, cfg)
+    for name in ("challenge", "challenge_dev"):
+        if name in splits:
+            out += _challenge_groups(splits[name], files[name], task, cfg)
+    if task == "nli":
+        out += _construction_checks(splits, files)
+    return out
+
+
+def _constructions(split: Split, seen: bool | None = None) -> set[str]:
+    frame = split.frame if isinstance(split, ImageSplit) else split
+    if "construction" not in frame.columns:
+        return set()
+    sel = frame["construction"].notna().to_numpy()
+    if seen is not None:
+        if "construction_seen" not in frame.columns:
+            return set()
+        sel = sel & np.array([isinstance(v, (bool, np.bool_)) and bool(v) == seen
+                              for v in frame["construction_seen"]], dtype=bool)
+    return set(frame["construction"][sel].astype(str))
+
+
+def _construction_checks(splits: dict[str, Split], files: dict[str, str]) -> list[Failure]:
+    out = []
+    if {"challenge", "challenge_dev"} <= set(splits):
+        shared = _constructions(splits["challenge"]) & _constructions(splits["challenge_dev"])
+        if shared:
+            out.append(Failure(files["challenge_dev"], "challenge and challenge_dev share no construction",
+                               "construction leak", f"{len(shared)} construction(s) in both challenge splits",
+                               [{"construction": c} for c in sorted(shared)[:MAX_EXAMPLES]]))
+    held_out = set().union(*(_constructions(splits[n], seen=False) for n in ("challenge", "challenge_dev")
+                             if n in splits))
+    for name in ("train", "train_augmented", "validation"):
+        if name in splits and held_out:
+            leaked = _constructions(splits[name]) & held_out
+            if leaked:
+                out.append(Failure(files[name], f"no held-out challenge construction in {name}", "construction leak",
+                                   f"{len(leaked)} held-out construction(s) occur in '{name}'",
+                                   [{"construction": c} for c in sorted(leaked)[:MAX_EXAMPLES]]))
     return out
 
 
