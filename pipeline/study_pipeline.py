@@ -119,17 +119,21 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
         with dsl.ParallelFor(seeds, parallelism=0 if platform else 1, name="seeds") as seed:
             teachers: dict[str, Any] = {}
             done = []
+            def reference(spec) -> dict[str, Any]:  # the model an objective reads logits of (conf_reg)
+                return {"reference": teachers[spec.reference].outputs["model"]} if spec.reference else {}
+
             for name, spec in specs.items():
                 if spec.role == "teacher":
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
-                                             tracking_uri=tracking_uri, study=study)
+                                             tracking_uri=tracking_uri, study=study, **reference(spec))
                     teachers[name] = setup(task, f"train + evaluate {name}", training=True)
                     done.append(task)
             for anchor, items in student_groups(cfg).items():
                 if anchor is None:  # no teacher in the study: students trained on labels alone
                     for item in items:
                         task = comps.train_model(config=config, variant=item["variant"], seed=seed, dataset=data,
-                                                 tracking_uri=tracking_uri, study=study)
+                                                 tracking_uri=tracking_uri, study=study,
+                                                 **reference(specs[item["variant"]]))
                         done.append(setup(task, f"train + evaluate {item['variant']}", training=True))
                     continue
                 # the fan-out: every student of this teacher, `student_parallelism` at a time locally
@@ -138,8 +142,11 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                 with dsl.ParallelFor([i["variant"] for i in items],
                                      parallelism=0 if platform else cfg.student_parallelism,
                                      name=f"students-of-{anchor}") as variant:
+                    # every item of the fan-out gets the reference when one of its students needs it
+                    needs = next((specs[i["variant"]] for i in items if specs[i["variant"]].reference), None)
                     student = comps.train_student(config=config, variant=variant,
                                                   concurrent=concurrent, dataset=data,
+                                                  **(reference(needs) if needs else {}),
                                                   teacher=teachers[anchor].outputs["model"],
                                                   tracking_uri=tracking_uri, study=study)
                     setup(student, f"train + evaluate a student of {anchor}", training=True)

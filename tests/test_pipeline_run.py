@@ -251,6 +251,27 @@ def test_a_failed_training_task_leaves_the_study_run_failed_and_registers_nothin
     assert not c.search_registered_models("name LIKE 'e2e-fail%'")
 
 
+def test_a_conf_reg_study_runs_end_to_end_on_the_erm_teachers_logits(mlflow_server, tmp_path):
+    """`--set debias.nli_method=conf_reg`: the ERM teacher is trained, shares its logits on the training
+    rows once, and the debiased teacher and the conf_reg students calibrate against them."""
+    out = tmp_path / "run"
+    proc = debiaskd("run", "--preset", "smoke", "--out", str(out), "--tracking-uri", mlflow_server.uri,
+                    "--set", "tracking.experiment=e2e-confreg", "--set", "tracking.model_prefix=e2e-confreg",
+                    "--set", "debias.nli_method=conf_reg", "--set", "variants=[student_kd_debiased,student_debiased]",
+                    "--set", "analysis.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["variants"]) == {"teacher_erm", "teacher_debiased", "student_debiased", "student_kd_debiased"}
+    assert summary["variants"]["teacher_debiased"]["method"] == "conf_reg"
+    rows = tracking.study_runs(mlflow_server.uri, "e2e-confreg")
+    assert {r["variant"] for r in rows} == set(summary["variants"]) and all(r["status"] == "FINISHED" for r in rows)
+    root = next((out / "kfp").glob("debiaskd-nli-study-*"))
+    erm = [p for p in root.glob("**/train-model*/model/result.json")
+           if json.loads(p.read_text())["variant"] == "teacher_erm"]
+    assert len(erm) == 1 and list((erm[0].parent / "teacher_cache").glob("logits-*.npy"))  # shared once
+    assert not list(root.glob("**/reference_cache/*.npy"))  # every reader found them there
+
+
 def test_postgres_backend(postgres_mlflow_server, tmp_path):
     """The same pipeline, fewer variants, on MLflow backed by PostgreSQL, each step in its task's own
     process (--no-warm, as on a cluster)."""

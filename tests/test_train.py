@@ -208,6 +208,12 @@ def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> N
     with pytest.raises(DebiaskdError, match="conf_reg"):
         train_model(spec, cfg, framed, val, 0, tmp_path / "c0", progress=False)
     erm_logits = np.random.default_rng(0).normal(size=(len(train), 3)).astype(np.float32)
+    # a KD student's (debiased) teacher logits never stand in for the ERM reference
+    kd_spec = variant_specs(cfg)["student_kd_debiased"]
+    with pytest.raises(DebiaskdError, match="ERM"):
+        train_model(kd_spec, cfg, framed, val, 0, tmp_path / "c3", teacher_logits=erm_logits, progress=False)
+    with pytest.raises(DebiaskdError, match="reference logits"):
+        train_model(spec, cfg, framed, val, 0, tmp_path / "c4", conf_reg_logits=erm_logits[:5], progress=False)
     a = train_model(spec, cfg, framed, val, 0, tmp_path / "c1", conf_reg_logits=erm_logits, progress=False)
     b = train_model(spec, cfg, train, val, 0, tmp_path / "c2", bias_probs=bias_probs, conf_reg_logits=erm_logits,
                     progress=False)
@@ -239,3 +245,14 @@ def test_default_preset_debiases_with_a_softened_hypothesis_only_bias_model() ->
     cfg = load_config("default")
     assert (cfg.debias.bias_model, cfg.debias.bias_temperature) == ("hypothesis_only", 2.0)
     assert (load_config("smoke").debias.bias_temperature, load_config("paper").debias.bias_model) == (1.0, "features")
+
+
+def test_conf_reg_variants_read_the_erm_teacher_which_the_study_then_trains() -> None:
+    specs = variant_specs(load_config("smoke", overrides=["debias.nli_method=conf_reg",
+                                                          "variants=[student_kd_debiased]"]))
+    assert list(specs) == ["teacher_erm", "teacher_debiased", "student_kd_debiased"]  # teacher_erm added
+    assert specs["teacher_debiased"].reference == specs["student_kd_debiased"].reference == "teacher_erm"
+    assert specs["teacher_erm"].reference is None
+    poe = variant_specs(load_config("smoke", overrides=["variants=[student_kd_debiased]"]))
+    assert list(poe) == ["teacher_debiased", "student_kd_debiased"]
+    assert all(s.reference is None for s in poe.values())

@@ -275,9 +275,11 @@ def share_cpus(concurrent: int) -> int:
 def train_variant(
     config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, out_dir: str | Path,
     teacher_dir: str | Path | None = None, tracking_uri: str | None = None, parent_run_id: str | None = None,
-    progress: bool = True,
+    progress: bool = True, reference_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train one variant (a teacher, or a student with its whole recipe) and log it to MLflow."""
+    """Train one variant (a teacher, or a student with its whole recipe) and log it to MLflow;
+    ``reference_dir`` is the model its objective reads logits of (``spec.reference``: the ERM teacher
+    for confidence regularisation)."""
     from debiaskd import tracking
     from debiaskd.data.store import read_dataset
 
@@ -289,6 +291,9 @@ def train_variant(
     spec = specs[variant]
     if spec.uses_kd and teacher_dir is None:
         raise DebiaskdError(f"variant '{variant}' needs its teacher's model", rule="study design")
+    if spec.reference and reference_dir is None:
+        raise DebiaskdError(f"variant '{variant}' ({spec.method}) needs the model of '{spec.reference}'",
+                            rule="study design")
     ds = read_dataset(dataset_dir)
     train_name = "train_augmented" if spec.augment and "train_augmented" in ds.splits else "train"
     train, validation = ds.splits[train_name], ds.splits["validation"]
@@ -305,16 +310,18 @@ def train_variant(
     monitor = tracking.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
     try:
         with monitor:
+            reference = _reference_logits(cfg, reference_dir, train, out_dir) if spec.reference else None
             if spec.role == "teacher" or not spec.uses_kd:
                 from debiaskd.train import train_model
 
                 result = train_model(spec, cfg, train, validation, seed, model_dir,
-                                     bias_probs=_bias_probs(train), progress=progress)
+                                     bias_probs=_bias_probs(train), progress=progress, conf_reg_logits=reference)
             else:
                 from debiaskd.distill import distill_student
 
                 result = distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
-                                         bias_probs=_bias_probs(train), progress=progress)
+                                         bias_probs=_bias_probs(train), progress=progress,
+                                         conf_reg_logits=reference)
     except BaseException:
         if run_id:
             tracking.end_run(tracking_uri, run_id, "FAILED")
@@ -338,16 +345,26 @@ def train_variant(
     return out
 
 
+def _reference_logits(cfg: StudyConfig, reference_dir: str | Path, train, out_dir: Path):
+    """The reference model's logits on ``train`` (read from what the reference shared beside its model)."""
+    from debiaskd.distill import cached_teacher_logits, teacher_cache_dir
+
+    return cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", cfg,
+                                 shared=[teacher_cache_dir(reference_dir)])
+
+
 def _share_teacher_logits(cfg: StudyConfig, specs: dict, variant: str, ds, model_dir: str | Path) -> None:
-    """A teacher that students distil from computes its logits on their training splits once, beside
-    its model, so the student tasks (separate processes) read them instead of each recomputing."""
-    students = [s for s in specs.values() if s.teacher == variant]
+    """A teacher that students distil from (or whose logits an objective reads: ``spec.reference``)
+    computes its logits on their training splits once, beside its model, so the tasks that need them
+    (separate processes) read them instead of each recomputing."""
     transfer = cfg.task == "nli" and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
-    if not students or not cfg.distill.cache_teacher or transfer:
+    kd_cached = cfg.distill.cache_teacher and not transfer
+    readers = [s for s in specs.values() if s.reference == variant or (s.teacher == variant and kd_cached)]
+    if not readers:
         return
     from debiaskd.distill import precompute_teacher_logits
 
-    names = {"train_augmented" if s.augment and "train_augmented" in ds.splits else "train" for s in students}
+    names = {"train_augmented" if s.augment and "train_augmented" in ds.splits else "train" for s in readers}
     precompute_teacher_logits(model_dir, [ds.splits[n] for n in sorted(names)], cfg)
 
 
@@ -386,6 +403,7 @@ def train_and_evaluate(
     config_yaml: str | StudyConfig, variant: str, seed: int, dataset_dir: str | Path, model_dir: str | Path,
     eval_dir: str | Path, teacher_dir: str | Path | None = None, tracking_uri: str | None = None,
     parent_run_id: str | None = None, progress: bool = True, concurrent: int = 1,
+    reference_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """:func:`train_variant` then :func:`evaluate_variant` in one process (one pipeline task per variant:
     the model is evaluated while loaded libraries are warm, instead of in a second task); ``concurrent``
@@ -393,7 +411,7 @@ def train_and_evaluate(
     if concurrent > 1:
         share_cpus(concurrent)
     trained = train_variant(config_yaml, variant, seed, dataset_dir, model_dir, teacher_dir, tracking_uri,
-                            parent_run_id, progress)
+                            parent_run_id, progress, reference_dir)
     return trained, evaluate_variant(config_yaml, model_dir, dataset_dir, eval_dir, tracking_uri)
 
 
@@ -712,12 +730,11 @@ def _run_steps(cfg: StudyConfig, out: Path, tracking_uri: str | None, parent: st
         trained: dict[str, Path] = {}
         for name, spec in variant_specs(cfg).items():
             tdir = out / "train" / run_name(name, seed)
-            teacher_dir = None
-            if spec.teacher:
-                teacher_dir = Path(read_result(trained[spec.teacher])["model_dir"])
+            teacher_dir, reference_dir = (Path(read_result(trained[v])["model_dir"]) if v else None
+                                          for v in (spec.teacher, spec.reference))
             edir = out / "eval" / run_name(name, seed)
             train_and_evaluate(cfg, name, seed, out / "augmented", tdir, edir, teacher_dir, tracking_uri, parent,
-                               progress)
+                               progress, reference_dir=reference_dir)
             trained[name] = tdir
             evals.append(edir)
         if cfg.analysis.enabled and seed == cfg.seeds[0]:

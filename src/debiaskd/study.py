@@ -12,6 +12,9 @@ from typing import Literal
 from debiaskd.config import VARIANTS, StudyConfig
 
 Role = Literal["teacher", "student"]
+#: debiasing objectives that need an ERM-trained model's logits on the training rows
+NEEDS_ERM_REFERENCE = ("conf_reg",)
+ERM_REFERENCE = "teacher_erm"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class VariantSpec:
     augment: bool = False  # bias-aware counter-examples added to train
     rounds: int = 1  # rounds of (iterative) distillation
     teacher_init: bool = False  # student layers initialised from the teacher's
+    #: variant whose logits the objective needs besides the labels: the ERM teacher's for confidence
+    #: regularisation (Utama et al. 2020 scale the bias-weighted ERM predictions), else None
+    reference: str | None = None
 
     @property
     def uses_kd(self) -> bool:
@@ -44,13 +50,14 @@ def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
     debias = cfg.debias_method
     teacher = "teacher_debiased"
     rounds = cfg.distill.rounds
+    reference = ERM_REFERENCE if debias in NEEDS_ERM_REFERENCE else None
     specs = [
         VariantSpec("teacher_erm", "teacher", "erm"),
-        VariantSpec("teacher_debiased", "teacher", debias),
+        VariantSpec("teacher_debiased", "teacher", debias, reference=reference),
         VariantSpec("student_erm", "student", "erm"),
-        VariantSpec("student_debiased", "student", debias),
+        VariantSpec("student_debiased", "student", debias, reference=reference),
         VariantSpec("student_kd", "student", "erm", teacher=teacher),
-        VariantSpec("student_kd_debiased", "student", debias, teacher=teacher),
+        VariantSpec("student_kd_debiased", "student", debias, teacher=teacher, reference=reference),
         VariantSpec("student_kd_aug", "student", "erm", teacher=teacher, augment=True),
         VariantSpec("student_kd_iterative", "student", "erm", teacher=teacher, rounds=rounds),
         VariantSpec("student_kd_teacher_init", "student", "erm", teacher=teacher, teacher_init=True),
@@ -61,10 +68,10 @@ def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
     ]
     assert tuple(s.name for s in specs) == VARIANTS
     wanted = set(cfg.variants)
-    # a selected student needs its teacher trained too
+    # a selected variant needs its teacher, and the reference its objective reads, trained too
     for spec in specs:
-        if spec.name in wanted and spec.teacher:
-            wanted.add(spec.teacher)
+        if spec.name in wanted:
+            wanted.update(v for v in (spec.teacher, spec.reference) if v)
     return {s.name: s for s in specs if s.name in wanted}
 
 

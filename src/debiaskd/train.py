@@ -359,8 +359,8 @@ def train_model(
     KD (``spec.teacher`` set) uses ``teacher_logits`` (rows aligned with ``train``) or online
     forward passes of ``teacher_model``; hidden/attention transfer needs ``teacher_model``.
     Debiasing follows ``spec.method`` with ``bias_probs`` (or ``train``'s ``bias_probs`` column);
-    ``conf_reg`` also needs ``conf_reg_logits`` (an ERM model's logits on ``train``; falls back to
-    ``teacher_logits``). ``init_from`` initialises a student from teacher weights (``layer_map``
+    ``conf_reg`` also needs ``conf_reg_logits`` (an ERM model's logits on ``train``; a KD teacher's
+    never stand in for them). ``init_from`` initialises a student from teacher weights (``layer_map``
     or evenly spaced); ``student_layers`` overrides the student depth (teacher-assistants).
     """
     started = time.perf_counter()
@@ -424,10 +424,13 @@ def train_model(
         counts = np.bincount(codes)
         obj.sample_weights = torch.as_tensor(1.0 / counts[codes], dtype=torch.float32, device=device)
     if spec.method == "conf_reg":
-        conf = conf_reg_logits if conf_reg_logits is not None else teacher_logits
+        # the ERM reference's logits, never a (debiased) KD teacher's: those are the wrong reference
+        conf = conf_reg_logits
         if conf is None:
-            raise DebiaskdError("conf_reg needs the logits of an ERM-trained model on the training rows",
-                                rule="conf_reg")
+            raise DebiaskdError("conf_reg needs the logits of an ERM-trained model (the study's teacher_erm) on "
+                                "the training rows", rule="conf_reg")
+        if len(conf) != tr.n:
+            raise DebiaskdError(f"{len(conf)} ERM reference logits for {tr.n} training rows", rule="conf_reg")
         obj.conf_probs = torch.softmax(torch.as_tensor(np.asarray(conf), dtype=torch.float32, device=device), -1)
     if spec.method == "group_dro":
         codes, names = _group_codes(frame)
