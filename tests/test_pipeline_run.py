@@ -189,11 +189,15 @@ def test_a_rejected_run_on_the_default_store_ends_failed_with_its_artifacts_unde
     bad = tmp_path / "bad_mnli.tsv"
     bad.write_text("index\tpremise\thypothesis\tgold_label\n0\tA man sleeps.\tA man rests.\tentailment\n"
                    "1\tA dog runs.\t\tmaybe\n2\tA cat sits.\tAn animal sits.\tneutral\n")
+    import os
+
     out, cwd = tmp_path / "run", tmp_path / "cwd"
     cwd.mkdir()
+    # the default store: no MLFLOW_TRACKING_URI (mlflow.set_tracking_uri in this process exports one)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run([sys.executable, "-m", "debiaskd", "run", "--preset", "smoke", "--out", str(out),
                            "--set", f"nli_data.train=mnli:{bad}"], capture_output=True, text=True, timeout=1200,
-                          cwd=cwd)
+                          cwd=cwd, env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert list(cwd.iterdir()) == []  # no ./mlruns, no ./mlflow.db
     c = tracking.client(f"sqlite:///{out / 'mlflow.db'}")
