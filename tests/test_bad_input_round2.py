@@ -678,3 +678,12 @@ def test_unreadable_data_file(tmp_path, capsys, monkeypatch):
     _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys)
     monkeypatch.undo()
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["pairs.jsonl", "pairs.json", "pairs.tsv"])
+def test_a_json_array_is_named_as_such_not_as_an_empty_table(name, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_text('[{"premise": "A man sleeps.", "hypothesis": "A man rests.", "gold_label": "entailment"}]\n')
+    err = _fails_cleanly(["data", "validate", "--task", "nli", f"mnli:{path}"], [str(path), "JSON array"], capsys,
+                         tmp_path)
+    assert "header but no rows" not in err

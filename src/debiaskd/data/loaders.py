@@ -148,6 +148,10 @@ def _read_text(path: Path) -> str:
 def _read_tsv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     text = _read_text(path)
     _refuse_nul(text, path)
+    if text.lstrip()[:1] == "[":  # a JSON array read as a table would be "a header but no rows"
+        raise DebiaskdError("this file holds a JSON array (it starts with '['); expected JSON Lines (one JSON "
+                            "object per line) or tab-separated text with a header row", file=str(path),
+                            rule="file format")
     try:
         rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
     except csv.Error as exc:  # a field over the csv module's size limit, …
