@@ -434,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except SystemExit as exc:  # typer's own exits (--help)
         return int(exc.code or 0)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM during a run: say so, exit as shells expect
+        err.print("[yellow]interrupted[/]")
+        return 130
     except Exception as exc:
         # typer bundles its own click: recognise its usage errors by shape
         if type(exc).__name__ == "Abort":
