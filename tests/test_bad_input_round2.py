@@ -667,3 +667,50 @@ def test_unreadable_data_file(tmp_path, capsys, monkeypatch):
     _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys)
     monkeypatch.undo()
     assert _snapshot(tmp_path) == before
+
+
+# --------------------------------------- found by the property suite (test_bad_input_properties.py)
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("config-drops-hidden-size", "config.json does not describe the weights"),
+    ("config-value-of-wrong-type", "config.json does not describe the weights"),
+    ("meta-label-names-null", "label_names"),
+    ("meta-task-unknown", "'task' must be"),
+    ("meta-vision-without-arch", "lacks 'arch'"),
+])
+def test_model_folder_metadata_of_the_wrong_shape(kind, fragment, smoke, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(smoke["model"], folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    meta = json.loads((folder / "debiaskd.json").read_text(encoding="utf-8"))
+    if kind == "config-drops-hidden-size":
+        del config["hidden_size"]  # transformers builds a 768-wide model: the weights do not fit
+    elif kind == "config-value-of-wrong-type":
+        config["add_cross_attention"] = None
+    elif kind == "meta-label-names-null":
+        meta["label_names"] = None
+    elif kind == "meta-task-unknown":
+        meta["task"] = ["nli"]
+    else:
+        meta = {"task": "vision", "width": 4}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "debiaskd.json").write_text(json.dumps(meta), encoding="utf-8")
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(folder), "--data", "generated:challenge",
+                    "--limit", "10"], [str(folder), fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["name-too-long", "under-a-broken-symlink"])
+def test_output_paths_that_cannot_be_created_are_refused_before_work(kind, smoke, tmp_path, capsys, monkeypatch):
+    import debiaskd.evaluate as ev
+
+    if kind == "name-too-long":
+        path, fragment = tmp_path / "new" / ("x" * 300 + ".json"), "longer than this file system allows"
+    else:
+        os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+        path, fragment = tmp_path / "dangling" / "out.json", "broken symbolic link"
+    monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data",
+                    "generated:challenge", "--json", str(path)], [str(path)[:200], "--json", fragment], capsys,
+                   tmp_path)
