@@ -432,7 +432,7 @@ def _rehash(folder: Path, name: str) -> None:
     manifest_file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-@_settings(25)
+@_settings(20)
 @given(data=st.data())
 def test_corrupted_dataset_folder_is_read_or_refused_cleanly(bases, data):
     """``data validate --task nli DIR`` on a generated smoke dataset with its manifest or a split file corrupted."""

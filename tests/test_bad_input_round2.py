@@ -714,3 +714,49 @@ def test_output_paths_that_cannot_be_created_are_refused_before_work(kind, smoke
     _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data",
                     "generated:challenge", "--json", str(path)], [str(path)[:200], "--json", fragment], capsys,
                    tmp_path)
+
+
+def _rehash_split(folder: Path, name: str) -> None:
+    """Make the manifest's hash match an edited split file, as if debiaskd had written it."""
+    import hashlib
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    for info in manifest["splits"].values():
+        if name in info["files"]:
+            parts = [hashlib.sha256((folder / fn).read_bytes()).hexdigest().encode() + fn.encode()
+                     for fn in info["files"]]
+            info["sha256"] = hashlib.sha256(b"".join(parts)).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("line-not-an-object", "not an object"),
+    ("line-nested-too-deeply", "nested too deeply"),
+    ("challenge-row-without-label", "label set"),
+    ("challenge-label-an-object", "label set"),
+])
+def test_dataset_split_rows_of_the_wrong_shape(kind, fragment, smoke, tmp_path, capsys):
+    """Split files whose hashes match but whose rows are not objects, or lack a label, or hold an object where
+    the label was: named, not crashed on (the validator's cross-split checks read every value as text)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(smoke["nli"], folder)
+    name = "test.jsonl" if kind.startswith("line") else "challenge.jsonl"
+    lines = (folder / name).read_text(encoding="utf-8").splitlines()
+    if kind == "line-not-an-object":
+        lines[0] = "null"
+    elif kind == "line-nested-too-deeply":
+        lines[0] = "[" * 100_000 + "]" * 100_000
+    elif kind == "challenge-row-without-label":
+        lines[0] = "{}"
+    else:
+        row = json.loads(lines[0])
+        row["label"] = {"gold": ["non-entailment"]}
+        lines[0] = json.dumps(row)
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _rehash_split(folder, name)
+    _fails_cleanly(["data", "validate", "--preset", "smoke", str(folder)], [str(folder / name), fragment], capsys,
+                   tmp_path)
