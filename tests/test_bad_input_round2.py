@@ -760,3 +760,13 @@ def test_dataset_split_rows_of_the_wrong_shape(kind, fragment, smoke, tmp_path, 
     _rehash_split(folder, name)
     _fails_cleanly(["data", "validate", "--preset", "smoke", str(folder)], [str(folder / name), fragment], capsys,
                    tmp_path)
+
+
+def test_compile_to_a_json_path_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    """kfp writes the IR with its platform spec as YAML only: ``--out x.json`` crashed after compiling."""
+    import debiaskd.cli as cli
+
+    monkeypatch.setattr(cli, "_compile_to_text", lambda *a, **k: pytest.fail("compiled before checking --out"))
+    out = tmp_path / "pipeline.json"
+    _fails_cleanly(["compile", "--preset", "smoke", "--out", str(out)], [str(out), "--out", ".yaml"], capsys,
+                   tmp_path)
