@@ -247,10 +247,10 @@ def compile_cmd(
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
     _check_task(task, ("nli", "vision"))
+    check_output_file(out_file, "--out")  # first: what the path is (a folder, under a file…) says more
     if out_file.suffix.lower() == ".json":
         raise DebiaskdError("--out: the pipeline is compiled to YAML (the Kubeflow IR with its platform spec cannot "
                             "be written as JSON); give a .yaml or .yml file", file=str(out_file), rule="usage")
-    check_output_file(out_file, "--out")
     cfg = _config(preset, config, overrides, task)
     text = _compile_to_text(cfg, out_file)
     write_text_atomic(out_file, text, "--out")
