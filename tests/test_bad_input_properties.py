@@ -50,8 +50,15 @@ LABELS = ("entailment", "neutral", "contradiction")
 _SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
+# For a longer hunt (not in CI): DEBIASKD_PROPERTY_SCALE=5 multiplies the examples, DEBIASKD_PROPERTY_RANDOM=1
+# draws fresh ones on each run instead of the fixed, reproducible sequence.
+_SCALE = float(os.environ.get("DEBIASKD_PROPERTY_SCALE", "1"))
+_RANDOM = os.environ.get("DEBIASKD_PROPERTY_RANDOM") == "1"
+
+
 def _settings(n: int) -> settings:
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None, suppress_health_check=_SLOW)
+    return settings(max_examples=max(1, round(n * _SCALE)), deadline=None, derandomize=not _RANDOM, database=None,
+                    suppress_health_check=_SLOW)
 
 
 # --------------------------------------------------------------------------- running the CLI
