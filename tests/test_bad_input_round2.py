@@ -212,7 +212,9 @@ def test_json_output_is_written_whole(smoke, tmp_path, capsys):
     assert main(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data", "generated:challenge",
                  "--limit", "20", "--json", str(out)]) == 0
     capsys.readouterr()
-    assert json.loads(out.read_text(encoding="utf-8"))["n"] == 20
+    written = json.loads(out.read_text(encoding="utf-8"))
+    # 20 pairs evaluated; the headline counts the held-out constructions among them
+    assert written["n_total"] == 20 and 0 < written["n"] <= 20
     assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]
 
 
@@ -687,3 +689,104 @@ def test_a_json_array_is_named_as_such_not_as_an_empty_table(name, tmp_path, cap
     err = _fails_cleanly(["data", "validate", "--task", "nli", f"mnli:{path}"], [str(path), "JSON array"], capsys,
                          tmp_path)
     assert "header but no rows" not in err
+# --------------------------------------- found by the property suite (test_bad_input_properties.py)
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("config-drops-hidden-size", "config.json does not describe the weights"),
+    ("config-value-of-wrong-type", "config.json does not describe the weights"),
+    ("meta-label-names-null", "label_names"),
+    ("meta-task-unknown", "'task' must be"),
+    ("meta-vision-without-arch", "lacks 'arch'"),
+])
+def test_model_folder_metadata_of_the_wrong_shape(kind, fragment, smoke, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(smoke["model"], folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    meta = json.loads((folder / "debiaskd.json").read_text(encoding="utf-8"))
+    if kind == "config-drops-hidden-size":
+        del config["hidden_size"]  # transformers builds a 768-wide model: the weights do not fit
+    elif kind == "config-value-of-wrong-type":
+        config["add_cross_attention"] = None
+    elif kind == "meta-label-names-null":
+        meta["label_names"] = None
+    elif kind == "meta-task-unknown":
+        meta["task"] = ["nli"]
+    else:
+        meta = {"task": "vision", "width": 4}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "debiaskd.json").write_text(json.dumps(meta), encoding="utf-8")
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(folder), "--data", "generated:challenge",
+                    "--limit", "10"], [str(folder), fragment], capsys, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["name-too-long", "under-a-broken-symlink"])
+def test_output_paths_that_cannot_be_created_are_refused_before_work(kind, smoke, tmp_path, capsys, monkeypatch):
+    import debiaskd.evaluate as ev
+
+    if kind == "name-too-long":
+        path, fragment = tmp_path / "new" / ("x" * 300 + ".json"), "longer than this file system allows"
+    else:
+        os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+        path, fragment = tmp_path / "dangling" / "out.json", "broken symbolic link"
+    monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data",
+                    "generated:challenge", "--json", str(path)], [str(path)[:200], "--json", fragment], capsys,
+                   tmp_path)
+
+
+def _rehash_split(folder: Path, name: str) -> None:
+    """Make the manifest's hash match an edited split file, as if debiaskd had written it."""
+    import hashlib
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    for info in manifest["splits"].values():
+        if name in info["files"]:
+            parts = [hashlib.sha256((folder / fn).read_bytes()).hexdigest().encode() + fn.encode()
+                     for fn in info["files"]]
+            info["sha256"] = hashlib.sha256(b"".join(parts)).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("kind", "fragment"), [
+    ("line-not-an-object", "not an object"),
+    ("line-nested-too-deeply", "nested too deeply"),
+    ("challenge-row-without-label", "label set"),
+    ("challenge-label-an-object", "label set"),
+])
+def test_dataset_split_rows_of_the_wrong_shape(kind, fragment, smoke, tmp_path, capsys):
+    """Split files whose hashes match but whose rows are not objects, or lack a label, or hold an object where
+    the label was: named, not crashed on (the validator's cross-split checks read every value as text)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(smoke["nli"], folder)
+    name = "test.jsonl" if kind.startswith("line") else "challenge.jsonl"
+    lines = (folder / name).read_text(encoding="utf-8").splitlines()
+    if kind == "line-not-an-object":
+        lines[0] = "null"
+    elif kind == "line-nested-too-deeply":
+        lines[0] = "[" * 100_000 + "]" * 100_000
+    elif kind == "challenge-row-without-label":
+        lines[0] = "{}"
+    else:
+        row = json.loads(lines[0])
+        row["label"] = {"gold": ["non-entailment"]}
+        lines[0] = json.dumps(row)
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _rehash_split(folder, name)
+    _fails_cleanly(["data", "validate", "--preset", "smoke", str(folder)], [str(folder / name), fragment], capsys,
+                   tmp_path)
+
+
+def test_compile_to_a_json_path_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    """kfp writes the IR with its platform spec as YAML only: ``--out x.json`` crashed after compiling."""
+    import debiaskd.cli as cli
+
+    monkeypatch.setattr(cli, "_compile_to_text", lambda *a, **k: pytest.fail("compiled before checking --out"))
+    out = tmp_path / "pipeline.json"
+    _fails_cleanly(["compile", "--preset", "smoke", "--out", str(out)], [str(out), "--out", ".yaml"], capsys,
+                   tmp_path)

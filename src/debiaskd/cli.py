@@ -65,7 +65,7 @@ def _compile_to_text(cfg, out_file: Path) -> str:
     from debiaskd.pipeline import compile_pipeline
 
     with tempfile.TemporaryDirectory(prefix="debiaskd-compile-") as tmp:
-        path = Path(tmp) / (out_file.name if out_file.suffix in (".yaml", ".yml", ".json") else "pipeline.yaml")
+        path = Path(tmp) / "pipeline.yaml"  # with the platform spec, kfp serialises YAML only
         compile_pipeline(cfg, str(path), platform=True)
         return path.read_text(encoding="utf-8")
 
@@ -247,7 +247,10 @@ def compile_cmd(
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
     _check_task(task, ("nli", "vision"))
-    check_output_file(out_file, "--out")
+    check_output_file(out_file, "--out")  # first: what the path is (a folder, under a file…) says more
+    if out_file.suffix.lower() == ".json":
+        raise DebiaskdError("--out: the pipeline is compiled to YAML (the Kubeflow IR with its platform spec cannot "
+                            "be written as JSON); give a .yaml or .yml file", file=str(out_file), rule="usage")
     cfg = _config(preset, config, overrides, task)
     text = _compile_to_text(cfg, out_file)
     write_text_atomic(out_file, text, "--out")

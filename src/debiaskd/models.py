@@ -336,7 +336,37 @@ def read_meta(path: str | Path) -> dict[str, Any]:
                             file=str(meta_file), rule="model path") from exc
     if not isinstance(meta, dict):
         raise DebiaskdError(f"{META_FILE} must hold a JSON object", file=str(meta_file), rule="model path")
+    _check_meta(meta, str(meta_file))
     return meta
+
+
+def _check_meta(meta: dict[str, Any], label: str) -> None:
+    """The keys the loaders read have the type :func:`save_model` writes: an edited or corrupt
+    ``debiaskd.json`` is named, not crashed on later (``label_names: null``, ``width: "x"``…)."""
+    from debiaskd.errors import short_repr
+
+    def bad(key: str, want: str) -> DebiaskdError:
+        return DebiaskdError(f"{META_FILE}: '{key}' must be {want}; got {short_repr(meta[key], 80)}", file=label,
+                             rule="model metadata")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if "task" in meta and meta["task"] not in ("nli", "vision"):
+        raise bad("task", "'nli' or 'vision'")
+    if "label_names" in meta:
+        names = meta["label_names"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise bad("label_names", "a non-empty list of label names")
+    for key in ("num_labels", "num_classes", "width"):
+        if key in meta and not (is_int(meta[key]) and 1 <= meta[key] <= 100_000):
+            raise bad(key, "a positive integer")
+    if meta.get("task") == "vision":
+        for key in ("arch", "width"):
+            if key not in meta:
+                raise DebiaskdError(f"{META_FILE} of a vision model lacks '{key}'", file=label, rule="model metadata")
+        if not isinstance(meta["arch"], str):
+            raise bad("arch", "the name of a vision architecture")
 
 
 def load_model(path: str | Path, attn_implementation: str | None = None) -> LoadedModel:
@@ -370,6 +400,7 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
         return LoadedModel(model, meta, None, path)
     if not (path / "config.json").is_file():
         raise DebiaskdError("model folder has no config.json", file=str(path), rule="model path")
+    from huggingface_hub.errors import StrictDataclassError  # a config.json value of the wrong type
     from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
@@ -383,7 +414,14 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
                             rule="model weights") from exc
     except (OSError, ValueError) as exc:
         raise DebiaskdError(
-            f"cannot load model: {str(exc).splitlines()[0]}", file=str(path), rule="model path"
+            f"cannot load model: {_first_line(exc)}", file=str(path), rule="model path"
+        ) from exc
+    except (RuntimeError, TypeError, KeyError, AttributeError, IndexError, StrictDataclassError) as exc:
+        # a config.json edited or truncated into another shape: transformers builds the architecture it
+        # describes and then fails on the weights (size mismatch) or on a value of the wrong type
+        raise DebiaskdError(
+            f"config.json does not describe the weights in this folder, or holds a value of the wrong type "
+            f"({type(exc).__name__}: {_first_line(exc)})", file=str(path / "config.json"), rule="model config",
         ) from exc
     tokenizer = _tokenizer(str(path)) if (path / "tokenizer_config.json").is_file() else None
     if tokenizer is None:
@@ -393,6 +431,11 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
         meta = {"task": "nli", "label_names": [id2label[i] for i in sorted(id2label)]}
     model.eval()
     return LoadedModel(model, meta, tokenizer, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -98,12 +98,37 @@ def _writable_dir(folder: Path) -> bool:
     return True
 
 
+def _check_name_lengths(path: Path, base: Path, option: str, what: str) -> None:
+    """The names ``path`` would create under the existing folder ``base`` fit the file system's limits
+    (NAME_MAX per name, PATH_MAX in all): an over-long name would otherwise fail only at the final write,
+    after the work was done."""
+    try:
+        name_max = os.pathconf(base, "PC_NAME_MAX")
+        path_max = os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    new_parts = path.parts[len(base.parts):] if path.parts[:len(base.parts)] == base.parts else path.parts
+    for part in new_parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise DebiaskdError(f"{option}: cannot create {what} here: the name {part[:60]!r}… is {size} bytes, "
+                                f"longer than this file system allows ({name_max})", file=str(path),
+                                rule="writable output")
+    if len(os.fsencode(os.path.abspath(path))) >= path_max:
+        raise DebiaskdError(f"{option}: cannot create {what} here: the path is longer than this file system "
+                            f"allows ({path_max} bytes)", file=str(path), rule="writable output")
+
+
 def _check_creatable(path: Path, option: str, what: str) -> None:
-    """``path`` is absent: its nearest existing ancestor must be a writable folder."""
+    """``path`` is absent: its nearest existing ancestor must be a writable folder, and the names to create
+    must fit the file system."""
     for parent in path.parents:
         try:
             st = os.stat(parent)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if os.path.lexists(parent):  # a broken symbolic link: the folder could not be created there
+                raise DebiaskdError(f"{option}: cannot create {what} here: {parent} {describe(parent)}",
+                                    file=str(path), rule="writable output") from exc
             continue
         except OSError as exc:
             raise DebiaskdError(f"{option}: cannot create {what} here: {parent} {describe(parent)}",
@@ -114,6 +139,7 @@ def _check_creatable(path: Path, option: str, what: str) -> None:
         if not _writable_dir(parent):
             raise DebiaskdError(f"{option}: cannot create {what} here: the folder {parent} is not writable",
                                 file=str(path), rule="writable output")
+        _check_name_lengths(path, parent, option, what)
         return
 
 

@@ -92,10 +92,16 @@ def jsonl_to_frame(data: bytes, file_label: str, columns: tuple[str, ...] = NLI_
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DebiaskdError(f"line {i} is not valid JSON ({exc.msg})", file=file_label,
                                 rule="jsonl", examples=[line[:200]]) from exc
+        except RecursionError as exc:
+            raise DebiaskdError(f"line {i} is JSON nested too deeply", file=file_label, rule="jsonl") from exc
+        if not isinstance(row, dict):
+            raise DebiaskdError(f"line {i} is a JSON {type(row).__name__}, not an object (one row per line)",
+                                file=file_label, rule="jsonl", examples=[line[:200]])
+        rows.append(row)
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     keys: list[str] = list(rows[0].keys())
@@ -309,7 +315,12 @@ def read_split_file(path: Path, task: str, name: str) -> Split:
     if not rows_file.is_file():
         raise DebiaskdError("split file missing", file=str(rows_file), rule="dataset folder")
     cols = VISION_COLUMNS if task == "vision" else NLI_COLUMNS
-    frame = jsonl_to_frame(rows_file.read_bytes(), str(rows_file), cols)
+    try:
+        data = rows_file.read_bytes()
+    except OSError as exc:
+        raise DebiaskdError(f"cannot read this file ({exc.strerror})", file=str(rows_file),
+                            rule="readable file") from exc
+    frame = jsonl_to_frame(data, str(rows_file), cols)
     if task != "vision":
         return frame
     img_file = path / f"{name}_images.npy"

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import itertools
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ def _nli_rules(df: pd.DataFrame, cfg: ValidationConfig) -> tuple[pd.DataFrame, l
         rules.append(("group = heuristic/label",
                       E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
     if "pair_id" in frame.columns:
-        frame["_pair_id"] = frame["pair_id"].astype(str)
+        frame["_pair_id"] = _as_text(frame["pair_id"])
         rules.append(("unique pair_id", E.ExpectColumnValuesToBeUnique(column="_pair_id")))
     if "construction" in frame.columns:  # optional; rows without a mark (None) are allowed
         frame["_construction_ok"] = frame["construction"].map(lambda v: v is None or isinstance(v, str) or (
@@ -355,11 +356,17 @@ def validate_split(df_or_split: Split, task: str, split_name: str, file_label: s
 
 
 # ------------------------------------------------------------------ cross-split checks
+def _as_text(series: pd.Series) -> pd.Series:
+    """Every value as text, hashable and sortable: a missing value, a number, a list or an object in a
+    corrupt file becomes its ``str`` (pandas' ``astype(str)`` keeps NaN as NaN)."""
+    return series.map(lambda v: v if isinstance(v, str) else str(v)).astype(object)
+
+
 def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConfig) -> list[Failure]:
     frame = split.frame if isinstance(split, ImageSplit) else split
     if "label" not in frame.columns or frame.empty:
         return []
-    shares = frame["label"].astype(str).value_counts(normalize=True)
+    shares = _as_text(frame["label"]).value_counts(normalize=True)
     top = shares.index[0]
     if shares.iloc[0] > cfg.max_label_share:
         return [Failure(file_label, "label balance", "max label share",
@@ -374,15 +381,15 @@ def _leaks(train: Split, other: Split, name: str, file_label: str, task: str) ->
     of = other.frame if isinstance(other, ImageSplit) else other
     id_col = "image_id" if task == "vision" else "pair_id"
     if id_col in tf.columns and id_col in of.columns:
-        shared = of[of[id_col].astype(str).isin(set(tf[id_col].astype(str)))]
+        shared = of[_as_text(of[id_col]).isin(set(_as_text(tf[id_col])))]
         if len(shared):
             out.append(Failure(file_label, f"no {id_col} shared between train and {name}", "cross-split leak",
                                f"{len(shared)} id(s) of '{name}' also occur in train",
                                [_example(of, int(i), (id_col,)) for i in np.flatnonzero(
-                                   of[id_col].astype(str).isin(set(tf[id_col].astype(str))))[:MAX_EXAMPLES]]))
+                                   _as_text(of[id_col]).isin(set(_as_text(tf[id_col]))))[:MAX_EXAMPLES]]))
     if task == "nli" and {"premise", "hypothesis"} <= set(tf.columns) & set(of.columns):
-        train_pairs = set(zip(tf["premise"].astype(str), tf["hypothesis"].astype(str), strict=True))
-        mask = np.array([p in train_pairs for p in zip(of["premise"].astype(str), of["hypothesis"].astype(str),
+        train_pairs = set(zip(_as_text(tf["premise"]), _as_text(tf["hypothesis"]), strict=True))
+        mask = np.array([p in train_pairs for p in zip(_as_text(of["premise"]), _as_text(of["hypothesis"]),
                                                         strict=True)], dtype=bool)
         if mask.any():
             out.append(Failure(file_label, f"no (premise, hypothesis) shared between train and {name}",
@@ -405,12 +412,13 @@ def _challenge_groups(split: Split, file_label: str, task: str, cfg: ValidationC
     else:
         if "heuristic" not in frame.columns:
             return []
-        labels = sorted(set(frame["label"].astype(str)))
+        label_text, heuristic_text = _as_text(frame["label"]), _as_text(frame["heuristic"])
+        labels = sorted(set(label_text))
         label_set = list(TWO_WAY_LABELS) if set(labels) <= set(TWO_WAY_LABELS) else labels
-        heuristics = [h for h in dict.fromkeys(frame["heuristic"].astype(str)) if h != NO_HEURISTIC]
+        heuristics = [h for h in dict.fromkeys(heuristic_text) if h != NO_HEURISTIC]
         if any(h in HANS_HEURISTICS for h in heuristics):
             heuristics = list(dict.fromkeys([*HANS_HEURISTICS, *heuristics]))
-        got = frame.groupby(["heuristic", "label"]).size()
+        got = Counter(zip(heuristic_text, label_text, strict=True))
         counts = {f"{h}/{lab}": int(got.get((h, lab), 0)) for h in heuristics for lab in label_set}
     short = {g: n for g, n in counts.items() if n < cfg.min_group_count}
     if not short:
@@ -518,6 +526,6 @@ def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
     except DebiaskdError as exc:
         return _error_report(exc, task, spec)
     frame = split.frame if isinstance(split, ImageSplit) else split
-    hans_like = task == "nli" and "subcase" in frame.columns and frame["subcase"].astype(str).ne("").any()
+    hans_like = task == "nli" and "subcase" in frame.columns and _as_text(frame["subcase"]).ne("").any()
     name = "challenge" if hans_like else "test"
     return validate_splits({name: split}, task, cfg.validation, spec, {name: arg or spec})
