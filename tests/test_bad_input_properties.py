@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -604,3 +605,47 @@ def test_failed_evaluate_creates_no_run_and_registers_nothing(bases, tracking_db
         runs = client.search_runs(experiments, run_view_type=ViewType.ALL) if experiments else []
         assert not runs, [(r.info.run_id, r.info.status) for r in runs]
         assert not client.search_registered_models()
+
+
+# ------------------------------------------------------------------------------- vision data
+def _idx(magic: int, dims: list[int], payload: bytes) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + payload
+
+
+@pytest.fixture(scope="module")
+def vision_bases() -> dict[str, dict[str, bytes]]:
+    """Valid vision folders as bytes: MNIST idx (images + labels) and Waterbirds (metadata.csv + PNGs)."""
+    from PIL import Image
+
+    n = 40
+    rng = random.Random(0)
+    mnist = {"t10k-images-idx3-ubyte": _idx(0x803, [n, 28, 28], bytes(rng.randrange(256) for _ in range(n * 784))),
+             "t10k-labels-idx1-ubyte": _idx(0x801, [n], bytes(i % 10 for i in range(n)))}
+    birds: dict[str, bytes] = {}
+    rows = []
+    for i in range(24):
+        buf = io.BytesIO()
+        Image.new("RGB", (12, 12), (i * 10, 255 - i * 10, 0)).save(buf, format="PNG")
+        birds[f"imgs/{i}.png"] = buf.getvalue()
+        rows.append(f"{i},imgs/{i}.png,{i % 2},{i % 3},{(i // 2) % 2}")
+    birds["metadata.csv"] = ("img_id,img_filename,y,split,place\n" + "\n".join(rows) + "\n").encode()
+    return {"mnist-idx": mnist, "waterbirds": birds}
+
+
+@_settings(30)
+@given(data=st.data())
+def test_corrupted_vision_folders_are_read_or_refused_cleanly(vision_bases, data):
+    """``data validate --task vision`` on an MNIST idx or Waterbirds folder with one file corrupted
+    (truncated, bytes inserted or replaced: a header that lies about the sizes, an image that is not one)."""
+    scheme = data.draw(st.sampled_from(sorted(vision_bases)), label="scheme")
+    files = vision_bases[scheme]
+    name = data.draw(st.sampled_from(sorted(files)), label="file")
+    corrupted = data.draw(byte_corruption(files[name]), label="bytes")
+    with tempfile.TemporaryDirectory(prefix="debiaskd-prop-") as tmp:
+        root = Path(tmp)
+        folder = root / "vision"
+        for rel, content in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(corrupted if rel == name else content)
+        check_outcome(["data", "validate", "--task", "vision", "--preset", "smoke", f"{scheme}:{folder}"], root,
+                      [str(folder)], None, None)
