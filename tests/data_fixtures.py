@@ -48,3 +48,26 @@ def tiny_images(n: int = 64, size: int = 8, seed: int = 0, classes: int = 4) -> 
                           "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
                           "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
     return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))
+
+
+def tree_snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes | str]:
+    """Every entry under ``root`` (no symlink following) with its content, to prove nothing changed;
+    ``skip`` leaves out these paths relative to ``root``."""
+    import os
+
+    found: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if rel in skip:
+                continue
+            if p.is_symlink():
+                found[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                found[rel] = "dir"
+            elif p.is_file():
+                found[rel] = p.read_bytes()
+            else:
+                found[rel] = "special"
+    return found

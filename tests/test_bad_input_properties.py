@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import debiaskd.cli as cli
+from data_fixtures import tree_snapshot
 
 MAX_MESSAGE = 4096
 LABELS = ("entailment", "neutral", "contradiction")
@@ -97,30 +98,10 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes | str]:
-    """Every entry under ``root`` (no symlink following) with its content."""
-    found: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if rel in skip:
-                continue
-            if p.is_symlink():
-                found[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                found[rel] = "dir"
-            elif p.is_file():
-                found[rel] = p.read_bytes()
-            else:
-                found[rel] = "special"
-    return found
-
-
 def check_outcome(argv: list[str], root: Path, names: list[str], output: Path | None,
                   well_formed: Callable[[Path], None] | None, skip: tuple[str, ...] = ()) -> Outcome:
     """The outcome property: exit 0 with ``output`` written whole, or exit 2, cleanly, with nothing changed."""
-    before = snapshot(root, skip)
+    before = tree_snapshot(root, skip)
     result = run_cli(argv)
     event(f"exit {result.code}")  # --hypothesis-show-statistics: how many corruptions were refused
     assert result.code in (0, 2), result.describe()
@@ -137,7 +118,7 @@ def check_outcome(argv: list[str], root: Path, names: list[str], output: Path | 
     assert len(result.err.encode()) <= MAX_MESSAGE, f"{len(result.err.encode())} bytes:\n{result.err[:2000]}"
     squashed = _squash(result.err)
     assert any(_squash(n) in squashed for n in names), f"none of {names} in:\n{result.err[-2500:]}"
-    assert snapshot(root, skip) == before, "a failed command changed files:\n" + result.describe()
+    assert tree_snapshot(root, skip) == before, "a failed command changed files:\n" + result.describe()
     if output is not None:
         assert not output.exists(), result.describe()
     return result
@@ -538,13 +519,13 @@ def test_generated_output_paths_are_refused_before_work_or_written_whole(bases, 
             "validate": (["data", "validate", "--preset", "smoke", f"mnli:{spec}", "--report", str(path)],
                          _json_report, (validate_module, "validate_spec")),
         }[command]
-        before = snapshot(root)
+        before = tree_snapshot(root)
         with mock.patch.object(*work, wraps=getattr(*work)) as worker:
             result = run_cli(argv)
         event(f"{command}: exit {result.code}")
         assert result.code in (0, 2), result.describe()
         assert "Traceback" not in result.err + result.out, result.describe()
-        after = snapshot(root)
+        after = tree_snapshot(root)
         if result.code == 2:
             assert not worker.called, "exit 2 after the work was done:\n" + result.describe()
             assert len(result.err.encode()) <= MAX_MESSAGE

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from data_fixtures import tree_snapshot
 from debiaskd.cli import main
 
 MAX_MESSAGE = 4096
@@ -22,27 +23,9 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def _snapshot(root: Path) -> dict[str, bytes | str]:
-    """Every entry under ``root`` (no symlink following) with its content, to prove nothing changed."""
-    out: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                out[rel] = "dir"
-            elif p.is_file():
-                out[rel] = p.read_bytes()
-            else:
-                out[rel] = "special"
-    return out
-
-
 def _fails_cleanly(argv: list[str], needles: list[str], capsys, root: Path | None = None) -> str:
     """Run ``argv``: exit 2, no traceback, a bounded message naming every needle; nothing under ``root`` changed."""
-    before = _snapshot(root) if root is not None else None
+    before = tree_snapshot(root) if root is not None else None
     code = main(argv)
     captured = capsys.readouterr()
     text = captured.err + captured.out
@@ -53,7 +36,7 @@ def _fails_cleanly(argv: list[str], needles: list[str], capsys, root: Path | Non
     for needle in needles:
         assert _squash(needle) in _squash(text), f"{needle!r} not in:\n{text[-3000:]}"
     if root is not None:
-        assert _snapshot(root) == before, "the failed command changed files"
+        assert tree_snapshot(root) == before, "the failed command changed files"
     return captured.err
 
 
@@ -675,11 +658,11 @@ def test_unreadable_data_file(tmp_path, capsys, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return original(self)
 
-    before = _snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     monkeypatch.setattr(Path, "read_bytes", denied)
     _fails_cleanly(["data", "validate", "--preset", "smoke", f"mnli:{f}"], [str(f), "Permission denied"], capsys)
     monkeypatch.undo()
-    assert _snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("name", ["pairs.jsonl", "pairs.json", "pairs.tsv"])
@@ -721,12 +704,15 @@ def test_model_folder_metadata_of_the_wrong_shape(kind, fragment, smoke, tmp_pat
                     "--limit", "10"], [str(folder), fragment], capsys, tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["name-too-long", "under-a-broken-symlink"])
+@pytest.mark.parametrize("kind", ["name-too-long", "under-a-broken-symlink", "dot-dot-under-a-file"])
 def test_output_paths_that_cannot_be_created_are_refused_before_work(kind, smoke, tmp_path, capsys, monkeypatch):
     import debiaskd.evaluate as ev
 
     if kind == "name-too-long":
         path, fragment = tmp_path / "new" / ("x" * 300 + ".json"), "longer than this file system allows"
+    elif kind == "dot-dot-under-a-file":  # found by the property suite: failed only at the final write
+        (tmp_path / "keep.txt").write_text("keep\n", encoding="utf-8")
+        path, fragment = Path(f"{tmp_path / 'keep.txt'}/.."), "names a folder"
     else:
         os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
         path, fragment = tmp_path / "dangling" / "out.json", "broken symbolic link"

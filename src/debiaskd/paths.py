@@ -148,6 +148,9 @@ def check_output_file(path: str | Path | None, option: str) -> Path | None:
     if path is None:
         return None
     p = Path(path)
+    if os.path.basename(os.path.normpath(str(path))) in ("", ".", "..") or str(path).endswith(("/..", "/.")):
+        raise DebiaskdError(f"{option}: this path ends in '.' or '..', which names a folder; expected a file "
+                            "name", file=str(path), rule="writable output")
     if os.path.lexists(p) or os.path.exists(p):
         if not _kind_ok(p, FILE):
             raise DebiaskdError(f"{option}: this path {describe(p)}; expected a file to write (or a new path)",
