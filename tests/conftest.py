@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The tools this environment installed (dvc, hadolint, ruff, the mlflow CLI, uvicorn for `mlflow models
+# serve`) come first on PATH, as in an activated venv: `PYTHON=/new/venv/bin/python make test` does not
+# activate it, and what a test starts must be this environment's, not whatever else is on PATH.
+_SCRIPTS = sysconfig.get_path("scripts")
+if _SCRIPTS and _SCRIPTS not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join(filter(None, [_SCRIPTS, os.environ.get("PATH")]))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
