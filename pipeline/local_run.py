@@ -127,8 +127,8 @@ def run_local(
     failure: BaseException | None = None
     started = time.time()
     # kfp starts each task as `sys.executable -m kfp.dsl.executor_main ...`: with warm workers that
-    # runs in a child of the server (kfp imported light, as a task imports it: _KFP_RUNTIME)
-    workers = (warm.serving(out / "warm.log", run_modules=(KFP_EXECUTOR,), env={"_KFP_RUNTIME": "true"})
+    # runs in a child of the server
+    workers = (warm.serving(out / "warm.log", run_modules=(KFP_EXECUTOR,))
                if warm_workers else contextlib.nullcontext())
     with log_path.open("w", encoding="utf-8") as log, workers:
         follower = None

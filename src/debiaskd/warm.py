@@ -199,10 +199,10 @@ def probe(message: str | None = None, env: tuple[str, ...] = ()) -> dict[str, An
 def fill_caches() -> None:
     """Fill the caches libraries build on first use, once for every task (no torch computation here:
     see the module docstring)."""
-    from mlflow.utils import requirements_utils
     from transformers import conversion_mapping
 
-    requirements_utils._init_modules_to_packages_map()  # every module's distribution, read when logging a model
+    # (MLflow's module-to-package map is no longer filled here: logged models name their requirements,
+    # so MLflow does not infer them, and the map was reachable only through a private function)
     conversion_mapping.get_checkpoint_conversion_mapping("bert")  # ~1,000 regexes compiled when saving a model
 
 
