@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
 from debiaskd.data.schema import NLI_LABELS
-from debiaskd.inference import predict_proba
-from debiaskd.models import LoadedModel, build_nli_teacher
+from debiaskd.evaluation.inference import predict_proba
+from debiaskd.training.models import LoadedModel, build_nli_teacher
 
 
 def _pairs(n: int, seed: int = 0) -> tuple[pd.DataFrame, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import StudyConfig, load_config
+from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS
 
 
@@ -52,10 +52,10 @@ def _config(quick: bool) -> StudyConfig:
 
 def bench_kd_cached_vs_online(quick: bool) -> dict:
     """One student epoch with KD from cached teacher logits vs online teacher forward passes."""
-    from debiaskd.distill import teacher_logits
-    from debiaskd.models import build_nli_teacher
-    from debiaskd.study import VariantSpec
-    from debiaskd.train import train_model
+    from debiaskd.core.study import VariantSpec
+    from debiaskd.training.distill import teacher_logits
+    from debiaskd.training.loop import train_model
+    from debiaskd.training.models import build_nli_teacher
 
     cfg = _config(quick)
     train = _pairs(384 if quick else 1500)
@@ -103,9 +103,9 @@ def bench_train_vs_hf_trainer(quick: bool) -> dict:
                 "'accelerate>=1.1.0'); the baseline cannot run without it"}
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from debiaskd.models import build_nli_teacher, quiet_transformers
-    from debiaskd.study import VariantSpec
-    from debiaskd.train import train_model
+    from debiaskd.core.study import VariantSpec
+    from debiaskd.training.loop import train_model
+    from debiaskd.training.models import build_nli_teacher, quiet_transformers
 
     quiet_transformers()
     cfg = _config(quick)

@@ -8,7 +8,7 @@ embedded challenge split (issue 3); results are appended as JSON lines to ``--lo
 
 METHOD is ``erm``, ``product_of_experts``, ``reweight`` or ``conf_reg`` (which needs ``--erm-model``,
 a teacher_erm model folder, for the logits it regularises towards). ``--bias-features`` refits the
-bias-only model on a subset of :data:`debiaskd.bias.FEATURE_NAMES`; ``--bias-temperature T`` sets
+bias-only model on a subset of :data:`debiaskd.training.bias.FEATURE_NAMES`; ``--bias-temperature T`` sets
 ``debias.bias_temperature`` (predictions softened to ``p^(1/T)`` renormalised). Since 2026-11-28 the
 ``default`` preset's recipe is a hypothesis-only bias model at T = 2; the earlier rows of RESULTS.md
 ran with the features bias model at T = 1 (add ``--set debias.bias_model=features --set
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from debiaskd import bias as B
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.core.study import VariantSpec
 from debiaskd.data.schema import NLI_LABELS
 from debiaskd.data.store import read_dataset
-from debiaskd.evaluate import evaluate_model
-from debiaskd.study import VariantSpec
-from debiaskd.train import Inputs, predict_logits, resolve_device, train_model
+from debiaskd.evaluation.evaluate import evaluate_model
+from debiaskd.training import bias as B
+from debiaskd.training.loop import Inputs, predict_logits, resolve_device, train_model
 
 
 def refit_bias(train, features: list[str]) -> np.ndarray:
@@ -65,7 +65,7 @@ def main() -> None:
     cfg = load_config("default", overrides=overrides)
     data = args.data
     if data is None:
-        from debiaskd.steps import augment_data, prepare_data
+        from debiaskd.jobs.steps import augment_data, prepare_data
 
         tmp = Path(tempfile.mkdtemp(prefix="probe-data-"))
         prepare_data(cfg, tmp / "raw")
@@ -78,7 +78,7 @@ def main() -> None:
         bias_probs = refit_bias(train, args.bias_features.split(","))
     conf = None
     if args.method == "conf_reg":
-        from debiaskd.models import load_model
+        from debiaskd.training.models import load_model
 
         erm = load_model(args.erm_model)
         inputs = Inputs("nli", train, list(NLI_LABELS), erm.tokenizer, cfg.nli_model.max_length)

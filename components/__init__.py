@@ -3,7 +3,7 @@
 Each function here is a plain Python function; :func:`make_components` turns them into kfp
 components for a given image at compile time (the image comes from the config), so the same
 code runs in the local SubprocessRunner and on a cluster. All logic lives in
-:mod:`debiaskd.steps` and below; nothing in this package computes anything itself.
+:mod:`debiaskd.jobs.steps` and below; nothing in this package computes anything itself.
 """
 
 from __future__ import annotations

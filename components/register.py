@@ -8,7 +8,7 @@ def start_study(config: str, tracking_uri: str, run_name: str, study_key: str, j
                 study: Output[Artifact]):
     """Create the study's parent MLflow run, tagged with ``study_key`` (the pipeline job's id when
     empty); its id travels to later steps in the ``study`` artifact."""
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     study.metadata["run_id"] = steps.start_study(config, tracking_uri, run_name, study.path, study_key or job_id)
 
@@ -18,7 +18,7 @@ def end_study(config: str, tracking_uri: str, study_key: str, job_id: str, statu
     """The exit task: end the study run FINISHED or FAILED from the pipeline's final status; after
     success ``files`` holds the study's report (summary.json, report.md, plots), read back from MLflow,
     and ``report`` one self-contained page of it."""
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     return steps.end_study(config, tracking_uri, study_key or job_id, status.state, files.path, report.path)
 
@@ -27,7 +27,7 @@ def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_ur
                     report: Output[HTML], files: Output[Artifact]) -> str:
     """summary.json + report.md (``files``, and ``report`` as one page); registers the teacher and the
     candidate student; returns the gate's verdict."""
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     eval_dirs, analysis_dirs = steps.collected_dirs([e.path for e in evaluations])
     summary = steps.summarize(config, eval_dirs, files.path, tracking_uri or None,
@@ -39,6 +39,6 @@ def promote_champion(config: str, tracking_uri: str, study: Input[Artifact]) -> 
     """Move ``champion`` to the challenger (the gate is applied again on its evidence tags)."""
     import json
 
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     return json.dumps(steps.promote_challenger(config, tracking_uri))

@@ -1,6 +1,6 @@
 """Training components: a model trained on labels alone, and a student trained beside its teacher.
 
-Each also evaluates the model it trained (bias-stratified, :func:`debiaskd.steps.evaluate_variant`)
+Each also evaluates the model it trained (bias-stratified, :func:`debiaskd.jobs.steps.evaluate_variant`)
 before it exits: one task per variant, so the libraries and the model are loaded once.
 """
 
@@ -15,7 +15,7 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                 reference: Optional[Input[Model]] = None) -> str:  # noqa: UP045
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id.
     ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg)."""
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     reference_dir = steps.read_result(reference.path)["model_dir"] if reference is not None else None
     result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path,
@@ -41,7 +41,7 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
     its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
     metadata.
     """
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     seed = int(teacher.metadata["seed"])
     teacher_dir = steps.read_result(teacher.path)["model_dir"]

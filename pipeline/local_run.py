@@ -18,10 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from debiaskd.config import StudyConfig, save_config
-from debiaskd.errors import DebiaskdError
-from debiaskd.steps import ERROR_FILE_ENV, analysis_pairs, preflight
-from debiaskd.study import variant_specs
+from debiaskd.core.config import StudyConfig, save_config
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.resources import peak_rss_mb
+from debiaskd.core.study import variant_specs
+from debiaskd.jobs.steps import ERROR_FILE_ENV, analysis_pairs, preflight
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
@@ -93,12 +94,13 @@ def run_local(
     """Execute the pipeline with kfp.local; returns the summary (also written to ``out_dir``).
 
     With ``warm_workers`` each task's step runs in a process forked from one that imported the
-    heavy libraries once (:mod:`debiaskd.warm`; its log is ``DIR/warm.log``) instead of paying
+    heavy libraries once (:mod:`debiaskd.runtime.warm`; its log is ``DIR/warm.log``) instead of paying
     for those imports in every task."""
     from kfp import local
 
-    from debiaskd import tracking, warm
     from debiaskd.pipeline.study_pipeline import build_pipeline
+    from debiaskd.runtime import warm
+    from debiaskd.tracking import service as tracking
 
     out = Path(out_dir).resolve()
     try:
@@ -175,20 +177,11 @@ def run_local(
     summary["tracking_uri"] = uri
     summary["pipeline_root"] = str(out / "kfp")
     summary["seconds"] = round(time.time() - started, 1)
-    summary["peak_rss_mb"] = _peak_rss_mb()
+    summary["peak_rss_mb"] = peak_rss_mb(children=True)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, out / "summary.json")
     return summary
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process or its largest finished child (a kfp step), in MiB."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, children) / 1024, 1)
 
 
 def _recorded_errors(path: Path) -> list[dict[str, str]]:
@@ -199,12 +192,13 @@ def _recorded_errors(path: Path) -> list[dict[str, str]]:
 
 def _promoted(cfg: StudyConfig, uri: str, summary: dict[str, Any]) -> dict[str, str] | None:
     """The champion, if this run's candidate is it (the promote task ran and the gate passed)."""
-    from debiaskd import tracking, warm
+    from debiaskd.runtime import warm
+    from debiaskd.tracking import service as tracking
 
     student = (summary.get("registration") or {}).get("student")
     if not student or not student["gate"]["passed"]:
         return None
-    champion = warm.call("debiaskd.steps:champion_version", uri, student["name"])
+    champion = warm.call("debiaskd.jobs.steps:champion_version", uri, student["name"])
     if champion is None or champion != str(student["version"]):
         return None
     return {"name": student["name"], "version": champion, "alias": tracking.CHAMPION}

@@ -4,8 +4,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from debiaskd.config import StudyConfig
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.errors import DebiaskdError
 
 #: a run in one of these states will not change any more (KFP v2 API)
 FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debiaskd.config import StudyConfig, load_config
+from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, ImageSplit
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

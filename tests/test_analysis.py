@@ -23,10 +23,10 @@ from debiaskd.analysis.attention import (
 from debiaskd.analysis.circuits import ablate_heads, attention_heads, head_importance, top_heads
 from debiaskd.analysis.probes import bias_features, negation_present, overlap_rate, probe_layers
 from debiaskd.analysis.run import analyze
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.core.metrics import gold_indices
 from debiaskd.data.schema import NLI_LABELS, TWO_WAY_LABELS, ImageSplit
-from debiaskd.metrics import gold_indices
-from debiaskd.models import LoadedModel, build_nli_student, build_nli_teacher, build_vision_model, save_model
+from debiaskd.training.models import LoadedModel, build_nli_student, build_nli_teacher, build_vision_model, save_model
 
 PNG_MAGIC = b"\x89PNG"
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")

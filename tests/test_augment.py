@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from data_fixtures import shared_file, smoke
-from debiaskd.config import AugmentConfig
+from debiaskd.core.config import AugmentConfig
 from debiaskd.data.augment import augment_nli, augment_nli_with_stats, augment_vision, quality
 from debiaskd.data.generate_nli import full_overlap, has_negation
 from debiaskd.data.loaders import load_spec

@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 
 from debiaskd.cli import main
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.data.build import build_dataset
 from debiaskd.data.schema import ImageSplit
-from debiaskd.data.store import build_dataset, read_dataset, write_dataset
+from debiaskd.data.store import read_dataset, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> dict[str, Path]:
     """The generated smoke benchmark for both tasks, and a tiny saved 2-label NLI model."""
-    from debiaskd.models import build_nli_teacher, save_model
+    from debiaskd.training.models import build_nli_teacher, save_model
 
     root = tmp_path_factory.mktemp("bad-input-base")
     nli = build_dataset(load_config("smoke", task="nli"), root / "nli", "nli")
@@ -446,7 +447,7 @@ def test_corruption_exits_2_naming_file_and_rule(case: Case, base, tmp_path, cap
 @pytest.mark.slow
 def test_bad_training_file_stops_the_pipeline_before_registration(base, tmp_path):
     """A real ``debiaskd run`` on a corrupt training file: exit 2 naming the file, nothing registered."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     frame = _splits(base["nli"])["train"].copy()
     frame.loc[5, "label"] = "perhaps"

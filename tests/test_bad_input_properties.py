@@ -171,8 +171,8 @@ class Bases(dict):
 @pytest.fixture(scope="module")
 def bases() -> dict:
     """The valid inputs, built once: text files, a config, a smoke dataset folder and a tiny model."""
-    from debiaskd.config import load_config
-    from debiaskd.models import build_nli_teacher, save_model
+    from debiaskd.core.config import load_config
+    from debiaskd.training.models import build_nli_teacher, save_model
 
     with tempfile.TemporaryDirectory(prefix="debiaskd-props-") as tmp:
         root = Path(tmp)
@@ -504,7 +504,7 @@ def test_generated_output_paths_are_refused_before_work_or_written_whole(bases, 
     from unittest import mock
 
     import debiaskd.data.validate as validate_module
-    import debiaskd.evaluate as evaluate_module
+    import debiaskd.evaluation.evaluate as evaluate_module
 
     spec = bases["root"] / "mnli-plain.tsv"
     with tempfile.TemporaryDirectory(prefix="debiaskd-prop-") as tmp:

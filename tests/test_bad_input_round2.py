@@ -99,8 +99,8 @@ def test_write_dataset_refuses_directly_too(tmp_path):
     """The library function (used by the pipeline steps) applies the same rule."""
     import pandas as pd
 
+    from debiaskd.core.errors import DebiaskdError
     from debiaskd.data.store import write_dataset
-    from debiaskd.errors import DebiaskdError
 
     target = tmp_path / "t"
     target.mkdir()
@@ -114,9 +114,9 @@ def test_write_dataset_refuses_directly_too(tmp_path):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict[str, Path]:
     """The generated smoke NLI benchmark and a tiny saved model, built once."""
-    from debiaskd.config import load_config
-    from debiaskd.data.store import build_dataset
-    from debiaskd.models import build_nli_teacher, save_model
+    from debiaskd.core.config import load_config
+    from debiaskd.data.build import build_dataset
+    from debiaskd.training.models import build_nli_teacher, save_model
 
     root = tmp_path_factory.mktemp("round2-base")
     nli = build_dataset(load_config("smoke", task="nli"), root / "nli", "nli")
@@ -149,7 +149,7 @@ BLOCKERS = ["directory", "under-a-file", "deep-under-a-file", "unwritable"]
 # ------------------------------------------------------------------------ 2. outputs
 @pytest.mark.parametrize("kind", BLOCKERS)
 def test_evaluate_json_output_checked_before_any_work(kind, smoke, tmp_path, capsys, monkeypatch):
-    import debiaskd.evaluate as ev
+    import debiaskd.evaluation.evaluate as ev
 
     path, fragment = _blockers(tmp_path)[kind]
     monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated before checking --json"))
@@ -250,8 +250,8 @@ def test_bad_tracking_uri_exits_2_before_any_work(case, command, smoke, tmp_path
 
 
 def test_tracking_client_raises_a_debiaskd_error(tmp_path):
-    from debiaskd import tracking
-    from debiaskd.errors import DebiaskdError
+    from debiaskd.core.errors import DebiaskdError
+    from debiaskd.tracking import service as tracking
 
     (tmp_path / "t.txt").write_text("x" * 100, encoding="utf-8")
     with pytest.raises(DebiaskdError, match="not a SQLite database"):
@@ -295,7 +295,7 @@ def test_config_values_refused_at_parse_time(case, setting, needle, command, tmp
 
 @pytest.mark.parametrize("limit", ["0", "-1", "-1000"])
 def test_evaluate_limit_must_be_positive(limit, smoke, tmp_path, capsys, monkeypatch):
-    import debiaskd.evaluate as ev
+    import debiaskd.evaluation.evaluate as ev
 
     monkeypatch.setattr(ev, "evaluate_spec", lambda *a, **k: pytest.fail("evaluated with a bad --limit"))
     _fails_cleanly(["evaluate", "--preset", "smoke", "--model", str(smoke["model"]), "--data", "generated:challenge",
@@ -305,8 +305,8 @@ def test_evaluate_limit_must_be_positive(limit, smoke, tmp_path, capsys, monkeyp
 def test_sample_split_refuses_non_positive_limits():
     import pandas as pd
 
-    from debiaskd.errors import DebiaskdError
-    from debiaskd.evaluate import sample_split
+    from debiaskd.core.errors import DebiaskdError
+    from debiaskd.evaluation.evaluate import sample_split
 
     for bad in (0, -3):
         with pytest.raises(DebiaskdError, match="positive"):
@@ -342,7 +342,7 @@ def test_hostile_config_files_give_bounded_messages(kind, tmp_path, capsys):
 
 
 def test_error_rendering_is_bounded_centrally():
-    from debiaskd.errors import DebiaskdError
+    from debiaskd.core.errors import DebiaskdError
 
     nested: list = ["x"] * 9
     for _ in range(6):
@@ -413,9 +413,9 @@ def test_folder_specs_given_a_file(kind, tmp_path, capsys):
 
 def test_run_inprocess_refuses_a_folder_it_did_not_make(tmp_path):
     """The in-process runner replaces its output folder: only one it made itself (marker), or an empty one."""
-    from debiaskd.config import load_config
-    from debiaskd.errors import DebiaskdError
-    from debiaskd.steps import run_inprocess
+    from debiaskd.core.config import load_config
+    from debiaskd.core.errors import DebiaskdError
+    from debiaskd.jobs.steps import run_inprocess
 
     target = tmp_path / "results"
     target.mkdir()
@@ -625,7 +625,7 @@ def test_truncated_model_folders(kind, fragment, smoke, tmp_path, capsys):
 def test_ten_class_vision_model_on_two_class_data(tmp_path, capsys):
     from PIL import Image
 
-    from debiaskd.models import build_vision_model, save_model
+    from debiaskd.training.models import build_vision_model, save_model
 
     model = save_model(build_vision_model("cnn_small", 4, 10, 0), tmp_path / "vision-model",
                        {"task": "vision", "arch": "cnn_small", "width": 4, "num_classes": 10})
@@ -706,7 +706,7 @@ def test_model_folder_metadata_of_the_wrong_shape(kind, fragment, smoke, tmp_pat
 
 @pytest.mark.parametrize("kind", ["name-too-long", "under-a-broken-symlink", "dot-dot-under-a-file"])
 def test_output_paths_that_cannot_be_created_are_refused_before_work(kind, smoke, tmp_path, capsys, monkeypatch):
-    import debiaskd.evaluate as ev
+    import debiaskd.evaluation.evaluate as ev
 
     if kind == "name-too-long":
         path, fragment = tmp_path / "new" / ("x" * 300 + ".json"), "longer than this file system allows"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from data_fixtures import tiny_images
-from debiaskd import bias
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import COLOR_NAMES, NLI_COLUMNS, NLI_LABELS
-from debiaskd.errors import DebiaskdError
+from debiaskd.training import bias
 
 NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
 VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
@@ -126,7 +126,7 @@ def test_cross_fit_and_add_bias_probs() -> None:
 def test_features_model_on_the_embedded_benchmark() -> None:
     """On the generated data the feature model learns the shortcut: entailment for every HANS heuristic."""
     generate = pytest.importorskip("debiaskd.data.generate_nli")
-    from debiaskd.config import load_config
+    from debiaskd.core.config import load_config
 
     splits = generate.generate_nli(load_config("smoke").nli_data)
     model = bias.fit_bias_model(splits["train"], "features", seed=0)

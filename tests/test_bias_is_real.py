@@ -7,10 +7,10 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from debiaskd.bias import fit_bias_model
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
 from debiaskd.data.generate_nli import generate_nli, words
 from debiaskd.data.schema import HANS_HEURISTICS, to_two_way
+from debiaskd.training.bias import fit_bias_model
 
 
 @pytest.fixture(scope="module")

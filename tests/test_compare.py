@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from debiaskd import tracking
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.tracking import service as tracking
 
 GROUPS = ("lexical_overlap/entailment", "lexical_overlap/non-entailment", "subsequence/entailment",
           "subsequence/non-entailment", "constituent/entailment", "constituent/non-entailment",

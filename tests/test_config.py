@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from debiaskd.config import VARIANTS, config_from_yaml_text, load_config
-from debiaskd.errors import DebiaskdError
-from debiaskd.study import variant_specs
+from debiaskd.core.config import VARIANTS, config_from_yaml_text, load_config
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.study import variant_specs
 
 
 def test_presets_differ_where_they_should():
@@ -84,7 +84,7 @@ def test_every_variant_is_configured_and_students_pull_their_teacher():
 
 
 def test_saved_yaml_is_plain(tmp_path):
-    from debiaskd.config import save_config
+    from debiaskd.core.config import save_config
 
     path = save_config(load_config("smoke"), tmp_path / "r.yaml")
     data = yaml.safe_load(path.read_text())

@@ -10,7 +10,7 @@ import types
 import pandas as pd
 import pytest
 
-from debiaskd.config import AugmentConfig, NLIDataConfig
+from debiaskd.core.config import AugmentConfig, NLIDataConfig
 from debiaskd.data import augment as A
 from debiaskd.data import generate_nli as g
 from debiaskd.data.constructions import overlap, signature, signatures

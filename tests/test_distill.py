@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from debiaskd import distill as distill_mod
-from debiaskd.bias import fit_bias_model
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.core.study import VariantSpec, variant_specs
 from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, ImageSplit
-from debiaskd.distill import cached_teacher_logits, distill_student, rounds_dir, teacher_logits
-from debiaskd.models import load_model
-from debiaskd.study import VariantSpec, variant_specs
-from debiaskd.train import Inputs, _Objective, build_for, train_model
+from debiaskd.training import distill as distill_mod
+from debiaskd.training.bias import fit_bias_model
+from debiaskd.training.distill import cached_teacher_logits, distill_student, rounds_dir, teacher_logits
+from debiaskd.training.loop import Inputs, _Objective, build_for, train_model
+from debiaskd.training.models import load_model
 
 NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author"]
 VERBS = ["saw", "helped", "called", "thanked", "met", "paid"]
@@ -118,7 +118,7 @@ def test_vision_teacher_init_copies_matching_stem(tmp_path) -> None:
 
 
 def test_vision_teacher_init_slices_a_wider_teacher_stem() -> None:
-    from debiaskd.models import build_vision_model, init_vision_from_teacher
+    from debiaskd.training.models import build_vision_model, init_vision_from_teacher
 
     teacher = build_vision_model("resnet_small", 8, 10, 0)  # stem of 8 channels
     student = build_vision_model("cnn_small", 4, 10, 1)  # stem of 4

@@ -296,7 +296,7 @@ def test_no_secrets_in_image_configuration(dockerfile: Path) -> None:
 
 # ---------------------------------------------------------------------------- tags
 def test_image_tags_match_contract_and_config() -> None:
-    from debiaskd.config import ClusterConfig
+    from debiaskd.core.config import ClusterConfig
 
     images = contract()["images"]
     readme = (DOCKER / "README.md").read_text(encoding="utf-8")
@@ -361,7 +361,7 @@ def test_dockerignore_keeps_junk_and_secrets_out() -> None:
 
 def test_dockerignore_keeps_what_the_dockerfiles_copy() -> None:
     rules = _dockerignore_rules()
-    needed = {"src/debiaskd/config.py", "src/debiaskd/data/schema.py", "pyproject.toml"}
+    needed = {"src/debiaskd/core/config.py", "src/debiaskd/data/schema.py", "pyproject.toml"}
     for dockerfile in DOCKERFILES:
         for ins in parsed(dockerfile):
             if ins.keyword == "COPY" and "--from=" not in ins.args:

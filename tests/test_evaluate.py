@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
 from debiaskd.data.schema import NLI_LABELS, TWO_WAY_LABELS
-from debiaskd.evaluate import EvalResult, compare_models, evaluate_model, evaluate_spec, sample_split
-from debiaskd.inference import predict_proba
-from debiaskd.models import LoadedModel, build_nli_teacher, minilm_path, save_model
+from debiaskd.evaluation.evaluate import EvalResult, compare_models, evaluate_model, evaluate_spec, sample_split
+from debiaskd.evaluation.inference import predict_proba
+from debiaskd.training.models import LoadedModel, build_nli_teacher, minilm_path, save_model
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 SPECIAL = (0, 101, 102)  # [PAD] [CLS] [SEP] of the MiniLM vocabulary

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from conftest import MlflowServer, free_port
-from debiaskd import steps, tracking
 from debiaskd.cli import main
-from debiaskd.config import load_config
-from debiaskd.errors import DebiaskdError
-from debiaskd.train import CHECKPOINT_DIR
+from debiaskd.core.config import load_config
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.jobs import steps
+from debiaskd.tracking import service as tracking
+from debiaskd.training.loop import CHECKPOINT_DIR
 from test_resume import SCRIPT, _checkpoint_step, _reference_in_process, _run
 
 # ------------------------------------------------------------------ (a) SIGKILL at random points
@@ -193,10 +194,10 @@ def test_data_generate_into_an_unwritable_folder_exits_2(tmp_path, capsys):
 
 
 def test_write_dataset_failing_midway_leaves_no_half_written_folder(tmp_path, monkeypatch):
-    from debiaskd.data import store
+    from debiaskd.data import build, store
 
     cfg = load_config("smoke")
-    good = store.build_dataset(cfg, tmp_path / "good", "nli")
+    good = build.build_dataset(cfg, tmp_path / "good", "nli")
     ds = store.read_dataset(good)
     before = {p.name: p.read_bytes() for p in good.iterdir()}
     calls = {"n": 0}

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debiaskd import metrics as M
-from debiaskd.config import GateConfig, load_config
-from debiaskd.gate import _STRICTER, effective_gate, evaluate_gate, threshold_tags, thresholds_from_tags
+from debiaskd.core import metrics as M
+from debiaskd.core.config import GateConfig, load_config
+from debiaskd.core.gate import _STRICTER, effective_gate, evaluate_gate, threshold_tags, thresholds_from_tags
 
 TEACHER = {"in_distribution_accuracy": 0.80, "challenge_accuracy": 0.60, "worst_group_accuracy": 0.40,
            "challenge_auc": 0.70, "heuristic_reliance": 0.30, "in_distribution_majority_rate": 0.34,

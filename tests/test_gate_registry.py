@@ -10,11 +10,12 @@ import sys
 import pytest
 import yaml
 
-from debiaskd import steps, tracking
 from debiaskd.cli import main
-from debiaskd.config import GateConfig, load_config
-from debiaskd.gate import GATE_KEYS, evaluate_gate, threshold_tags
-from debiaskd.models import build_nli_teacher, save_model
+from debiaskd.core.config import GateConfig, load_config
+from debiaskd.core.gate import GATE_KEYS, evaluate_gate, threshold_tags
+from debiaskd.jobs import steps
+from debiaskd.tracking import service as tracking
+from debiaskd.training.models import build_nli_teacher, save_model
 
 TEACHER = {"in_distribution_accuracy": 0.80, "challenge_accuracy": 0.60, "worst_group_accuracy": 0.40,
            "challenge_auc": 0.70, "heuristic_reliance": 0.30, "in_distribution_majority_rate": 0.34,

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from data_fixtures import smoke, tree_digest
-from debiaskd.config import NLIDataConfig, VisionDataConfig
+from debiaskd.core.config import NLIDataConfig, VisionDataConfig
+from debiaskd.data.build import generate_dataset
 from debiaskd.data.generate_nli import MAX_WORDS, full_overlap, generate_nli, has_negation
 from debiaskd.data.generate_vision import generate_vision
 from debiaskd.data.loaders import load_spec
 from debiaskd.data.schema import COLOR_NAMES, HANS_HEURISTICS, NLI_COLUMNS, VISION_COLUMNS
-from debiaskd.data.store import generate_dataset, read_dataset
+from debiaskd.data.store import read_dataset
 
 SMALL = NLIDataConfig(n_train=300, n_validation=60, n_test=90, n_challenge_per_subcase=6, seed=3)
 

@@ -421,7 +421,7 @@ def test_contract_matches_manifests() -> None:
 
 
 def test_contract_matches_cluster_config() -> None:
-    from debiaskd.config import ClusterConfig
+    from debiaskd.core.config import ClusterConfig
 
     c, cfg = contract(), ClusterConfig()
     assert cfg.image == c["images"]["cpu"] and cfg.gpu_image == c["images"]["cuda"]
@@ -432,7 +432,7 @@ def test_contract_matches_cluster_config() -> None:
 
 
 def test_gpu_overlay_schedules_like_the_paper_preset() -> None:
-    from debiaskd.config import load_config
+    from debiaskd.core.config import load_config
 
     cluster = load_config("paper").cluster
     resource = contract()["gpu"]["resource"]

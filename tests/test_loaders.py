@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from data_fixtures import shared_file, smoke
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.data.build import build_dataset
 from debiaskd.data.loaders import hub_reachable, load_spec, parse_spec
 from debiaskd.data.schema import NLI_COLUMNS, VISION_COLUMNS
-from debiaskd.data.store import build_dataset, read_dataset
-from debiaskd.errors import DebiaskdError
+from debiaskd.data.store import read_dataset
 
 SHARED_HEADER = "index\tpremise\thypothesis\tgold_label\tnumber of correct responses (out of 100)\n"
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from debiaskd import losses
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.training import losses
 
 S = [[2.0, 0.5, -1.0], [0.1, 0.2, 1.5]]
 T = [[1.0, 1.5, -0.5], [-1.0, 0.0, 2.0]]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from debiaskd import metrics as M
+from debiaskd.core import metrics as M
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NLI_LABELS, TWO_WAY_LABELS
-from debiaskd.errors import DebiaskdError
 
 HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
 
@@ -258,7 +258,7 @@ def test_auc_matches_scikit_learn_with_ties():
 
 
 def test_stratified_metrics_with_construction_marks_scores_held_out_rows():
-    from debiaskd.metrics import construction_seen, stratified_metrics
+    from debiaskd.core.metrics import construction_seen, stratified_metrics
 
     frame = pd.DataFrame({
         "label": ["entailment", "non-entailment"] * 4,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from debiaskd import tracking
-from debiaskd.config import load_config
-from debiaskd.models import build_nli_teacher, save_model
-from debiaskd.requirements import canonical, dependency_closure, model_requirements
+from debiaskd.core.config import load_config
+from debiaskd.tracking import service as tracking
+from debiaskd.tracking.requirements import canonical, dependency_closure, model_requirements
+from debiaskd.training.models import build_nli_teacher, save_model
 from test_pins import parse_constraints
 
 

@@ -18,8 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from debiaskd.requirements import canonical
-from debiaskd.requirements import dependency_closure as closure_of
+from debiaskd.tracking.requirements import canonical
+from debiaskd.tracking.requirements import dependency_closure as closure_of
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = REPO / "pyproject.toml"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from debiaskd import steps
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.jobs import steps
 from debiaskd.pipeline import compile_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline_paper_nli.yaml"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from debiaskd import tracking
-from debiaskd.config import VARIANTS
+from debiaskd.core.config import VARIANTS
+from debiaskd.tracking import service as tracking
 
 pytestmark = pytest.mark.slow
 SUMMARY_KEYS = {"in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
@@ -213,7 +213,7 @@ FAULT = """
 import os
 
 if os.environ.get("DEBIASKD_TEST_FAULT"):
-    from debiaskd import steps
+    from debiaskd.jobs import steps
 
     real = steps.train_variant
 

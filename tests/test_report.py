@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from debiaskd.config import load_config
-from debiaskd.report import build_summary, results_headers, results_rows, retention_intervals, write_report
+from debiaskd.core.config import load_config
+from debiaskd.reporting.report import build_summary, results_headers, results_rows, retention_intervals, write_report
 
 
 def _eval(tmp: Path, variant: str, seed: int, correct: np.ndarray, id_acc: float) -> tuple[dict, Path]:
@@ -197,7 +197,7 @@ def test_several_seeds_give_retention_t_intervals_over_seeds(tmp_path: Path) -> 
 
 
 def test_uneven_transfer_reads_each_heuristics_anti_bias_group() -> None:
-    from debiaskd.report import anti_bias_retention
+    from debiaskd.reporting.report import anti_bias_retention
 
     per = anti_bias_retention({
         "lexical_overlap/entailment": 1.0, "lexical_overlap/non-entailment": 0.5,

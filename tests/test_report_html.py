@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from debiaskd.report_html import JSON_CHARS, folder_page, write_page
+from debiaskd.reporting.html import JSON_CHARS, folder_page, write_page
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
                        "hKmMIQAAAABJRU5ErkJggg==")

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from debiaskd.train import CHECKPOINT_DIR, CHECKPOINT_FILE, load_checkpoint
+from debiaskd.training.loop import CHECKPOINT_DIR, CHECKPOINT_FILE, load_checkpoint
 
 SCRIPT = textwrap.dedent('''
     import os, sys, time
     import numpy as np, pandas as pd, torch
-    from debiaskd.config import load_config
+    from debiaskd.core.config import load_config
     from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, ImageSplit
-    from debiaskd.study import variant_specs
-    from debiaskd.train import train_model
+    from debiaskd.core.study import variant_specs
+    from debiaskd.training.loop import train_model
 
 
     def park_at(kill_at, marker):

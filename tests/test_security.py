@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from debiaskd.config import load_config
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.config import load_config
+from debiaskd.core.errors import DebiaskdError
 from test_secrets_scan import scan_file, scan_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +175,8 @@ def test_waterbirds_symlink_out_of_the_data_folder_is_refused(tmp_path):
 
 
 def test_dataset_manifest_cannot_point_outside_its_folder(tmp_path):
-    from debiaskd.data.store import build_dataset, read_dataset
+    from debiaskd.data.build import build_dataset
+    from debiaskd.data.store import read_dataset
 
     ds = build_dataset(load_config("smoke"), tmp_path / "ds", "nli")
     (tmp_path / "secret.jsonl").write_text("{}\n")
@@ -200,7 +201,7 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def tiny_nli_model(tmp_path_factory) -> Path:
-    from debiaskd.models import build_nli_teacher, save_model
+    from debiaskd.training.models import build_nli_teacher, save_model
 
     cfg = load_config("smoke", overrides=["nli_model.tiny_layers=1", "nli_model.tiny_hidden=16",
                                           "nli_model.tiny_heads=1"])
@@ -212,7 +213,7 @@ def tiny_nli_model(tmp_path_factory) -> Path:
 def test_nli_model_folder_with_only_pickled_weights_is_refused(tiny_nli_model, tmp_path):
     import shutil
 
-    from debiaskd.models import load_model
+    from debiaskd.training.models import load_model
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_nli_model, folder)
@@ -226,7 +227,7 @@ def test_nli_model_folder_with_only_pickled_weights_is_refused(tiny_nli_model, t
 
 
 def test_vision_model_folder_with_only_pickled_weights_is_refused(tmp_path):
-    from debiaskd.models import load_model
+    from debiaskd.training.models import load_model
 
     folder = tmp_path / "vision-model"
     folder.mkdir()
@@ -240,7 +241,7 @@ def test_vision_model_folder_with_only_pickled_weights_is_refused(tmp_path):
 
 
 def test_safetensors_model_still_loads(tiny_nli_model):
-    from debiaskd.models import load_model
+    from debiaskd.training.models import load_model
 
     loaded = load_model(tiny_nli_model)
     assert loaded.label_names == ["entailment", "neutral", "contradiction"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from debiaskd import metrics as M
+from debiaskd.core import metrics as M
 
 
 def _synthetic(rng: np.random.Generator, n_seeds: int, n_examples: int, mu: float, tau: float):

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import free_port, wait_http
-from debiaskd import tracking
-from debiaskd.config import load_config
-from debiaskd.models import build_nli_teacher, build_vision_model, save_model
+from debiaskd.core.config import load_config
+from debiaskd.tracking import service as tracking
+from debiaskd.training.models import build_nli_teacher, build_vision_model, save_model
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 

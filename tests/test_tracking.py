@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from debiaskd import tracking
-from debiaskd.config import GateConfig, load_config
-from debiaskd.errors import DebiaskdError, GateRefused
-from debiaskd.gate import GATE_KEYS
-from debiaskd.models import build_nli_teacher, load_model, save_model
+from debiaskd.core.config import GateConfig, load_config
+from debiaskd.core.errors import DebiaskdError, GateRefused
+from debiaskd.core.gate import GATE_KEYS
+from debiaskd.tracking import service as tracking
+from debiaskd.training.models import build_nli_teacher, load_model, save_model
 
 TEACHER = {"in_distribution_accuracy": 0.8, "challenge_accuracy": 0.6, "worst_group_accuracy": 0.4,
            "challenge_auc": 0.7, "heuristic_reliance": 0.3, "in_distribution_majority_rate": 0.34,

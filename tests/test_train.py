@@ -11,15 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from data_fixtures import tiny_images
-from debiaskd.batching import collate_nli, encode_nli, length_grouped_batches
-from debiaskd.bias import fit_bias_model, fit_color_bias_model
-from debiaskd.config import load_config
+from debiaskd.core.config import load_config
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.study import VariantSpec, variant_specs
 from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS
-from debiaskd.distill import distill_student, rounds_dir
-from debiaskd.errors import DebiaskdError
-from debiaskd.models import META_FILE, load_model, minilm_path
-from debiaskd.study import VariantSpec, variant_specs
-from debiaskd.train import TrainResult, train_model
+from debiaskd.training.batching import collate_nli, encode_nli, length_grouped_batches
+from debiaskd.training.bias import fit_bias_model, fit_color_bias_model
+from debiaskd.training.distill import distill_student, rounds_dir
+from debiaskd.training.loop import TrainResult, train_model
+from debiaskd.training.models import META_FILE, load_model, minilm_path
 
 NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
 VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
@@ -199,7 +199,7 @@ def test_missing_inputs_are_user_errors(tmp_path) -> None:
 
 
 def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> None:
-    from debiaskd.bias import add_bias_probs
+    from debiaskd.training.bias import add_bias_probs
 
     cfg = load_config("smoke", overrides=["debias.nli_method=conf_reg"])
     train, val, bias_probs = _data("nli")
@@ -222,7 +222,7 @@ def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> N
 
 
 def test_bias_temperature_softens_the_bias_model_in_the_debiasing_loss(tmp_path) -> None:
-    from debiaskd.train import soften
+    from debiaskd.training.loop import soften
 
     p = np.array([[0.8, 0.15, 0.05], [1 / 3, 1 / 3, 1 / 3]], dtype=np.float32)
     assert soften(p, 1.0) is p

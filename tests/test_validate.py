@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from data_fixtures import shared_file, smoke
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.data.build import generate_dataset
 from debiaskd.data.schema import ImageSplit
-from debiaskd.data.store import generate_dataset, read_dataset, write_dataset
+from debiaskd.data.store import read_dataset, write_dataset
 from debiaskd.data.validate import validate_dataset, validate_spec
-from debiaskd.errors import DebiaskdError
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from debiaskd import warm
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.runtime import warm
 
-LIGHT = ("debiaskd.errors",)  # the unit tests need no heavy preload
-PROBE = "debiaskd.warm:probe"
+LIGHT = ("debiaskd.core.errors",)  # the unit tests need no heavy preload
+PROBE = "debiaskd.runtime.warm:probe"
 
 
 @pytest.fixture
@@ -54,9 +54,9 @@ def test_the_child_takes_the_callers_directory_and_environment(server, tmp_path,
 
 
 def test_values_cross_as_json_and_what_cannot_is_refused(server):
-    assert warm.call("debiaskd.study:run_name", "student_kd", 3) == "student_kd-s3"
+    assert warm.call("debiaskd.core.study:run_name", "student_kd", 3) == "student_kd-s3"
     with pytest.raises(RuntimeError, match="StudyConfig cannot be sent"):
-        warm.call("debiaskd.config:load_config", "smoke")  # a pydantic object, not JSON
+        warm.call("debiaskd.core.config:load_config", "smoke")  # a pydantic object, not JSON
 
 
 def test_only_functions_of_this_package_run(server):
@@ -66,21 +66,21 @@ def test_only_functions_of_this_package_run(server):
 
 def test_a_user_error_keeps_its_type_file_rule_and_examples(server):
     with pytest.raises(DebiaskdError) as info:
-        warm.call("debiaskd.config:load_config", "no-such-preset")
+        warm.call("debiaskd.core.config:load_config", "no-such-preset")
     assert info.value.rule == "preset" and "no-such-preset" in str(info.value)
 
 
 def test_the_childs_output_goes_to_the_calling_task(server):
     path, log = server
     env = {**os.environ, warm.SOCKET_ENV: path}
-    code = ("from debiaskd import warm\nwarm.call('debiaskd.warm:probe', 'hello from a warm worker')\n"
-            "warm.call('debiaskd.config:load_config', 'no-such-preset')")
+    code = ("from debiaskd.runtime import warm\nwarm.call('debiaskd.runtime.warm:probe', 'hello from a warm worker')\n"
+            "warm.call('debiaskd.core.config:load_config', 'no-such-preset')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
     assert proc.stdout.strip() == "hello from a warm worker"
     assert "no-such-preset" in proc.stderr and "DebiaskdError" in proc.stderr
     text = log.read_text()
-    assert "ran debiaskd.warm:probe" in text and "failed debiaskd.config:load_config" in text
+    assert "ran debiaskd.runtime.warm:probe" in text and "failed debiaskd.core.config:load_config" in text
 
 
 def test_a_worker_that_dies_is_a_clear_error(tmp_path, monkeypatch):
@@ -164,7 +164,7 @@ def test_other_commands_run_in_the_real_interpreter(module_server):
 
 
 def test_without_a_server_the_launcher_starts_the_real_interpreter(tmp_path, monkeypatch, capfd):
-    from debiaskd import warm_launcher
+    from debiaskd.runtime import launcher as warm_launcher
 
     monkeypatch.setenv(warm.SOCKET_ENV, str(tmp_path / "no-such-socket"))
     assert warm_launcher.forward(str(tmp_path / "no-such-socket"), "json.tool", []) is None

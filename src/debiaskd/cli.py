@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from debiaskd.errors import DebiaskdError, GateRefused
-from debiaskd.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
+from debiaskd.core.errors import DebiaskdError, GateRefused
+from debiaskd.core.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,7 +45,7 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLO
 
 
 def _config(preset: str, config: Path | None, overrides: list[str] | None, task: str | None = None):
-    from debiaskd.config import load_config
+    from debiaskd.core.config import load_config
 
     return load_config(preset, config, overrides, task)
 
@@ -53,7 +53,7 @@ def _config(preset: str, config: Path | None, overrides: list[str] | None, task:
 def _check_tracking(uri: str | None) -> None:
     """A malformed --tracking-uri (or $MLFLOW_TRACKING_URI) is refused before any work."""
     if uri is not None:
-        from debiaskd.tracking import check_tracking_uri
+        from debiaskd.tracking.service import check_tracking_uri
 
         check_tracking_uri(uri)
 
@@ -98,7 +98,7 @@ def run(
     re-running with the same DIR and config reuses finished steps (kfp caching).
     """
     from debiaskd.pipeline.local_run import run_local
-    from debiaskd.report import results_headers, results_rows
+    from debiaskd.reporting.report import results_headers, results_rows
 
     _check_task(task, ("nli", "vision", "all"))
     tasks = ["nli", "vision"] if task == "all" else [task]
@@ -140,7 +140,8 @@ def data_generate(
     overrides: SetOpt = None,
 ) -> None:
     """Write the embedded benchmark deterministically (same seed, same bytes)."""
-    from debiaskd.data.store import build_dataset, check_dataset_target, read_dataset
+    from debiaskd.data.build import build_dataset
+    from debiaskd.data.store import check_dataset_target, read_dataset
 
     _check_task(task, ("nli", "vision"))
     cfg = _config(preset, config, overrides, task)
@@ -185,8 +186,8 @@ def evaluate(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Bias-stratified evaluation of one model (overall, per group, per heuristic and subcase)."""
-    from debiaskd import tracking
-    from debiaskd.evaluate import evaluate_spec
+    from debiaskd.evaluation.evaluate import evaluate_spec
+    from debiaskd.tracking import service as tracking
 
     if limit is not None and limit < 1:
         raise DebiaskdError(f"--limit must be a positive number of examples; got {limit}", rule="usage")
@@ -221,9 +222,9 @@ def analyze(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Attention-pattern and circuit analysis of a model (and, with --reference, its teacher)."""
-    from debiaskd import tracking
     from debiaskd.analysis.run import analyze as run_analysis
     from debiaskd.data.loaders import load_spec
+    from debiaskd.tracking import service as tracking
 
     check_output_dir(out_dir, "--out")
     _check_tracking(tracking_uri)
@@ -307,7 +308,7 @@ def compare(
     """Table of the runs of a study: each variant and seed with its in-distribution and challenge accuracy
     (%), challenge AUC, worst-group accuracy (%), heuristic reliance and retention of its teacher's
     challenge accuracy. ``--groups`` adds one column per bias group; ``--json`` writes every metric."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     check_output_file(json_file, "--json")
     if out_dir is not None and tracking_uri is None:
@@ -335,8 +336,8 @@ COMPARE_COLUMNS = (("ID", "test/accuracy", True), ("chall.", "challenge/accuracy
 def compare_table(rows: list[dict], title: str | None = None) -> Table:
     """The compare view: one line per variant run with the headline columns; retention is a student's
     challenge accuracy over its teacher's in the same seed."""
-    from debiaskd.config import load_config
-    from debiaskd.study import variant_specs
+    from debiaskd.core.config import load_config
+    from debiaskd.core.study import variant_specs
 
     teachers = {name: spec.teacher or "teacher_debiased" for name, spec in variant_specs(load_config("default")).items()
                 if spec.role == "student"}
@@ -410,7 +411,7 @@ def promote(
     The thresholds are the ones stored on the version when it was registered (`gate.threshold.*`);
     --preset/--config can only tighten them, never loosen them.
     """
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     cfg = _config(preset, config, None)
     uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out_dir or _default_run_dir())

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debiaskd.inference import logits_of
+from debiaskd.evaluation.inference import logits_of
 
 
 @dataclass

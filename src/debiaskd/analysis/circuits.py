@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from debiaskd.analysis.attention import PairBatch
-from debiaskd.inference import images_to_tensor, logits_of
-from debiaskd.metrics import collapse_two_way
+from debiaskd.core.metrics import collapse_two_way
+from debiaskd.evaluation.inference import images_to_tensor, logits_of
 
 
 @dataclass

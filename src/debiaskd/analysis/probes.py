@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debiaskd.inference import images_to_tensor
+from debiaskd.evaluation.inference import images_to_tensor
 
 NEGATION_WORDS = frozenset({"not", "no", "never", "nobody", "nothing", "none", "neither", "nor", "nowhere", "n't"})
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|n't")

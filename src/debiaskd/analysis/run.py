@@ -25,11 +25,11 @@ from debiaskd.analysis.attention import (
 )
 from debiaskd.analysis.circuits import channel_importance, counterparts, head_importance, top_heads
 from debiaskd.analysis.probes import nli_probes, vision_probes
-from debiaskd.config import StudyConfig
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.metrics import gold_indices, is_two_way
 from debiaskd.data.schema import NO_HEURISTIC, TWO_WAY_LABELS, ImageSplit
-from debiaskd.evaluate import _json_safe, sample_split
-from debiaskd.metrics import gold_indices, is_two_way
-from debiaskd.models import LoadedModel, load_model
+from debiaskd.evaluation.evaluate import _json_safe, sample_split
+from debiaskd.training.models import LoadedModel, load_model
 
 ANALYSIS_FILE = "analysis.json"
 TOP_K = 5

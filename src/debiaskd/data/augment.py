@@ -46,7 +46,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import AugmentConfig
+from debiaskd.core.config import AugmentConfig
 from debiaskd.data.generate_nli import (
     ADJECTIVES,
     CHALLENGE_DESIGN,

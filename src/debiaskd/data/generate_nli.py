@@ -86,7 +86,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import NLIDataConfig
+from debiaskd.core.config import NLIDataConfig
 from debiaskd.data.schema import CONSTRUCTION_COLUMNS, NLI_COLUMNS, NLI_LABELS, nli_group
 
 MAX_WORDS = 20

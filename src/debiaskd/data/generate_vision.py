@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from debiaskd.config import VisionDataConfig
+from debiaskd.core.config import VisionDataConfig
 from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, VISION_COLUMNS, ImageSplit
 
 SPLIT_SHARES = (("train", 0.6), ("validation", 0.1), ("test", 0.3))

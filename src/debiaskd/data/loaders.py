@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import StudyConfig, VisionDataConfig
+from debiaskd.core.config import StudyConfig, VisionDataConfig
+from debiaskd.core.errors import DebiaskdError, short_repr
+from debiaskd.core.paths import describe, require_dir, require_file
 from debiaskd.data.generate_nli import bias_aligned, generate_nli, heuristic_of
 from debiaskd.data.generate_vision import colorize, conflicting, generate_vision, make_split
 from debiaskd.data.schema import (
@@ -45,8 +47,7 @@ from debiaskd.data.schema import (
     ImageSplit,
     nli_group,
 )
-from debiaskd.errors import DebiaskdError, short_repr
-from debiaskd.paths import describe, require_dir, require_file
+from debiaskd.data.store import read_dataset
 
 SCHEMES: tuple[str, ...] = ("generated", "dataset", "hans", "mnli", "sick", "glue-tsv", "hf",
                             "colored-digits", "mnist-idx", "waterbirds")
@@ -538,7 +539,7 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
 # ---------------------------------------------------------------------- generated
 @functools.lru_cache(maxsize=4)
 def _generated_nli(cfg_json: str) -> dict[str, pd.DataFrame]:
-    from debiaskd.config import NLIDataConfig
+    from debiaskd.core.config import NLIDataConfig
 
     return generate_nli(NLIDataConfig.model_validate_json(cfg_json))
 
@@ -570,8 +571,6 @@ def load_spec(spec: str, task: str, cfg: StudyConfig, split: str = "train") -> p
                                 rule="spec")
         return _copy(data[name])
     if scheme == "dataset":
-        from debiaskd.data.store import read_dataset
-
         root, _, name = arg.partition(":") if not Path(arg).exists() else (arg, "", "")
         ds = read_dataset(root)
         name = name or split

@@ -1,4 +1,4 @@
-"""Dataset folders: write atomically, read back with hash checks, build from a config.
+"""Dataset folders: write atomically, read back with hash checks (built by :mod:`debiaskd.data.build`).
 
 Layout of a dataset folder::
 
@@ -10,18 +10,16 @@ Layout of a dataset folder::
     <split>_images.npy       vision images, uint8 (N, 3, H, W) (``np.save``: byte-deterministic)
     <split>.jsonl            vision rows (image_id, label, color, bias_aligned, group)
 
-Same input → same bytes (sorted keys, no timestamps). ``python -m debiaskd.data.store --task nli
---preset default --out data/nli`` writes the embedded benchmark (used by ``dvc.yaml``).
+Same input → same bytes (sorted keys, no timestamps).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import StudyConfig, load_config
+from debiaskd.core.errors import DebiaskdError, short_repr
+from debiaskd.core.paths import check_replaceable_dir, require_dir
 from debiaskd.data.schema import (
     EXTRA_SPLITS,
     HANS_COLUMNS,
@@ -41,7 +40,6 @@ from debiaskd.data.schema import (
     ImageSplit,
     to_two_way,
 )
-from debiaskd.errors import DebiaskdError, short_repr
 
 Split = pd.DataFrame | ImageSplit
 
@@ -139,7 +137,6 @@ def frame_to_hans_tsv(df: pd.DataFrame) -> bytes:
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
 
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
@@ -195,7 +192,6 @@ def check_dataset_target(out_dir: str | Path, option: str = "--out") -> Path:
 
     Allowed: an absent path, an empty folder, or a dataset folder this module wrote that holds
     nothing but what its manifest lists. A file, or a folder with anything else, is refused."""
-    from debiaskd.paths import check_replaceable_dir
 
     out = Path(out_dir)
     owned = _owned_names(out) if out.is_dir() else None
@@ -289,7 +285,6 @@ def _check_manifest_shape(manifest: Any, label: str) -> None:
 def read_manifest(path: str | Path) -> dict:
     mpath = Path(path) / "manifest.json"
     if not Path(path).is_dir():
-        from debiaskd.paths import require_dir
 
         require_dir(path, "a dataset folder (with manifest.json)", "dataset folder")
     if not mpath.is_file():
@@ -351,132 +346,3 @@ def read_dataset(path: str | Path, verify: bool = True) -> Dataset:
                                     file=str(root / info["files"][0]), rule="manifest sha256")
         splits[name] = read_split_file(root, task, name)
     return Dataset(root, task, splits, manifest, manifest["content_hash"])
-
-
-# --------------------------------------------------------------------------- build
-def _is_generated(spec: str) -> bool:
-    return spec.startswith("generated:")
-
-
-def _holdout_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarray]:
-    """Seeded partition of ``range(n)``: one part per fraction, the rest last."""
-    order = np.random.default_rng(np.random.PCG64(seed + 7919)).permutation(n)
-    parts, start = [], 0
-    for f in fractions:
-        k = max(1, round(f * n))
-        parts.append(np.sort(order[start:start + k]))
-        start += k
-    parts.append(np.sort(order[start:]))
-    return parts
-
-
-def _take(split: Split, idx: np.ndarray) -> Split:
-    if isinstance(split, ImageSplit):
-        return split.subset(idx)
-    return split.iloc[idx].reset_index(drop=True)
-
-
-def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | None = None) -> Path:
-    """Resolve the config's four split specs, load them and write the dataset folder."""
-    from debiaskd.data import loaders
-    from debiaskd.data.generate_vision import conflicting
-
-    task = task or cfg.task
-    check_dataset_target(out_dir)  # before any work: never generate into a folder we may not replace
-    dcfg = cfg.nli_data if task == "nli" else cfg.vision_data
-    specs = {name: getattr(dcfg, name) for name in SPLITS}
-    holdout = float(getattr(dcfg, "holdout_fraction", 0.2))
-    splits: dict[str, Split] = {}
-    meta: dict[str, Any] = {"specs": dict(specs), "generator": dcfg.model_dump(mode="json")}
-
-    train_real = not _is_generated(specs["train"])
-    carve = [s for s in ("validation", "test") if train_real and _is_generated(specs[s])
-             and specs[s].split(":", 1)[1] == s]
-    if carve:
-        # the same rows loaded with each split's treatment (vision: train colouring vs uniform)
-        base = loaders.load_spec(specs["train"], task, cfg, split="train")
-        parts = _holdout_indices(len(base), [holdout] * len(carve), dcfg.seed)
-        for name, idx in zip(carve, parts[:-1], strict=True):
-            view = base if task == "nli" else loaders.load_spec(specs["train"], task, cfg, split=name)
-            splits[name] = _take(view, idx)
-        splits["train"] = _take(base, parts[-1])
-        meta["holdout"] = {name: len(splits[name]) for name in carve}
-    for name in SPLITS:
-        if name in splits:
-            continue
-        spec = specs[name]
-        if name == "challenge" and task == "vision" and train_real and _is_generated(spec):
-            continue  # the bias-conflicting part of the real test split, below
-        splits[name] = loaders.load_spec(spec, task, cfg, split=name)
-    if task == "vision" and train_real and cfg.vision_data.max_train is not None:
-        splits["train"] = _take(splits["train"], np.arange(min(len(splits["train"]), cfg.vision_data.max_train)))
-    if "challenge" not in splits:
-        splits["challenge"] = conflicting(splits["test"])
-    if task == "nli" and specs["challenge"].strip() in ("generated:", "generated:challenge"):
-        # the embedded challenge comes with its dev split (disjoint constructions) and their design
-        from debiaskd.data.generate_nli import subcase_table
-
-        splits["challenge_dev"] = loaders.load_spec("generated:challenge_dev", task, cfg, split="challenge_dev")
-        meta["constructions"] = subcase_table()
-    if task == "nli":
-        splits, meta["dropped_train_overlaps"] = _deduplicate(splits)
-    path = Path(out_dir)
-    write_dataset(path, task, splits, meta)
-    return path
-
-
-def _deduplicate(splits: dict[str, Split]) -> tuple[dict[str, Split], int]:
-    """Drop from train the pairs that also occur in an evaluation split; namespace clashing ids."""
-    train = splits["train"]
-    evals = [n for n in splits if n != "train"]
-    held = set()
-    for n in evals:
-        held.update(zip(splits[n]["premise"], splits[n]["hypothesis"], strict=True))
-    keep = np.array([pair not in held for pair in zip(train["premise"], train["hypothesis"], strict=True)],
-                    dtype=bool)
-    out = dict(splits)
-    out["train"] = train[keep].reset_index(drop=True)
-    train_ids = set(out["train"]["pair_id"].astype(str))
-    for n in evals:
-        ids = splits[n]["pair_id"].astype(str)
-        if ids.isin(train_ids).any():
-            frame = splits[n].copy()
-            frame["pair_id"] = [f"{n}/{i}" for i in ids]
-            out[n] = frame
-    return out, int((~keep).sum())
-
-
-def generate_dataset(task: str, preset: str = "default", out_dir: str | Path = "data",
-                     overrides: list[str] | None = None) -> Path:
-    """The embedded benchmark of a preset, written to ``out_dir`` (what ``data generate`` does)."""
-    section = "nli_data" if task == "nli" else "vision_data"
-    forced = [f"{section}.{s}=generated:{s}" for s in SPLITS]
-    cfg = load_config(preset, overrides=[*(overrides or []), *forced], task=task)
-    return build_dataset(cfg, out_dir, task)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m debiaskd.data.store",
-                                     description="Write the embedded benchmark (used by dvc.yaml).")
-    parser.add_argument("--task", choices=["nli", "vision"], required=True)
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--stamp", default=None, help="also copy manifest.json here (the DVC stage's out)")
-    args = parser.parse_args(argv)
-    try:
-        path = generate_dataset(args.task, args.preset, args.out, args.overrides)
-    except DebiaskdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    manifest = read_manifest(path)
-    if args.stamp:
-        Path(args.stamp).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path / "manifest.json", args.stamp)
-    rows = ", ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())
-    print(f"wrote {path} ({args.task}: {rows}; content {manifest['content_hash'][:12]})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debiaskd.config import StudyConfig, ValidationConfig
+from debiaskd.core.config import StudyConfig, ValidationConfig
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import (
     BIAS_TYPES,
     HANS_HEURISTICS,
@@ -48,7 +49,6 @@ from debiaskd.data.schema import (
     VISION_COLUMNS,
     ImageSplit,
 )
-from debiaskd.errors import DebiaskdError
 
 Split = pd.DataFrame | ImageSplit
 MAX_EXAMPLES = 5

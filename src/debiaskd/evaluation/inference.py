@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from debiaskd.data.schema import ImageSplit
-from debiaskd.models import LoadedModel
+from debiaskd.training.models import LoadedModel
 
 
 def resolve_device(device: str = "auto") -> torch.device:

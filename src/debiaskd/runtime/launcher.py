@@ -1,7 +1,7 @@
 """The ``python`` kfp's local runner starts for each task while warm workers serve a run.
 
 kfp's SubprocessRunner runs a task as ``sh -c '… python3 -m kfp.dsl.executor_main ARGS'``, with
-``python3`` replaced by ``sys.executable``. :func:`debiaskd.warm.serving` (``launch_tasks=True``)
+``python3`` replaced by ``sys.executable``. :func:`debiaskd.runtime.warm.serving` (``launch_tasks=True``)
 points that at a two-line shell script that runs this file as ``python -I -S warm_launcher.py``:
 the standard library only, so it starts in a few tens of milliseconds instead of the half second a
 task's own interpreter spends importing kfp and debiaskd. It hands the executor's arguments, the
@@ -10,7 +10,7 @@ executor in a child forked from a process that already imported kfp, debiaskd, t
 and exits with that child's exit status. Any other command, or no server to reach, runs the real
 interpreter with the same arguments, as if this file were not there.
 
-It also holds the socket framing both sides use (:mod:`debiaskd.warm` imports it from here), since
+It also holds the socket framing both sides use (:mod:`debiaskd.runtime.warm` imports it from here), since
 this file cannot import the package.
 """
 

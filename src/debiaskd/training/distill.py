@@ -1,8 +1,8 @@
-"""Distillation recipes on top of :mod:`debiaskd.train`: teacher-output caching and rounds.
+"""Distillation recipes on top of :mod:`debiaskd.training.loop`: teacher-output caching and rounds.
 
 Teacher logits are computed once per (model weights, data content) and stored as ``.npy``
 files in a cache folder, so epochs, rounds and variants that share a teacher and a training
-frame reuse them. :func:`distill_student` turns a :class:`~debiaskd.study.VariantSpec` into
+frame reuse them. :func:`distill_student` turns a :class:`~debiaskd.core.study.VariantSpec` into
 training runs: teacher-weight initialisation, ``spec.rounds`` rounds of iterative distillation
 (optionally through a teacher-assistant), cached or online KD.
 """
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from debiaskd.config import StudyConfig
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.errors import DebiaskdError
-from debiaskd.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
-from debiaskd.train import Inputs, TrainResult, predict_logits, resolve_device, train_model
+from debiaskd.training.loop import Inputs, TrainResult, predict_logits, resolve_device, train_model
+from debiaskd.training.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
 
 _KEY_MEMO: dict[tuple[str, int, int], str] = {}
 

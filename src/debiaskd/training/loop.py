@@ -1,7 +1,7 @@
 """One training loop for every variant: teachers, students, KD (cached or online), debiasing.
 
 :func:`train_model` trains a single model (a teacher, or one round of a student) and saves it
-with :func:`debiaskd.models.save_model`. The loop: AdamW with linear warm-up/decay, gradient
+with :func:`debiaskd.training.models.save_model`. The loop: AdamW with linear warm-up/decay, gradient
 accumulation, dynamic padding with length-grouped batches, early stopping on validation
 accuracy (the best epoch's weights are kept), bf16 autocast on CUDA only, and checkpoints every
 ``checkpoint_every`` optimizer steps holding everything that decides the rest of the run (model,
@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import sys
 import time
@@ -32,8 +31,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debiaskd import losses
-from debiaskd.batching import (
+from debiaskd.core.config import StudyConfig, TrainConfig
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.resources import peak_rss_mb
+from debiaskd.data.schema import NLI_LABELS, ImageSplit
+from debiaskd.training import losses
+from debiaskd.training.batching import (
     collate_images,
     collate_nli,
     encode_nli,
@@ -41,10 +44,7 @@ from debiaskd.batching import (
     images_to_tensor,
     length_grouped_batches,
 )
-from debiaskd.config import StudyConfig, TrainConfig
-from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.errors import DebiaskdError
-from debiaskd.models import (
+from debiaskd.training.models import (
     LoadedModel,
     build_nli_student,
     build_nli_teacher,
@@ -271,11 +271,6 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`train_model` (tensors only: ``weights_only=True``)."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 # ------------------------------------------------------------------ training
@@ -570,7 +565,7 @@ def train_model(
                     stop = True
         elif va is None or not va.n:
             st["best_epoch"], st["best_state"] = epoch + 1, None
-        record["peak_rss_mb"] = _peak_rss_mb()
+        record["peak_rss_mb"] = peak_rss_mb()
         if device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         st["history"].append(record)
@@ -614,7 +609,7 @@ def _group_codes(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
 
 
 def _even_map(teacher: nn.Module, student: nn.Module) -> list[int]:
-    from debiaskd.models import evenly_spaced_layers
+    from debiaskd.training.models import evenly_spaced_layers
 
     return evenly_spaced_layers(teacher.config.num_hidden_layers, student.config.num_hidden_layers)
 

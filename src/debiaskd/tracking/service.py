@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from debiaskd.config import GateConfig, StudyConfig
-from debiaskd.errors import DebiaskdError, GateRefused
-from debiaskd.gate import GATE_KEYS, GateDecision, effective_gate, evaluate_gate, thresholds_from_tags
+from debiaskd.core.config import GateConfig, StudyConfig
+from debiaskd.core.errors import DebiaskdError, GateRefused
+from debiaskd.core.gate import GATE_KEYS, GateDecision, effective_gate, evaluate_gate, thresholds_from_tags
 
 T = TypeVar("T")
 CHAMPION, CHALLENGER = "champion", "challenger"
-PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 
 # Fail fast rather than hang: MLflow's own HTTP retries default to minutes.
 for _key, _value in {
@@ -86,7 +86,7 @@ def check_tracking_uri(uri: str | None, must_exist: bool = False) -> str | None:
     import re
     from urllib.parse import urlsplit
 
-    from debiaskd.paths import check_output_file, describe
+    from debiaskd.core.paths import check_output_file, describe
 
     if uri is None:
         return None
@@ -407,7 +407,7 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
         import tempfile
         import warnings
 
-        from debiaskd.requirements import model_requirements
+        from debiaskd.tracking.requirements import model_requirements
 
         requirements, constraints = model_requirements()  # debiaskd==X plus the lock's versions
         with tempfile.TemporaryDirectory(prefix="debiaskd-req-") as tmp, mlflow.start_run(run_id=run_id), \
@@ -433,8 +433,8 @@ def model_signature(model_dir: str | Path, task: str = "nli"):
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from debiaskd.mlflow_model import probability_columns
-    from debiaskd.models import read_meta
+    from debiaskd.tracking.pyfunc import probability_columns
+    from debiaskd.training.models import read_meta
 
     meta = read_meta(model_dir)
     names = [str(n) for n in meta.get("label_names") or ("entailment", "neutral", "contradiction")]
@@ -504,7 +504,7 @@ def promote(uri: str, name: str, version: str | None, gate: GateConfig, dry_run:
     The gate reads the version's own evidence (``metric.*``: the registered weights' seed;
     ``teacher.*``: its teacher on the same seed) and the thresholds stored on it
     (``gate.threshold.*``); ``gate`` can tighten a stored threshold, never loosen it
-    (:func:`debiaskd.gate.effective_gate`). Raises :class:`GateRefused` when refused; the champion
+    (:func:`debiaskd.core.gate.effective_gate`). Raises :class:`GateRefused` when refused; the champion
     is left unchanged. If another promotion moved the alias meanwhile, the final alias is re-read
     and reported.
     """

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.errors import DebiaskdError
 
 DEBIAS_METHODS: tuple[str, ...] = ("erm", "product_of_experts", "reweight", "conf_reg", "group_dro")
 EPS = 1e-12

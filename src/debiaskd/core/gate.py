@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from debiaskd.config import GateConfig
+from debiaskd.core.config import GateConfig
 
 #: the metric keys the gate reads from a variant's evidence (tags ``metric.<key>`` / ``teacher.<key>``)
 GATE_KEYS = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",

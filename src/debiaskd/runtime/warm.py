@@ -7,7 +7,7 @@ libraries before a second of work on the smoke preset. ``debiaskd run`` starts o
 environment, stdout and stderr, over a Unix socket; the server forks a child per request:
 
 - a whole task: with ``run_modules`` (``debiaskd run`` names kfp's executor) the server also
-  writes a stand-in ``python`` (:mod:`debiaskd.warm_launcher`) and points ``sys.executable`` at it
+  writes a stand-in ``python`` (:mod:`debiaskd.runtime.launcher`) and points ``sys.executable`` at it
   for the block, so the task's ``python -m kfp.dsl.executor_main ARGS`` runs in a child, which
   sends back its exit status;
 - one step: :func:`call` sends ``module:function`` and its arguments; the child sends back the
@@ -41,20 +41,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from debiaskd import warm_launcher
-from debiaskd.warm_launcher import SOCKET_ENV, recv_exact, recv_message, send_message
+from debiaskd.runtime import launcher as warm_launcher
+from debiaskd.runtime.launcher import SOCKET_ENV, recv_exact, recv_message, send_message
 
 #: modules imported by the server, in the order tasks first need them (``module:name`` also loads a
 #: lazy attribute); tasks that arrive meanwhile are forked between two imports (and import what is
 #: still missing themselves)
 PRELOAD = (
-    "debiaskd.steps", "debiaskd.data.store", "debiaskd.data.generate_nli", "mlflow", "debiaskd.tracking",
-    "great_expectations", "debiaskd.data.validate", "debiaskd.data.augment", "torch", "debiaskd.models",
+    "debiaskd.jobs.steps", "debiaskd.data.store", "debiaskd.data.build", "debiaskd.data.generate_nli", "mlflow",
+    "debiaskd.tracking.service", "great_expectations", "debiaskd.data.validate", "debiaskd.data.augment", "torch",
+    "debiaskd.training.models",
     "transformers:AutoConfig,AutoModelForSequenceClassification,AutoTokenizer,"  # transformers loads lazily:
     "BertConfig,BertForSequenceClassification,BertTokenizerFast",  # name what the models use
-    "debiaskd.train", "debiaskd.distill", "debiaskd.evaluate", "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store", "IPython", "debiaskd.mlflow_model",
-    "debiaskd.report", "debiaskd.analysis.run", "matplotlib.pyplot",
+    "debiaskd.training.loop", "debiaskd.training.distill", "debiaskd.training.variant",
+    "debiaskd.evaluation.evaluate", "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store", "IPython", "debiaskd.tracking.pyfunc",
+    "debiaskd.reporting.report", "debiaskd.analysis.run", "matplotlib.pyplot",
 )
 #: the only functions a warm worker runs: this package's (and, as ``python -m``, the modules named
 #: when the server started)
@@ -106,7 +108,7 @@ def _error_fields(exc: BaseException) -> dict[str, Any]:
 def _rebuild_error(fields: dict[str, Any], target: str) -> BaseException:
     """The step's exception, as the task would have raised it: the user-facing kinds keep their type
     and fields (the CLI maps them to exit codes); any other comes back as a RuntimeError naming it."""
-    from debiaskd.errors import DebiaskdError, GateRefused
+    from debiaskd.core.errors import DebiaskdError, GateRefused
 
     if fields["type"] == "DebiaskdError":
         return DebiaskdError(fields["message"], file=fields.get("file"), rule=fields.get("rule"),
@@ -329,12 +331,12 @@ def serving(log_path: str | Path | None = None, preload: tuple[str, ...] | None 
 
     With ``run_modules``, subprocesses this process starts as ``sys.executable -m MODULE`` (one of
     them) during the block run in warm workers too: ``sys.executable`` points at a stand-in
-    interpreter (:mod:`debiaskd.warm_launcher`) until the block ends."""
+    interpreter (:mod:`debiaskd.runtime.launcher`) until the block ends."""
     folder = tempfile.mkdtemp(prefix="debiaskd-warm-")
     path = os.path.join(folder, "socket")
     log = open(log_path, "w", encoding="utf-8") if log_path else subprocess.DEVNULL  # noqa: SIM115
     server_env = {**os.environ, **(env or {}), MODULES_ENV: ",".join(run_modules)}
-    proc = subprocess.Popen([sys.executable, "-m", "debiaskd.warm", path, *(preload or ())], stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "debiaskd.runtime.warm", path, *(preload or ())], stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env)
     previous = os.environ.get(SOCKET_ENV)
     interpreter = sys.executable
@@ -370,7 +372,7 @@ def serving(log_path: str | Path | None = None, preload: tuple[str, ...] | None 
 
 
 def _write_launcher(folder: str, interpreter: str) -> str:
-    """An executable ``python`` in ``folder`` that runs :mod:`debiaskd.warm_launcher` with the standard
+    """An executable ``python`` in ``folder`` that runs :mod:`debiaskd.runtime.launcher` with the standard
     library only (``-I -S``: no site-packages, environment or script directory on its path)."""
     launcher = os.path.join(folder, "python")
     with open(launcher, "w", encoding="utf-8") as fh:
@@ -380,7 +382,7 @@ def _write_launcher(folder: str, interpreter: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m debiaskd.warm SOCKET [PRELOAD ...]`` (modules to run as ``-m`` in $DEBIASKD_WARM_MODULES).
+    """``python -m debiaskd.runtime.warm SOCKET [PRELOAD ...]`` (modules to run as ``-m`` in $DEBIASKD_WARM_MODULES).
 
     Leaves with ``os._exit`` once the server has stopped and reaped its children: tearing down the
     modules it imported took about 4 s, which ``debiaskd run`` would wait for."""

@@ -21,13 +21,13 @@ def probability_columns(label_names) -> list[str]:
 
 class DebiaskdPyfunc(PythonModel):
     def load_context(self, context) -> None:
-        from debiaskd.models import load_model
+        from debiaskd.training.models import load_model
 
         self.loaded = load_model(context.artifacts["model_dir"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from debiaskd.data.schema import ImageSplit
-        from debiaskd.inference import predict_proba
+        from debiaskd.evaluation.inference import predict_proba
 
         names = self.loaded.label_names
         if isinstance(model_input, np.ndarray):  # vision: uint8 images (N, 3, H, W)

@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from debiaskd.errors import DebiaskdError
+from debiaskd.core.errors import DebiaskdError
 
 FILE, DIR = "file", "dir"
 

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from debiaskd import metrics as M
-from debiaskd.config import StudyConfig
+from debiaskd.core import metrics as M
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import TWO_WAY_LABELS, ImageSplit
-from debiaskd.errors import DebiaskdError
-from debiaskd.inference import predict_proba
-from debiaskd.models import LoadedModel, load_model
+from debiaskd.evaluation.inference import predict_proba
+from debiaskd.training.models import LoadedModel, load_model
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "average_group_accuracy",
@@ -46,7 +46,7 @@ PREDICTIONS_FILE = "predictions.npz"
 class EvalResult:
     """Evaluation of one model on several splits.
 
-    ``splits`` holds :func:`debiaskd.metrics.stratified_metrics` per split; ``predictions``
+    ``splits`` holds :func:`debiaskd.core.metrics.stratified_metrics` per split; ``predictions``
     per split ``{"probs", "pred", "correct", "group"}`` arrays (probs in ``label_names`` of
     that split, after the two-way collapse where it applied).
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from debiaskd.config import VARIANTS, StudyConfig
+from debiaskd.core.config import VARIANTS, StudyConfig
 
 Role = Literal["teacher", "student"]
 #: debiasing objectives that need an ERM-trained model's logits on the training rows

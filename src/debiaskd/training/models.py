@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from debiaskd.config import NLIModelConfig, VisionModelConfig
+from debiaskd.core.config import NLIModelConfig, VisionModelConfig
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NLI_LABELS
-from debiaskd.errors import DebiaskdError
 
 META_FILE = "debiaskd.json"
 VISION_WEIGHTS = "model.safetensors"
@@ -343,7 +343,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def _check_meta(meta: dict[str, Any], label: str) -> None:
     """The keys the loaders read have the type :func:`save_model` writes: an edited or corrupt
     ``debiaskd.json`` is named, not crashed on later (``label_names: null``, ``width: "x"``…)."""
-    from debiaskd.errors import short_repr
+    from debiaskd.core.errors import short_repr
 
     def bad(key: str, want: str) -> DebiaskdError:
         return DebiaskdError(f"{META_FILE}: '{key}' must be {want}; got {short_repr(meta[key], 80)}", file=label,
@@ -376,7 +376,7 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
 
     path = Path(path)
     if not path.is_dir():
-        from debiaskd.paths import describe
+        from debiaskd.core.paths import describe
 
         raise DebiaskdError(f"this path {describe(path)}; expected a model folder (one written by debiaskd or a "
                             "Hugging Face model folder)", file=str(path), rule="model path")

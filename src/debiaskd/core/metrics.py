@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NO_HEURISTIC, TWO_WAY_LABELS, to_two_way
-from debiaskd.errors import DebiaskdError
 
 ENTAILMENT = "entailment"
 #: the hard subset of an annotated split: pairs fewer than HARD_BELOW of 100 BERT-base runs got right

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from debiaskd.config import StudyConfig
-from debiaskd.gate import GATE_KEYS, is_competent
-from debiaskd.study import variant_specs
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.gate import GATE_KEYS, is_competent
+from debiaskd.core.study import variant_specs
 
 HEADLINE = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
             "heuristic_reliance")
@@ -37,7 +37,7 @@ def _std(values: list[float]) -> float | None:
 
 def _ci(values: list[float]) -> list[float] | None:
     """Student-t 95% interval of the mean over seeds (None with fewer than two seeds)."""
-    from debiaskd.metrics import mean_std_ci
+    from debiaskd.core.metrics import mean_std_ci
 
     stats = mean_std_ci([v for v in values if isinstance(v, int | float)])
     return [stats["ci_low"], stats["ci_high"]] if stats["n"] > 1 else None
@@ -102,7 +102,7 @@ def _retention_ci95(cfg: StudyConfig, student_runs: list[tuple[dict[str, Any], P
                     teacher_runs: list[tuple[dict[str, Any], Path]]) -> dict[str, Any]:
     """Per-group retention intervals: a Student-t interval of the per-seed ratios with several seeds
     (seed variance dominates), a paired bootstrap over the challenge examples with one."""
-    from debiaskd.metrics import mean_std_ci
+    from debiaskd.core.metrics import mean_std_ci
 
     teachers = {ev["seed"]: (ev, d) for ev, d in teacher_runs}
     pairs = [(ev, d, *teachers[ev["seed"]]) for ev, d in sorted(student_runs, key=lambda r: r[0]["seed"])
@@ -227,7 +227,7 @@ def _findings(cfg: StudyConfig, by_variant: dict[str, list[tuple[dict[str, Any],
     test pools examples across seeds: summing discordant pairs over seeds would count the same
     examples several times. With one seed there is no interval over seeds: those values are ``None``.
     """
-    from debiaskd.metrics import hierarchical_bootstrap_ci, mcnemar, seed_t_interval
+    from debiaskd.core.metrics import hierarchical_bootstrap_ci, mcnemar, seed_t_interval
 
     out: list[dict[str, Any]] = []
     for key, a, b in COMPARISONS:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from debiaskd.errors import DebiaskdError, short_repr
+from debiaskd.core.errors import DebiaskdError, short_repr
 
 Task = Literal["nli", "vision"]
 PresetName = Literal["smoke", "default", "paper"]
@@ -426,7 +426,7 @@ def load_config(
     if config_file is not None:
         path = Path(config_file)
         source = str(path)
-        from debiaskd.paths import require_file
+        from debiaskd.core.paths import require_file
 
         require_file(path, "a YAML config file", "config file")
         try:

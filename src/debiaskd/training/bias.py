@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.errors import DebiaskdError
 
 NEGATION_WORDS = frozenset(
     {"not", "no", "never", "nobody", "nothing", "none", "neither", "nor", "cannot", "n't", "nowhere", "without"}

@@ -16,10 +16,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
-from debiaskd.config import StudyConfig, config_from_yaml_text
-from debiaskd.errors import DebiaskdError
-from debiaskd.report import HEADLINE
-from debiaskd.study import run_name, variant_specs
+from debiaskd.core.config import StudyConfig, config_from_yaml_text
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.study import run_name, variant_specs
+from debiaskd.reporting.report import HEADLINE
 
 RESULT_FILE = "result.json"
 HEADLINE_KEYS = HEADLINE  # the numbers every variant reports (one definition, in report.py)
@@ -79,7 +79,7 @@ def start_study(config_yaml: str | StudyConfig, tracking_uri: str, name: str,
 
     ``key`` (the pipeline run's study key) is tagged on the run so that :func:`end_study`, the
     pipeline's exit task, finds it again without any input from inside the pipeline."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _require_tracking(tracking_uri)
@@ -101,7 +101,7 @@ def end_study(config_yaml: str | StudyConfig, tracking_uri: str, key: str, state
     the study's report (summary.json, report.md, plots) from MLflow into ``report_dir`` and, with
     ``html_file``, one self-contained page of it. Returns the MLflow status it set ("" when no study
     run had been started)."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _require_tracking(tracking_uri)
@@ -119,7 +119,7 @@ def end_study(config_yaml: str | StudyConfig, tracking_uri: str, key: str, state
         shutil.copytree(local, report_dir, dirs_exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         if html_file is not None:
-            from debiaskd.report_html import write_page
+            from debiaskd.reporting.html import write_page
 
             write_page(report_dir, html_file, f"debiaskd {cfg.task} study ({cfg.preset})")
     return status
@@ -151,11 +151,11 @@ def preflight(cfg: StudyConfig) -> None:
             continue
         path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
         if not path.exists():
-            from debiaskd.paths import describe
+            from debiaskd.core.paths import describe
 
             raise DebiaskdError(f"data path {describe(path)}", file=str(path), rule=f"{cfg.task}_data.{split}")
     if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
-        from debiaskd.models import resolve_source
+        from debiaskd.training.models import resolve_source
 
         resolve_source(cfg.nli_model.teacher)
 
@@ -163,7 +163,8 @@ def preflight(cfg: StudyConfig) -> None:
 @reports_errors
 def prepare_data(config_yaml: str | StudyConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate or load the four splits into a dataset folder (with its manifest)."""
-    from debiaskd.data.store import build_dataset, read_dataset
+    from debiaskd.data.build import build_dataset
+    from debiaskd.data.store import read_dataset
 
     cfg = _cfg(config_yaml)
     path = build_dataset(cfg, out_dir)
@@ -193,7 +194,7 @@ def validate_data(
             page = f"# Data validation: {verdict}\n\n```json\n{report.to_json()[:20000]}\n```\n"
             Path(markdown_file).write_text(page, encoding="utf-8")
         if tracking_uri and parent_run_id:
-            from debiaskd import tracking
+            from debiaskd.tracking import service as tracking
 
             tracking.log_artifacts(tracking_uri, parent_run_id, folder / "validation.json", "validation")
             tracking.set_tags(tracking_uri, parent_run_id,
@@ -207,10 +208,10 @@ def augment_data(
     config_yaml: str | StudyConfig, dataset_dir: str | Path, out_dir: str | Path
 ) -> dict[str, Any]:
     """Fit the bias-only model, store its predictions with the data, add the augmented train split."""
-    from debiaskd.bias import add_bias_probs, fit_bias_model, fit_color_bias_model
     from debiaskd.data.augment import augment_nli, augment_vision
     from debiaskd.data.schema import ImageSplit
     from debiaskd.data.store import read_dataset, write_dataset
+    from debiaskd.training.bias import add_bias_probs, fit_bias_model, fit_color_bias_model
 
     cfg = _cfg(config_yaml)
     import numpy as np
@@ -244,25 +245,12 @@ def augment_data(
 
 
 # ------------------------------------------------------------------ training
-def _split_frame(split):
-    return split if not hasattr(split, "frame") else split.frame
-
-
-def _bias_probs(split):
-    import numpy as np
-
-    frame = _split_frame(split)
-    if "bias_probs" not in frame.columns:
-        return None
-    return np.asarray(frame["bias_probs"].tolist(), dtype="float32")
-
-
 def share_cpus(concurrent: int) -> int:
     """Give this process its share of the machine's cores when ``concurrent`` tasks run on it at once
     (the local runner's fan-out over students); returns the torch thread count now in use.
 
     One thread per task beats two tasks fighting over two threads each; a configured
-    ``*_train.num_threads`` still wins inside :func:`debiaskd.train.train_model`."""
+    ``*_train.num_threads`` still wins inside :func:`debiaskd.training.loop.train_model`."""
     import torch
 
     if concurrent > 1:
@@ -280,8 +268,9 @@ def train_variant(
     """Train one variant (a teacher, or a student with its whole recipe) and log it to MLflow;
     ``reference_dir`` is the model its objective reads logits of (``spec.reference``: the ERM teacher
     for confidence regularisation)."""
-    from debiaskd import tracking
     from debiaskd.data.store import read_dataset
+    from debiaskd.tracking import service as tracking
+    from debiaskd.training.variant import share_logits, train_split_name, train_variant_model
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -295,38 +284,27 @@ def train_variant(
         raise DebiaskdError(f"variant '{variant}' ({spec.method}) needs the model of '{spec.reference}'",
                             rule="study design")
     ds = read_dataset(dataset_dir)
-    train_name = "train_augmented" if spec.augment and "train_augmented" in ds.splits else "train"
-    train, validation = ds.splits[train_name], ds.splits["validation"]
+    train_name = train_split_name(spec, ds.splits)
+    train = ds.splits[train_name]
     out_dir = Path(out_dir)
-    model_dir = out_dir / "model"
     run_id = None
     if tracking_uri and parent_run_id:
         params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
         params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash})
         run_id = tracking.start_variant_run(tracking_uri, parent_run_id, variant, seed, spec.role, params)
-        tracking.log_dataset(tracking_uri, run_id, _split_frame(train).drop(columns=["bias_probs"],
+        tracking.log_dataset(tracking_uri, run_id, getattr(train, "frame", train).drop(columns=["bias_probs"],
                              errors="ignore").head(1000), f"{train_name}", ds.content_hash,
                              str(Path(dataset_dir).resolve()), "training")
     monitor = tracking.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
     try:
         with monitor:
-            reference = _reference_logits(cfg, reference_dir, train, out_dir) if spec.reference else None
-            if spec.role == "teacher" or not spec.uses_kd:
-                from debiaskd.train import train_model
-
-                result = train_model(spec, cfg, train, validation, seed, model_dir,
-                                     bias_probs=_bias_probs(train), progress=progress, conf_reg_logits=reference)
-            else:
-                from debiaskd.distill import distill_student
-
-                result = distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
-                                         bias_probs=_bias_probs(train), progress=progress,
-                                         conf_reg_logits=reference)
+            result = train_variant_model(spec, cfg, ds.splits, seed, out_dir, teacher_dir=teacher_dir,
+                                         reference_dir=reference_dir, progress=progress)
     except BaseException:
         if run_id:
             tracking.end_run(tracking_uri, run_id, "FAILED")
         raise
-    _share_teacher_logits(cfg, specs, variant, ds, result.model_dir)
+    share_logits(spec, specs, cfg, ds.splits, result.model_dir)
     out = {
         "variant": variant, "seed": seed, "role": spec.role, "run_id": run_id, "run_name": run_name(variant, seed),
         "model_dir": str(Path(result.model_dir).resolve()), "seconds": result.seconds,
@@ -345,29 +323,6 @@ def train_variant(
     return out
 
 
-def _reference_logits(cfg: StudyConfig, reference_dir: str | Path, train, out_dir: Path):
-    """The reference model's logits on ``train`` (read from what the reference shared beside its model)."""
-    from debiaskd.distill import cached_teacher_logits, teacher_cache_dir
-
-    return cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", cfg,
-                                 shared=[teacher_cache_dir(reference_dir)])
-
-
-def _share_teacher_logits(cfg: StudyConfig, specs: dict, variant: str, ds, model_dir: str | Path) -> None:
-    """A teacher that students distil from (or whose logits an objective reads: ``spec.reference``)
-    computes its logits on their training splits once, beside its model, so the tasks that need them
-    (separate processes) read them instead of each recomputing."""
-    transfer = cfg.task == "nli" and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
-    kd_cached = cfg.distill.cache_teacher and not transfer
-    readers = [s for s in specs.values() if s.reference == variant or (s.teacher == variant and kd_cached)]
-    if not readers:
-        return
-    from debiaskd.distill import precompute_teacher_logits
-
-    names = {"train_augmented" if s.augment and "train_augmented" in ds.splits else "train" for s in readers}
-    precompute_teacher_logits(model_dir, [ds.splits[n] for n in sorted(names)], cfg)
-
-
 # ---------------------------------------------------------------- evaluation
 @reports_errors
 def evaluate_variant(
@@ -375,9 +330,9 @@ def evaluate_variant(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Bias-stratified evaluation of a trained variant; metrics and predictions land in its run."""
-    from debiaskd import tracking
     from debiaskd.data.store import read_dataset
-    from debiaskd.evaluate import evaluate_model
+    from debiaskd.evaluation.evaluate import evaluate_model
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -431,7 +386,7 @@ def write_confusion_matrix(artifact: Any, eval_dir: str | Path, split: str = "te
     ``Output[ClassificationMetrics]`` (anything with ``log_confusion_matrix`` and ``path``)."""
     import numpy as np
 
-    from debiaskd.evaluate import PREDICTIONS_FILE
+    from debiaskd.evaluation.evaluate import PREDICTIONS_FILE
 
     eval_dir = Path(eval_dir)
     labels = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))["splits"][split]["label_names"]
@@ -459,9 +414,9 @@ def analyze_pair(
         share_cpus(concurrent)
     import tempfile
 
-    from debiaskd import tracking
     from debiaskd.analysis.run import analyze
     from debiaskd.data.store import read_dataset
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -474,7 +429,7 @@ def analyze_pair(
         if tracking_uri and parent_run_id:
             tracking.log_artifacts(tracking_uri, parent_run_id, folder, f"analysis/{trained['run_name']}")
         if html_file is not None:
-            from debiaskd.report_html import write_page
+            from debiaskd.reporting.html import write_page
 
             write_page(folder, html_file, f"analysis of {trained['run_name']}")
     return result
@@ -491,7 +446,7 @@ def collect_evaluations(
     """
     import mlflow
 
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -543,7 +498,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Write summary.json, report.md and plots (and, with ``html_file``, one self-contained page of
     them); register teacher and candidate student; gate it."""
-    from debiaskd.report import build_summary, write_report
+    from debiaskd.reporting.report import build_summary, write_report
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -556,11 +511,11 @@ def summarize(
     summary["promoted"] = None
     write_report(cfg, summary, out_dir, analysis_dirs or [])
     if html_file is not None:
-        from debiaskd.report_html import write_page
+        from debiaskd.reporting.html import write_page
 
         write_page(out_dir, html_file, f"debiaskd {cfg.task} study ({cfg.preset})")
     if tracking_uri and parent_run_id:
-        from debiaskd import tracking
+        from debiaskd.tracking import service as tracking
 
         tracking.log_metrics(tracking_uri, parent_run_id, _summary_metrics(summary))
         tracking.log_artifacts(tracking_uri, parent_run_id, out_dir, "report")
@@ -590,8 +545,8 @@ def register_candidates(
     for the record only. The gate's thresholds are stored as ``gate.threshold.*``, so a later
     ``promote`` re-applies them.
     """
-    from debiaskd import tracking
-    from debiaskd.gate import GATE_KEYS, threshold_tags
+    from debiaskd.core.gate import GATE_KEYS, threshold_tags
+    from debiaskd.tracking import service as tracking
 
     variants = summary["variants"]
     teacher_name, student_name = f"{cfg.model_prefix}-teacher", f"{cfg.model_prefix}-student"
@@ -665,7 +620,7 @@ def gate_decision(summary: dict[str, Any]) -> str:
 @reports_errors
 def promote_challenger(config_yaml: str | StudyConfig, tracking_uri: str) -> dict[str, Any]:
     """Move ``champion`` to the ``challenger`` if the gate passes (GateRefused otherwise)."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     cfg = _cfg(config_yaml)
     tracking_uri = _tracking(tracking_uri)
@@ -680,7 +635,7 @@ def promote_challenger(config_yaml: str | StudyConfig, tracking_uri: str) -> dic
 
 def champion_version(tracking_uri: str, name: str) -> str | None:
     """The version the ``champion`` alias of registered model ``name`` points at, or None."""
-    from debiaskd import tracking
+    from debiaskd.tracking import service as tracking
 
     champion = tracking.alias_version(tracking_uri, name, tracking.CHAMPION)
     return None if champion is None else str(champion.version)
@@ -694,7 +649,7 @@ def _listdir(path: Path) -> list[str]:
 def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | None = None,
                   progress: bool = False) -> dict[str, Any]:
     """The same steps as the kfp pipeline, called directly in this process, in the same order."""
-    from debiaskd.paths import check_replaceable_dir
+    from debiaskd.core.paths import check_replaceable_dir
 
     out = Path(out_dir)
     marker = ".debiaskd-inprocess"  # only a folder an earlier in-process run made is ever replaced
@@ -702,19 +657,19 @@ def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | Non
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    (out / marker).write_text("written by debiaskd.steps.run_inprocess; replaced by the next run\n",
+    (out / marker).write_text("written by debiaskd.jobs.steps.run_inprocess; replaced by the next run\n",
                               encoding="utf-8")
     parent = start_study(cfg, tracking_uri, "study") if tracking_uri else None
     try:
         summary = _run_steps(cfg, out, tracking_uri, parent, progress)
     except BaseException:
         if tracking_uri and parent:
-            from debiaskd import tracking
+            from debiaskd.tracking import service as tracking
 
             tracking.end_study_run(tracking_uri, parent, "FAILED")
         raise
     if tracking_uri and parent:
-        from debiaskd import tracking
+        from debiaskd.tracking import service as tracking
 
         tracking.end_study_run(tracking_uri, parent, "FINISHED")
     return summary

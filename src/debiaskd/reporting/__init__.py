@@ -1,0 +1,1 @@
+"""The study's summary, report and self-contained HTML pages."""

@@ -1,0 +1,1 @@
+"""Warm workers for the local runner."""

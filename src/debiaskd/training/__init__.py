@@ -1,0 +1,1 @@
+"""Models and the training loop: teachers, students, bias-only models, objectives, distillation."""

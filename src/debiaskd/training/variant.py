@@ -1,0 +1,69 @@
+"""Train one variant of the study: the single entry point the jobs call.
+
+Given the variant's :class:`~debiaskd.core.study.VariantSpec` and the dataset, it reads the
+reference model's logits when the objective needs them, trains a teacher (or a student without a
+teacher) or distils a student over all its rounds, and leaves the logits its readers need beside
+the trained model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.study import VariantSpec
+from debiaskd.training.distill import (
+    cached_teacher_logits,
+    distill_student,
+    precompute_teacher_logits,
+    teacher_cache_dir,
+)
+from debiaskd.training.loop import TrainResult, train_model
+
+
+def train_split_name(spec: VariantSpec, splits: dict[str, Any]) -> str:
+    """The training split of a variant: the augmented one when its recipe augments (and one exists)."""
+    return "train_augmented" if spec.augment and "train_augmented" in splits else "train"
+
+
+def bias_probs_of(split: Any) -> np.ndarray | None:
+    """The bias-only model's probabilities stored with a split (``bias_probs`` column), or None."""
+    frame = getattr(split, "frame", split)
+    if "bias_probs" not in frame.columns:
+        return None
+    return np.asarray(frame["bias_probs"].tolist(), dtype="float32")
+
+
+def train_variant_model(
+    spec: VariantSpec, cfg: StudyConfig, splits: dict[str, Any], seed: int, out_dir: str | Path, *,
+    teacher_dir: str | Path | None = None, reference_dir: str | Path | None = None, progress: bool = True,
+) -> TrainResult:
+    """Train ``spec`` on ``splits`` (a dataset's splits) into ``out_dir/model``."""
+    out_dir = Path(out_dir)
+    model_dir = out_dir / "model"
+    train, validation = splits[train_split_name(spec, splits)], splits["validation"]
+    reference = None
+    if spec.reference:
+        reference = cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", cfg,
+                                          shared=[teacher_cache_dir(reference_dir)])
+    if spec.role == "teacher" or not spec.uses_kd:
+        return train_model(spec, cfg, train, validation, seed, model_dir, bias_probs=bias_probs_of(train),
+                           progress=progress, conf_reg_logits=reference)
+    return distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
+                           bias_probs=bias_probs_of(train), progress=progress, conf_reg_logits=reference)
+
+
+def share_logits(spec: VariantSpec, specs: dict[str, VariantSpec], cfg: StudyConfig, splits: dict[str, Any],
+                 model_dir: str | Path) -> None:
+    """A teacher that students distil from (or whose logits an objective reads: ``spec.reference``)
+    computes its logits on their training splits once, beside its model, so the tasks that need them
+    (separate processes) read them instead of each recomputing."""
+    transfer = cfg.task == "nli" and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
+    kd_cached = cfg.distill.cache_teacher and not transfer
+    readers = [s for s in specs.values() if s.reference == spec.name or (s.teacher == spec.name and kd_cached)]
+    if readers:
+        names = {train_split_name(s, splits) for s in readers}
+        precompute_teacher_logits(model_dir, [splits[n] for n in sorted(names)], cfg)
