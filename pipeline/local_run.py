@@ -26,7 +26,6 @@ from debiaskd.jobs.steps import ERROR_FILE_ENV, analysis_pairs, preflight
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
-KFP_EXECUTOR = "kfp.dsl.executor_main"  # what kfp's SubprocessRunner runs for every task
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
@@ -128,10 +127,8 @@ def run_local(
     stop = threading.Event()
     failure: BaseException | None = None
     started = time.time()
-    # kfp starts each task as `sys.executable -m kfp.dsl.executor_main ...`: with warm workers that
-    # runs in a child of the server
-    workers = (warm.serving(out / "warm.log", run_modules=(KFP_EXECUTOR,))
-               if warm_workers else contextlib.nullcontext())
+    # the tasks kfp starts inherit $DEBIASKD_WARM_SOCKET: each component's job runs in a child of the server
+    workers = warm.serving(out / "warm.log") if warm_workers else contextlib.nullcontext()
     with log_path.open("w", encoding="utf-8") as log, workers:
         follower = None
         if console is not None and not verbose:
@@ -192,13 +189,13 @@ def _recorded_errors(path: Path) -> list[dict[str, str]]:
 
 def _promoted(cfg: StudyConfig, uri: str, summary: dict[str, Any]) -> dict[str, str] | None:
     """The champion, if this run's candidate is it (the promote task ran and the gate passed)."""
-    from debiaskd.runtime import warm
     from debiaskd.tracking import service as tracking
 
     student = (summary.get("registration") or {}).get("student")
     if not student or not student["gate"]["passed"]:
         return None
-    champion = warm.call("debiaskd.jobs.steps:champion_version", uri, student["name"])
+    champion = tracking.alias_version(uri, student["name"], tracking.CHAMPION)
+    champion = None if champion is None else str(champion.version)
     if champion is None or champion != str(student["version"]):
         return None
     return {"name": student["name"], "version": champion, "alias": tracking.CHAMPION}
