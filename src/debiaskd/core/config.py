@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from debiaskd.core.errors import DebiaskdError, short_repr
+from debiaskd.core.task import TaskSections, task_sections
 
 Task = Literal["nli", "vision"]
 PresetName = Literal["smoke", "default", "paper"]
@@ -269,14 +270,16 @@ class StudyConfig(_Strict):
         return self
 
     # -- views -------------------------------------------------------------
+    def sections(self) -> TaskSections:
+        """The sections ``task`` reads (``.data``, ``.model``, ``.train(role)``, ``.debias_method``)."""
+        return task_sections(self)
+
     def train_config(self, role: Literal["teacher", "student"]) -> TrainConfig:
-        if self.task == "vision":
-            return self.vision_teacher_train if role == "teacher" else self.vision_student_train
-        return self.teacher_train if role == "teacher" else self.student_train
+        return self.sections().train(role)
 
     @property
     def debias_method(self) -> str:
-        return self.debias.nli_method if self.task == "nli" else self.debias.vision_method
+        return self.sections().debias_method
 
     @property
     def experiment_name(self) -> str:
