@@ -4,82 +4,37 @@ A study runs one task. Everything that differs between them — the config secti
 the data formats it accepts, how a split is stored, validated, augmented and batched, how its
 models are built and its groups named, which evaluation extras apply — is a method or an
 attribute of :class:`Task`. The implementations live in :mod:`debiaskd.tasks` (``get_task(name)``);
-this module is the torch-free interface and the typed view of a task's config sections.
+this module is the torch-free interface.
 
 The config YAML keeps its paired sections (``nli_data``/``vision_data``, ``nli_model``/
 ``vision_model``, ``teacher_train``/``vision_teacher_train`` …, ``debias.nli_method``/
-``debias.vision_method``): :data:`TASK_SECTIONS` says which of them a task reads and
-:func:`task_sections` returns them as one frozen :class:`TaskSections`.
+``debias.vision_method``): :data:`TASK_SECTIONS` (in :mod:`debiaskd.core.config`, re-exported
+here) says which of them a task reads and :meth:`Task.sections` returns them as one frozen
+:class:`TaskSections`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.config import (
+    TASK_NAMES,
+    TASK_SECTIONS,
+    SectionNames,
+    StudyConfig,
+    TaskSections,
+    ValidationConfig,
+    section_names,
+    task_sections,
+)
 
-if TYPE_CHECKING:  # typing only: core.config imports this module
+if TYPE_CHECKING:  # typing only
     import pandas as pd
 
-    from debiaskd.core.config import StudyConfig, TrainConfig, ValidationConfig
-
-TASK_NAMES: tuple[str, ...] = ("nli", "vision")
-
-
-# ------------------------------------------------------------------ config sections
-@dataclass(frozen=True)
-class SectionNames:
-    """Where a task's settings live in the config (the YAML keys, unchanged)."""
-
-    data: str
-    model: str
-    teacher_train: str
-    student_train: str
-    debias_method: str  # a field of the ``debias`` section
-
-
-TASK_SECTIONS: dict[str, SectionNames] = {
-    "nli": SectionNames("nli_data", "nli_model", "teacher_train", "student_train", "nli_method"),
-    "vision": SectionNames("vision_data", "vision_model", "vision_teacher_train", "vision_student_train",
-                           "vision_method"),
-}
-
-
-@dataclass(frozen=True)
-class TaskSections:
-    """The config sections one task reads, typed: ``data``, ``model``, ``train(role)``, ``debias_method``."""
-
-    task: str
-    names: SectionNames
-    data: Any  # NLIDataConfig | VisionDataConfig
-    model: Any  # NLIModelConfig | VisionModelConfig
-    teacher_train: TrainConfig
-    student_train: TrainConfig
-    debias_method: str
-
-    def train(self, role: str) -> TrainConfig:
-        return self.teacher_train if role == "teacher" else self.student_train
-
-
-def section_names(task: str) -> SectionNames:
-    if task not in TASK_SECTIONS:
-        raise DebiaskdError(f"unknown task '{task}'", rule="task")
-    return TASK_SECTIONS[task]
-
-
-def task_sections(cfg: StudyConfig, task: str | None = None) -> TaskSections:
-    """The sections of ``task`` (default ``cfg.task``) in ``cfg``."""
-    name = task or cfg.task
-    names = section_names(name)
-    return TaskSections(
-        task=name, names=names, data=getattr(cfg, names.data), model=getattr(cfg, names.model),
-        teacher_train=getattr(cfg, names.teacher_train), student_train=getattr(cfg, names.student_train),
-        debias_method=getattr(cfg.debias, names.debias_method),
-    )
-
+__all__ = ["TASK_NAMES", "TASK_SECTIONS", "Loader", "SectionNames", "Task", "TaskSections", "section_names",
+           "task_sections"]
 
 # ------------------------------------------------------------------ the interface
 #: ``load(spec, split)``: a split of the task's data (the builder hands the task its loader)
