@@ -174,7 +174,8 @@ def test_no_private_name_of_another_library():
 def test_the_private_name_check_sees_what_it_should(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("import threading, atexit as ax\nfrom mlflow.utils import _x\nfrom kfp.local import _y as z\n"
-                      "import a._b\nimport mlflow\nmlflow.tracking._ts.x\nthreading._shutdown()\nax._run_exitfuncs()\ngetattr(threading, '_shutdown')\n"
+                      "import a._b\nimport mlflow\nmlflow.tracking._ts.x\n"
+                      "threading._shutdown()\nax._run_exitfuncs()\ngetattr(threading, '_shutdown')\n"
                       "import os\nos.__name__\nos._exit(0)\nfrom debiaskd.core import paths\npaths._internal\n")
     assert sorted(_private_uses(sample, "sample")) == sorted([
         "mlflow.utils._x", "kfp.local._y", "mlflow.tracking._ts", "a._b", "threading._shutdown", "ax._run_exitfuncs",
