@@ -162,7 +162,7 @@ def distill_student(
         logits = None if online else cached_teacher_logits(current_dir, train, cache, recipe.logits, model=current,
                                                            shared=[teacher_cache_dir(teacher_dir)])
         start = Start(layers=layers)
-        if recipe.spec.get("teacher_init"):
+        if rounds.teacher_init:
             depth = layers or rounds.student_layers
             current_depth = _depth(current.model)  # None for a vision model: its round's teacher always
             start.init_from = current if current_depth is None or current_depth > depth else original

@@ -83,6 +83,7 @@ class Rounds:
     """Iterative distillation: how many rounds, through which depths, from which teacher layers."""
 
     count: int = 1
+    teacher_init: bool = False  # each round's student starts from teacher weights
     assistant_layers: int | None = None  # teacher-assistant depth of the rounds before the last (NLI)
     student_layers: int | None = None
     init_layers: tuple[int, ...] | None = None
@@ -144,7 +145,7 @@ class Recipe:
             model=ModelSettings(cfg.task, spec.role, cfg.nli_model, cfg.vision_model),
             debias=choose(spec.method, cfg.debias), distill=tuple(distill),
             bias_temperature=cfg.debias.bias_temperature,
-            rounds=Rounds(spec.rounds, assistant, cfg.nli_model.student_layers,
+            rounds=Rounds(spec.rounds, spec.teacher_init, assistant, cfg.nli_model.student_layers,
                           tuple(cfg.distill.init_layers) if cfg.distill.init_layers else None,
                           cfg.distill.cache_teacher),
             config_hash=cfg.config_hash(), spec=spec.to_dict(),
