@@ -17,7 +17,7 @@ from torch import nn
 
 from debiaskd.core.config import NLIModelConfig, VisionModelConfig
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.data.schema import ImageSplit
+from debiaskd.data.schema import NLI_LABELS, ImageSplit
 from debiaskd.training.batching import (
     collate_images,
     collate_nli,
@@ -77,6 +77,11 @@ class Inputs:
         h = hashlib.sha256(self.labels.numpy().tobytes())
         h.update(self.images.numpy().tobytes() if self.task == "vision" else self.lengths.tobytes())
         return h.hexdigest()[:16]
+
+
+def label_names_of(data: pd.DataFrame | ImageSplit) -> list[str]:
+    """The class names a model trained on ``data`` predicts (an image split's classes, else the NLI labels)."""
+    return [str(c) for c in data.class_names] if isinstance(data, ImageSplit) else list(NLI_LABELS)
 
 
 def model_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

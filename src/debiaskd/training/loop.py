@@ -31,8 +31,8 @@ from torch import nn
 
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.resources import peak_rss_mb
-from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.training.inputs import Inputs, build_for, model_logits
+from debiaskd.data.schema import ImageSplit
+from debiaskd.training.inputs import Inputs, build_for, label_names_of, model_logits
 from debiaskd.training.models import LoadedModel, evenly_spaced_layers, save_model
 from debiaskd.training.objectives.base import DebiasObjective, DistillObjective, Objective, Rows, Setup, Step
 from debiaskd.training.predict import accuracy, autocast, resolve_device, to_device
@@ -325,7 +325,7 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
     device, out = resolve_device(s.device), Path(out_dir)
-    label_names = [str(c) for c in train.class_names] if isinstance(train, ImageSplit) else list(NLI_LABELS)
+    label_names = label_names_of(train)
     model, tokenizer, build_meta, tr, va = _model_and_inputs(recipe, train, validation, seed, sources, start,
                                                             label_names)
     debias, distill = recipe.objectives()
@@ -338,32 +338,39 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
         for objective in (debias, *distill):
             objective.setup(setup)
         run = _optimisation(model, debias, distill, rows, tr, seed, s, device)
-        history, state = _epochs(recipe, run, tr, va, seed, _fingerprint(recipe, seed, tr, va, start, sources),
-                                 out, progress, resume)
+        state = _epochs(recipe, run, tr, va, seed, _fingerprint(recipe, seed, tr, va, start, sources), out,
+                        progress, resume)
     finally:
         for objective in (debias, *distill):
             objective.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
+    seconds = time.perf_counter() - started
+    meta = _metadata(recipe, state, seed, label_names, tr, va, seconds, sources, tokenizer is not None)
+    meta |= build_meta | (extra_meta or {})
+    model.eval()
+    save_model(model.to("cpu"), out, meta, tokenizer)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return TrainResult(out, state.history, state.best_epoch, seconds, meta["train"]["examples_per_second"])
+
+
+def _metadata(recipe: Recipe, state: TrainState, seed: int, label_names: list[str], tr: Inputs, va: Inputs | None,
+              seconds: float, sources: Sources, tokenized: bool) -> dict[str, Any]:
+    """What ``debiaskd.json`` says about the trained model (before the build metadata)."""
+    history = state.history
     examples = sum(h["examples_per_second"] * h["train_seconds"] for h in history)
     train_secs = sum(h["train_seconds"] for h in history)
-    seconds = time.perf_counter() - started
-    meta = {
+    return {
         "task": recipe.model.task, "role": recipe.role, "variant": recipe.variant, "method": recipe.method,
         "seed": seed, "teacher": recipe.teacher, "rounds": recipe.spec.get("rounds"),
         "augment": recipe.spec.get("augment"), "teacher_init": recipe.spec.get("teacher_init"),
         "config_hash": recipe.config_hash, "label_names": label_names, "num_classes": len(label_names),
-        "max_length": recipe.model.max_length if tokenizer is not None else None,
+        "max_length": recipe.model.max_length if tokenized else None,
         "kd": (recipe.kd_meta | {"cached": sources.teacher_logits is not None}) if recipe.uses_kd else None,
         "train": {"best_epoch": state.best_epoch, "best_validation_accuracy": state.best_acc if va else None,
                   "steps": state.step, "train_examples": tr.n, "seconds": seconds,
                   "examples_per_second": examples / max(train_secs, 1e-9), "history": history},
-        **build_meta, **(extra_meta or {}),
     }
-    model.eval()
-    save_model(model.to("cpu"), out, meta, tokenizer)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return TrainResult(out, history, state.best_epoch, seconds, examples / max(train_secs, 1e-9))
 
 
 def _model_and_inputs(recipe: Recipe, train, validation, seed: int, sources: Sources, start: Start,
@@ -407,8 +414,8 @@ def _fingerprint(recipe: Recipe, seed: int, tr: Inputs, va: Inputs | None, start
 
 
 def _epochs(recipe: Recipe, run: _Run, tr: Inputs, va: Inputs | None, seed: int, fingerprint: str, out: Path,
-            progress: bool, resume: bool) -> tuple[list[dict[str, Any]], TrainState]:
-    """Epochs until ``epochs``, ``max_steps`` or early stopping; the history and the final state."""
+            progress: bool, resume: bool) -> TrainState:
+    """Epochs until ``epochs``, ``max_steps`` or early stopping; the final state (with the history)."""
     s, state, name = run.settings, TrainState(), recipe.variant
     checkpointer = Checkpointer(out, fingerprint)
     if resume and checkpointer.restore(state, run) and progress:
@@ -438,4 +445,4 @@ def _epochs(recipe: Recipe, run: _Run, tr: Inputs, va: Inputs | None, seed: int,
         if progress:
             log_epoch(name, record)
         state.next_epoch()
-    return state.history, state
+    return state
