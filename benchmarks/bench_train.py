@@ -54,8 +54,10 @@ def bench_kd_cached_vs_online(quick: bool) -> dict:
     """One student epoch with KD from cached teacher logits vs online teacher forward passes."""
     from debiaskd.core.study import VariantSpec
     from debiaskd.training.distill import teacher_logits
-    from debiaskd.training.loop import train_model
+    from debiaskd.training.loop import fit
     from debiaskd.training.models import build_nli_teacher
+    from debiaskd.training.recipe import LogitSettings, Recipe
+    from debiaskd.training.rows import Sources
 
     cfg = _config(quick)
     train = _pairs(384 if quick else 1500)
@@ -63,18 +65,19 @@ def bench_kd_cached_vs_online(quick: bool) -> dict:
     teacher.eval()
     spec = VariantSpec("student_kd", "student", "erm", teacher="teacher")
     t0 = time.perf_counter()
-    logits = teacher_logits(teacher, train, cfg, tokenizer=tokenizer)
+    logits = teacher_logits(teacher, train, LogitSettings.of(cfg), tokenizer=tokenizer)
     cache_seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="bench-kd-") as tmp:
-        kwargs = {"teacher_model": teacher, "progress": False, "resume": False}
+        online_src, cached_src = Sources(teacher=teacher), Sources(teacher=teacher, teacher_logits=logits)
+        recipe, kwargs = Recipe.build(spec, cfg), {"progress": False, "resume": False}
         # warm-up (allocator, lazy imports) so neither side pays it
-        train_model(spec, cfg.model_copy(update={"student_train": cfg.student_train.model_copy(
-            update={"max_steps": 2})}), train, None, 0, Path(tmp) / "warm", teacher_logits=logits, **kwargs)
+        fit(Recipe.build(spec, cfg.model_copy(update={"student_train": cfg.student_train.model_copy(
+            update={"max_steps": 2})})), train, None, 0, Path(tmp) / "warm", sources=cached_src, **kwargs)
         # alternate the two sides and take medians: a quick-mode epoch lasts a fraction of a second
         online_runs, cached_runs = [], []
         for r in range(3 if quick else 1):
-            online = train_model(spec, cfg, train, None, 0, Path(tmp) / f"online{r}", **kwargs)
-            cached = train_model(spec, cfg, train, None, 0, Path(tmp) / f"cached{r}", teacher_logits=logits, **kwargs)
+            online = fit(recipe, train, None, 0, Path(tmp) / f"online{r}", sources=online_src, **kwargs)
+            cached = fit(recipe, train, None, 0, Path(tmp) / f"cached{r}", sources=cached_src, **kwargs)
             online_runs.append(online.history[0]["train_seconds"])
             cached_runs.append(cached.history[0]["train_seconds"])
     online_s, cached_s = statistics.median(online_runs), statistics.median(cached_runs)
@@ -89,8 +92,8 @@ def bench_kd_cached_vs_online(quick: bool) -> dict:
 
 
 def bench_train_vs_hf_trainer(quick: bool) -> dict:
-    """Examples/s of :func:`train_model` vs ``transformers.Trainer`` (HF defaults: dynamic padding, random
-    sampling, i.e. no length grouping) on the same model, data, batch size, learning rate and schedule.
+    """Examples/s of :func:`~debiaskd.training.loop.fit` vs ``transformers.Trainer`` (HF defaults: dynamic padding,
+    random sampling, i.e. no length grouping) on the same model, data, batch size, learning rate and schedule.
 
     In transformers 5 ``warmup_ratio`` became a float ``warmup_steps`` and ``group_by_length`` became
     ``train_sampling_strategy`` (left at its default ``"random"``)."""
@@ -104,8 +107,9 @@ def bench_train_vs_hf_trainer(quick: bool) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from debiaskd.core.study import VariantSpec
-    from debiaskd.training.loop import train_model
+    from debiaskd.training.loop import fit
     from debiaskd.training.models import build_nli_teacher, quiet_transformers
+    from debiaskd.training.recipe import Recipe
 
     quiet_transformers()
     cfg = _config(quick)
@@ -135,7 +139,7 @@ def bench_train_vs_hf_trainer(quick: bool) -> dict:
         hf_seconds = time.perf_counter() - t0
         # --- ours (history: the epoch's training time; the wall includes build, tokenisation, save)
         t0 = time.perf_counter()
-        ours = train_model(spec, cfg, train, None, 0, Path(tmp) / "ours", progress=False, resume=False)
+        ours = fit(Recipe.build(spec, cfg), train, None, 0, Path(tmp) / "ours", progress=False, resume=False)
         ours_wall = time.perf_counter() - t0
     ours_seconds = ours.history[0]["train_seconds"]
     n = len(train)

@@ -32,7 +32,11 @@ from debiaskd.data.schema import NLI_LABELS
 from debiaskd.data.store import read_dataset
 from debiaskd.evaluation.evaluate import evaluate_model
 from debiaskd.training import bias as B
-from debiaskd.training.loop import Inputs, predict_logits, resolve_device, train_model
+from debiaskd.training.inputs import Inputs
+from debiaskd.training.loop import fit
+from debiaskd.training.predict import predict_logits, resolve_device
+from debiaskd.training.recipe import Recipe
+from debiaskd.training.rows import Sources
 
 
 def refit_bias(train, features: list[str]) -> np.ndarray:
@@ -60,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
 
     overrides = list(args.overrides)
-    if args.bias_temperature:  # applied by train_model (debias.bias_temperature)
+    if args.bias_temperature:  # applied by the recipe (debias.bias_temperature)
         overrides.append(f"debias.bias_temperature={args.bias_temperature}")
     cfg = load_config("default", overrides=overrides)
     data = args.data
@@ -86,9 +90,9 @@ def main() -> None:
     role_name = "teacher_erm" if args.method == "erm" else "teacher_debiased"
     started = time.time()
     out = Path(args.out) / args.name
-    result = train_model(VariantSpec(role_name, "teacher", args.method), cfg, train, ds.splits["validation"],
-                         args.seed, out / "model", bias_probs=bias_probs, conf_reg_logits=conf, progress=False,
-                         resume=False)
+    result = fit(Recipe.build(VariantSpec(role_name, "teacher", args.method), cfg), train, ds.splits["validation"],
+                 args.seed, out / "model", sources=Sources(bias_probs=bias_probs, reference_logits=conf),
+                 progress=False, resume=False)
     ev = evaluate_model(Path(result.model_dir), {k: ds.splits[k] for k in ("test", "challenge")}, cfg)
     row = {"name": args.name, "method": args.method, "overrides": args.overrides, "seed": args.seed,
            "bias_features": args.bias_features, "bias_temperature": args.bias_temperature,

@@ -1,4 +1,4 @@
-"""Shared helpers for the data-layer tests (fixtures live in the test modules that use them)."""
+"""Shared helpers and small datasets for the tests (fixtures live in the test modules that use them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from debiaskd.core.config import StudyConfig, load_config
-from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, ImageSplit
+from debiaskd.data.schema import COLOR_NAMES, COLOR_RGB, NLI_COLUMNS, NLI_LABELS, ImageSplit
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -48,6 +48,32 @@ def tiny_images(n: int = 64, size: int = 8, seed: int = 0, classes: int = 4) -> 
                           "color": [COLOR_NAMES[c] for c in colors], "bias_aligned": labels == colors,
                           "group": [f"{y}/{COLOR_NAMES[c]}" for y, c in zip(labels, colors, strict=True)]})
     return ImageSplit(images, frame, tuple(str(i) for i in range(classes)))
+
+
+NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
+VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
+PLACES = ["lake", "park", "bank", "school", "station"]
+
+
+def tiny_nli(n: int = 96, seed: int = 0) -> pd.DataFrame:
+    """NLI pairs with shortcuts: entailment = full overlap, neutral = added material, contradiction = 'not'."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.choice(NOUNS, 2, replace=False)
+        v, place = rng.choice(VERBS), rng.choice(PLACES)
+        label = NLI_LABELS[i % 3]
+        premise = f"The {a} {v} the {b} near the {place}."
+        if label == "entailment":
+            hyp, heur = f"The {a} {v} the {b}.", "lexical_overlap"
+        elif label == "neutral":
+            hyp, heur = f"The {a} {v} the {b} and the {rng.choice(NOUNS)} yesterday.", "none"
+        else:
+            hyp, heur = f"The {a} did not see the {rng.choice(NOUNS)}.", "negation"
+        rows.append({"pair_id": f"p{seed}-{i}", "premise": premise, "hypothesis": hyp, "label": label,
+                     "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
+                     "group": f"{heur}/{label}"})
+    return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
 
 
 def tree_snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes | str]:

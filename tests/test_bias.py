@@ -8,35 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_fixtures import tiny_images
+from data_fixtures import tiny_images, tiny_nli
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.data.schema import COLOR_NAMES, NLI_COLUMNS, NLI_LABELS
+from debiaskd.data.schema import COLOR_NAMES, NLI_LABELS
 from debiaskd.training import bias
-
-NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
-VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
-PLACES = ["lake", "park", "bank", "school", "station"]
-
-
-def tiny_nli(n: int = 150, seed: int = 0) -> pd.DataFrame:
-    """Entailment = full overlap, neutral = added material, contradiction = 'not' in the hypothesis."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.choice(NOUNS, 2, replace=False)
-        v, place = rng.choice(VERBS), rng.choice(PLACES)
-        label = NLI_LABELS[i % 3]
-        premise = f"The {a} {v} the {b} near the {place}."
-        if label == "entailment":
-            hyp, heur = f"The {a} {v} the {b}.", "lexical_overlap"
-        elif label == "neutral":
-            hyp, heur = f"The {a} {v} the {b} and the {rng.choice(NOUNS)} yesterday.", "none"
-        else:
-            hyp, heur = f"The {a} did not see the {rng.choice(NOUNS)}.", "negation"
-        rows.append({"pair_id": f"p{i}", "premise": premise, "hypothesis": hyp, "label": label,
-                     "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
-                     "group": f"{heur}/{label}"})
-    return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
 
 
 def _pairs(items: list[tuple[str, str]]) -> pd.DataFrame:
@@ -60,7 +35,7 @@ def test_features_of_known_pairs() -> None:
 
 
 def test_features_model_predicts_entailment_for_full_overlap() -> None:
-    model = bias.fit_bias_model(tiny_nli(), "features", seed=0)
+    model = bias.fit_bias_model(tiny_nli(150), "features", seed=0)
     probe = _pairs([("The pilot visited the queen in the old garden.", "The pilot visited the queen."),
                     ("The king liked the poet at the party.", "The poet liked the king.")])  # swap: full overlap
     probs = model.predict_proba(probe)
@@ -70,7 +45,7 @@ def test_features_model_predicts_entailment_for_full_overlap() -> None:
 
 
 def test_hypothesis_only_model_picks_up_negation() -> None:
-    model = bias.fit_bias_model(tiny_nli(), "hypothesis_only", seed=0)
+    model = bias.fit_bias_model(tiny_nli(150), "hypothesis_only", seed=0)
     probe = _pairs([("A cat sat.", "The pilot did not sleep."), ("A cat sat.", "The pilot slept.")])
     probs = model.predict_proba(probe)
     contradiction = NLI_LABELS.index("contradiction")
@@ -79,7 +54,7 @@ def test_hypothesis_only_model_picks_up_negation() -> None:
 
 
 def test_bias_model_json_roundtrip(tmp_path) -> None:
-    train = tiny_nli()
+    train = tiny_nli(150)
     for kind in ("features", "hypothesis_only"):
         model = bias.fit_bias_model(train, kind, seed=0)
         path = model.save(tmp_path / f"{kind}.json")
@@ -93,8 +68,8 @@ def test_bias_model_json_roundtrip(tmp_path) -> None:
 
 def test_unknown_kind_and_labels_are_refused() -> None:
     with pytest.raises(DebiaskdError):
-        bias.fit_bias_model(tiny_nli(), "parser")
-    bad = tiny_nli().assign(label="maybe")
+        bias.fit_bias_model(tiny_nli(150), "parser")
+    bad = tiny_nli(150).assign(label="maybe")
     with pytest.raises(DebiaskdError):
         bias.fit_bias_model(bad, "features")
 

@@ -8,33 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_fixtures import tiny_nli
 from debiaskd.core.config import load_config
 from debiaskd.core.study import VariantSpec, variant_specs
-from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, ImageSplit
+from debiaskd.data.schema import NLI_LABELS, ImageSplit
 from debiaskd.training import distill as distill_mod
 from debiaskd.training.bias import fit_bias_model
 from debiaskd.training.distill import cached_teacher_logits, distill_student, rounds_dir, teacher_logits
-from debiaskd.training.loop import Inputs, _Objective, build_for, train_model
+from debiaskd.training.inputs import Inputs, build_for, model_logits
 from debiaskd.training.models import load_model
-
-NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author"]
-VERBS = ["saw", "helped", "called", "thanked", "met", "paid"]
-
-
-def tiny_nli(n: int = 60, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.choice(NOUNS, 2, replace=False)
-        v = rng.choice(VERBS)
-        label = NLI_LABELS[i % 3]
-        premise = f"The {a} {v} the {b} near the lake" + " today" * int(rng.integers(0, 4)) + "."
-        hyp = {"entailment": f"The {a} {v} the {b}.", "neutral": f"The {a} {v} the {b} and the judge.",
-               "contradiction": f"The {a} did not see the {b}."}[label]
-        rows.append({"pair_id": f"p{seed}-{i}", "premise": premise, "hypothesis": hyp, "label": label,
-                     "heuristic": "none", "subcase": "", "template": "", "bias_aligned": True,
-                     "group": f"none/{label}"})
-    return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+from debiaskd.training.objectives.base import Rows, Step
+from debiaskd.training.objectives.debias import ERM
+from debiaskd.training.objectives.distillation import LogitKD
+from debiaskd.training.recipe import LogitSettings, Recipe
+from train_helpers import fit_spec
 
 
 def tiny_images(n: int = 48, seed: int = 0) -> ImageSplit:
@@ -46,40 +33,47 @@ def tiny_images(n: int = 48, seed: int = 0) -> ImageSplit:
     return ImageSplit(images, frame, ("0", "1", "2", "3"))
 
 
+def _student(cfg, task: str = "nli", **kwargs):
+    """A student as :func:`debiaskd.training.loop.fit` builds it (model, tokenizer, build metadata)."""
+    return build_for(task, "student", cfg.nli_model, cfg.vision_model, 0, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     cfg = load_config("smoke")
     root = tmp_path_factory.mktemp("teacher")
-    train, val = tiny_nli(), tiny_nli(21, seed=1)
-    result = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, root / "teacher", progress=False)
+    train, val = tiny_nli(60), tiny_nli(21, seed=1)
+    result = fit_spec(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, root / "teacher")
     return cfg, train, val, result.model_dir
 
 
 def test_cached_and_online_kd_give_the_same_loss(teacher) -> None:
     cfg, train, _, teacher_dir = teacher
     loaded = load_model(teacher_dir)
-    spec = variant_specs(cfg)["student_kd"]
-    student, tokenizer, _ = build_for(spec, cfg, 0, teacher_model=loaded.model, tokenizer=loaded.tokenizer)
+    student, tokenizer, _ = _student(cfg, teacher_model=loaded.model, tokenizer=loaded.tokenizer)
     student.eval()
     inputs = Inputs("nli", train, list(NLI_LABELS), tokenizer, cfg.nli_model.max_length)
     idx = [0, 5, 7, 11, 30]
     batch = inputs.collate(idx)
     idx_t, labels = torch.tensor(idx), inputs.labels[idx]
-    cached = _Objective("erm", True, 0.5, 2.0,
-                        teacher_logits=torch.as_tensor(teacher_logits(loaded, train, cfg, batch_size=7)))
-    online = _Objective("erm", True, 0.5, 2.0, teacher_model=loaded.model.eval())
-    loss_cached = cached.loss(student, batch, idx_t, labels)
-    loss_online = online.loss(student, batch, idx_t, labels)
-    assert loss_cached.item() == pytest.approx(loss_online.item(), rel=1e-5, abs=1e-6)
+    erm, kd = ERM(), LogitKD(alpha=0.5, temperature=2.0)
+
+    def loss(rows: Rows) -> float:
+        step = Step(model_logits(student, batch), labels, idx_t, batch, rows)
+        return kd.add(erm.task_loss(step), step).item()
+
+    loss_cached = loss(Rows(teacher_logits=torch.as_tensor(teacher_logits(loaded, train, LogitSettings.of(cfg),
+                                                                          batch_size=7))))
+    loss_online = loss(Rows(teacher=loaded.model.eval()))
+    assert loss_cached == pytest.approx(loss_online, rel=1e-5, abs=1e-6)
     # and the KD term really depends on the teacher
-    other = _Objective("erm", True, 0.5, 2.0, teacher_logits=torch.zeros(len(train), 3))
-    assert other.loss(student, batch, idx_t, labels).item() != pytest.approx(loss_cached.item(), rel=1e-4)
+    assert loss(Rows(teacher_logits=torch.zeros(len(train), 3))) != pytest.approx(loss_cached, rel=1e-4)
 
 
 def test_teacher_logits_follow_input_order(teacher) -> None:
     cfg, train, _, teacher_dir = teacher
     loaded = load_model(teacher_dir)
-    logits = teacher_logits(loaded, train, cfg, batch_size=8)
+    logits = teacher_logits(loaded, train, LogitSettings.of(cfg), batch_size=8)
     assert logits.shape == (len(train), 3)
     rows = [3, 17]
     enc = loaded.tokenizer(train["premise"].iloc[rows].tolist(), train["hypothesis"].iloc[rows].tolist(),
@@ -92,26 +86,25 @@ def test_teacher_logits_follow_input_order(teacher) -> None:
 def test_teacher_initialised_student_starts_with_copied_weights(teacher) -> None:
     cfg, _, _, teacher_dir = teacher
     loaded = load_model(teacher_dir)
-    spec = variant_specs(cfg)["student_kd_teacher_init"]
-    student, _, meta = build_for(spec, cfg, 0, init_from=loaded, layer_map=[0])
+    student, _, meta = _student(cfg, init_from=loaded, layer_map=[0])
     assert meta["layer_map"] == [0]
     t_state, s_state = loaded.model.state_dict(), student.state_dict()
     for key, value in s_state.items():
         assert torch.equal(value, t_state[key]), key  # embeddings, layer 0, pooler, classifier
-    student2, _, meta2 = build_for(spec, cfg, 0, init_from=loaded)  # evenly spaced: top layer
+    student2, _, meta2 = _student(cfg, init_from=loaded)  # evenly spaced: top layer
     assert meta2["layer_map"] == [1]
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(student2.state_dict()[key], t_state["bert.encoder.layer.1.attention.self.query.weight"])
-    random_student, _, _ = build_for(variant_specs(cfg)["student_kd"], cfg, 0, teacher_model=loaded.model)
+    random_student, _, _ = _student(cfg, teacher_model=loaded.model)
     assert not torch.equal(random_student.state_dict()[key], student2.state_dict()[key])
 
 
 def test_vision_teacher_init_copies_matching_stem(tmp_path) -> None:
     cfg = load_config("smoke", task="vision", overrides=["vision_model.student_width=8"])
     train = tiny_images()
-    t = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, train, 0, tmp_path / "t", progress=False)
+    t = fit_spec(variant_specs(cfg)["teacher_erm"], cfg, train, train, 0, tmp_path / "t")
     loaded = load_model(t.model_dir)
-    student, _, meta = build_for(variant_specs(cfg)["student_kd_teacher_init"], cfg, 0, init_from=loaded,
+    student, _, meta = _student(cfg, "vision", init_from=loaded,
                                  num_classes=4)
     assert "stem.0.weight" in meta["init_copied"]
     assert torch.equal(student.state_dict()["stem.0.weight"], loaded.model.state_dict()["stem.0.weight"])
@@ -134,7 +127,7 @@ def test_vision_teacher_init_slices_a_wider_teacher_stem() -> None:
 
 def test_logit_cache_is_reused_and_keyed_by_content(teacher, tmp_path, monkeypatch) -> None:
     cfg, train, val, teacher_dir = teacher
-    first = cached_teacher_logits(teacher_dir, train, tmp_path, cfg)
+    first = cached_teacher_logits(teacher_dir, train, tmp_path, LogitSettings.of(cfg))
     files = sorted(tmp_path.glob("*.npy"))
     assert len(files) == 1
 
@@ -142,19 +135,19 @@ def test_logit_cache_is_reused_and_keyed_by_content(teacher, tmp_path, monkeypat
         raise AssertionError("a cache hit must not load the model")
 
     monkeypatch.setattr(distill_mod, "load_model", no_load)
-    again = cached_teacher_logits(teacher_dir, train, tmp_path, cfg)
+    again = cached_teacher_logits(teacher_dir, train, tmp_path, LogitSettings.of(cfg))
     np.testing.assert_array_equal(first, again)
     monkeypatch.undo()
-    cached_teacher_logits(teacher_dir, val, tmp_path, cfg)
+    cached_teacher_logits(teacher_dir, val, tmp_path, LogitSettings.of(cfg))
     assert len(list(tmp_path.glob("*.npy"))) == 2
-    np.testing.assert_allclose(first, teacher_logits(load_model(teacher_dir), train, cfg), rtol=1e-5)
+    np.testing.assert_allclose(first, teacher_logits(load_model(teacher_dir), train, LogitSettings.of(cfg)), rtol=1e-5)
 
 
 def test_students_read_the_logits_their_teacher_precomputed(tmp_path, monkeypatch) -> None:
     cfg = load_config("smoke")
-    train, val = tiny_nli(), tiny_nli(21, seed=1)
-    t = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "t" / "model", progress=False)
-    shared = distill_mod.precompute_teacher_logits(t.model_dir, [train], cfg)
+    train, val = tiny_nli(60), tiny_nli(21, seed=1)
+    t = fit_spec(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "t" / "model")
+    shared = distill_mod.precompute_teacher_logits(t.model_dir, [train], LogitSettings.of(cfg))
     assert shared == tmp_path / "t" / "teacher_cache" and len(list(shared.glob("*.npy"))) == 1
     before = sorted(p.name for p in shared.iterdir())
 
@@ -162,7 +155,7 @@ def test_students_read_the_logits_their_teacher_precomputed(tmp_path, monkeypatc
     real = distill_mod.teacher_logits
     monkeypatch.setattr(distill_mod, "teacher_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     spec = variant_specs(cfg)["student_kd"]
-    distill_student(spec, cfg, train, val, 0, tmp_path / "s" / "model", t.model_dir, progress=False)
+    distill_student(Recipe.build(spec, cfg), train, val, 0, tmp_path / "s" / "model", t.model_dir)
     assert calls == []  # round 1 read the teacher's logits instead of running the teacher
     assert not (tmp_path / "s" / "teacher_cache").exists()
     assert sorted(p.name for p in shared.iterdir()) == before  # the teacher's folder is only read
@@ -171,10 +164,10 @@ def test_students_read_the_logits_their_teacher_precomputed(tmp_path, monkeypatc
 def test_iterative_rounds_through_a_teacher_assistant(tmp_path) -> None:
     cfg = load_config("smoke", overrides=["nli_model.tiny_layers=3", "nli_model.assistant_layers=2",
                                           "distill.rounds=2"])
-    train, val = tiny_nli(), tiny_nli(21, seed=1)
-    t = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "t", progress=False)
+    train, val = tiny_nli(60), tiny_nli(21, seed=1)
+    t = fit_spec(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "t")
     spec = variant_specs(cfg)["student_kd_all"]
-    result = distill_student(spec, cfg, train, val, 0, tmp_path / "s", t.model_dir, progress=False,
+    result = distill_student(Recipe.build(spec, cfg), train, val, 0, tmp_path / "s", t.model_dir, progress=False,
                              cache_dir=tmp_path / "cache")
     assistant = load_model(rounds_dir(tmp_path / "s") / "round1")
     final = load_model(result.model_dir)
@@ -191,7 +184,7 @@ def test_online_kd_with_hidden_and_attention_transfer(tmp_path, teacher) -> None
                                           "nli_model.student_hidden=16", "nli_model.student_heads=2"])
     _, train, val, teacher_dir = teacher
     spec = VariantSpec("student_kd", "student", "erm", teacher="teacher_erm")
-    result = distill_student(spec, cfg, train, val, 0, tmp_path / "s", teacher_dir, progress=False,
+    result = distill_student(Recipe.build(spec, cfg), train, val, 0, tmp_path / "s", teacher_dir, progress=False,
                              cache_dir=tmp_path / "cache")
     loaded = load_model(result.model_dir)
     assert loaded.meta["kd_online"] is True and loaded.meta["kd"]["cached"] is False
@@ -204,9 +197,9 @@ def test_kd_debiased_combines_kd_and_debias(teacher, tmp_path) -> None:
     cfg, train, val, teacher_dir = teacher
     bias_probs = fit_bias_model(train, "features").predict_proba(train)
     specs = variant_specs(cfg)
-    a = distill_student(specs["student_kd_debiased"], cfg, train, val, 0, tmp_path / "a", teacher_dir,
+    a = distill_student(Recipe.build(specs["student_kd_debiased"], cfg), train, val, 0, tmp_path / "a", teacher_dir,
                         bias_probs=bias_probs, progress=False, cache_dir=tmp_path / "c")
-    b = distill_student(specs["student_kd"], cfg, train, val, 0, tmp_path / "b", teacher_dir,
+    b = distill_student(Recipe.build(specs["student_kd"], cfg), train, val, 0, tmp_path / "b", teacher_dir,
                         progress=False, cache_dir=tmp_path / "c")
     wa, wb = load_file(str(a.model_dir / "model.safetensors")), load_file(str(b.model_dir / "model.safetensors"))
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from debiaskd.core.errors import DebiaskdError
 from debiaskd.training import losses
 
 S = [[2.0, 0.5, -1.0], [0.1, 0.2, 1.5]]
@@ -106,33 +105,47 @@ def test_group_dro_matches_hand_computation() -> None:
     assert weights[1] > q[1] * weights[2] / q[2]  # the worse group gained weight relative to the absent one
 
 
-def test_debias_loss_dispatches_and_keeps_group_state() -> None:
-    y = torch.tensor(Y)
-    batch = {"bias_probs": _t(BIAS), "teacher_probs": _t([_softmax(t) for t in T]), "groups": torch.tensor([0, 1]),
-             "group_dro": losses.GroupDROState(2, 0.5)}
-    assert losses.debias_loss("erm", _t(S), y, batch).item() == pytest.approx(losses.erm_loss(_t(S), y).item())
-    assert losses.debias_loss("product_of_experts", _t(S), y, batch).item() == pytest.approx(
+def test_registered_debias_objectives_compute_their_losses_and_keep_group_state() -> None:
+    from debiaskd.training.objectives import implementation
+    from debiaskd.training.objectives.base import Rows, Setup, Step
+
+    y, idx = torch.tensor(Y), torch.tensor([0, 1])
+    rows = Rows(bias_probs=_t(BIAS), reference_probs=_t([_softmax(t) for t in T]), group_codes=torch.tensor([0, 1]),
+                n_groups=2)
+    step = Step(_t(S), y, idx, {}, rows)
+
+    def objective(name: str, **params):
+        made = implementation(name)(**params)
+        made.setup(Setup(torch.nn.Identity(), None, torch.device("cpu"), 0, rows, list))
+        return made
+
+    assert objective("erm").task_loss(step).item() == pytest.approx(losses.erm_loss(_t(S), y).item())
+    assert objective("product_of_experts").task_loss(step).item() == pytest.approx(
         losses.poe_loss(_t(S), y, _t(BIAS).log()).item())
-    assert losses.debias_loss("conf_reg", _t(S), y, batch).item() == pytest.approx(
-        losses.conf_reg_loss(_t(S), y, batch["teacher_probs"], _t(BIAS)).item())
-    before = batch["group_dro"].weights.clone()
-    losses.debias_loss("group_dro", _t(S), y, batch)
-    assert not torch.equal(before, batch["group_dro"].weights)
-    with pytest.raises(DebiaskdError):
-        losses.debias_loss("magic", _t(S), y, batch)
+    assert objective("conf_reg").task_loss(step).item() == pytest.approx(
+        losses.conf_reg_loss(_t(S), y, rows.reference_probs, _t(BIAS)).item())
+    assert objective("reweight").task_loss(step).item() == pytest.approx(
+        losses.erm_loss(_t(S), y, losses.reweight_weights(_t(BIAS), y)).item())
+    dro = objective("group_dro", group_dro_step=0.5)
+    before = dro.weights.clone()
+    dro.task_loss(step)
+    assert not torch.equal(before, dro.weights)
+    assert torch.equal(dro.state()["group_weights"], dro.weights)
+    with pytest.raises(KeyError, match="magic"):
+        implementation("magic")
 
 
 def test_hidden_and_attention_losses() -> None:
-    s_hidden = (torch.zeros(1, 2, 2), torch.ones(1, 2, 2))  # embeddings, layer 0
-    t_hidden = (torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.full((1, 2, 2), 3.0))
-    # student layer 0 ↔ teacher layer 1: (1 − 3)² = 4 everywhere
-    assert losses.hidden_loss(s_hidden, t_hidden, [1]).item() == pytest.approx(4.0)
+    s_hidden = [torch.ones(1, 2, 2)]  # student layer 0
+    t_hidden = [torch.full((1, 2, 2), 3.0)]  # the teacher layer mapped to it
+    # (1 − 3)² = 4 everywhere
+    assert losses.hidden_loss(s_hidden, t_hidden).item() == pytest.approx(4.0)
     proj = torch.nn.Linear(2, 2, bias=False)
     torch.nn.init.eye_(proj.weight)
     proj.weight.data *= 3.0
-    assert losses.hidden_loss(s_hidden, t_hidden, [1], proj=proj).item() == pytest.approx(0.0)
+    assert losses.hidden_loss(s_hidden, t_hidden, proj=proj).item() == pytest.approx(0.0)
     uniform = torch.full((1, 1, 2, 2), 0.5)
     peaked = torch.tensor([[[[0.9, 0.1], [0.9, 0.1]]]])
-    assert losses.attention_loss([uniform], [uniform], [0]).item() == pytest.approx(0.0, abs=1e-7)
+    assert losses.attention_loss([uniform], [uniform]).item() == pytest.approx(0.0, abs=1e-7)
     kl = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
-    assert losses.attention_loss([uniform], [peaked], [0]).item() == pytest.approx(kl, rel=1e-5)
+    assert losses.attention_loss([uniform], [peaked]).item() == pytest.approx(kl, rel=1e-5)

@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent('''
     from debiaskd.core.config import load_config
     from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS, ImageSplit
     from debiaskd.core.study import variant_specs
-    from debiaskd.training.loop import train_model
+    from debiaskd.training.loop import fit
+    from debiaskd.training.recipe import Recipe
+    from debiaskd.training.rows import Sources
 
 
     def park_at(kill_at, marker):
@@ -67,7 +69,7 @@ SCRIPT = textwrap.dedent('''
                 "vision_teacher_train.checkpoint_every=3", "vision_teacher_train.epochs=2",
                 "vision_teacher_train.batch_size=8", "vision_teacher_train.num_threads=1"])
         spec = variant_specs(cfg)["teacher_debiased"]  # PoE for NLI, GroupDRO for vision: state beyond the weights
-        train_model(spec, cfg, train, val, 0, out, bias_probs=bias, progress=False)
+        fit(Recipe.build(spec, cfg), train, val, 0, out, sources=Sources(bias_probs=bias), progress=False)
 
 
     if __name__ == "__main__":

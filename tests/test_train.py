@@ -5,44 +5,22 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_fixtures import tiny_images
+from data_fixtures import tiny_images, tiny_nli
 from debiaskd.core.config import load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import VariantSpec, variant_specs
-from debiaskd.data.schema import NLI_COLUMNS, NLI_LABELS
+from debiaskd.data.schema import NLI_LABELS
 from debiaskd.training.batching import collate_nli, encode_nli, length_grouped_batches
 from debiaskd.training.bias import fit_bias_model, fit_color_bias_model
 from debiaskd.training.distill import distill_student, rounds_dir
-from debiaskd.training.loop import TrainResult, train_model
+from debiaskd.training.loop import TrainResult
 from debiaskd.training.models import META_FILE, load_model, minilm_path
-
-NOUNS = ["doctor", "lawyer", "artist", "student", "banker", "actor", "judge", "author", "nurse", "chef"]
-VERBS = ["saw", "helped", "called", "thanked", "met", "paid", "found", "visited"]
-
-
-def tiny_nli(n: int = 96, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.choice(NOUNS, 2, replace=False)
-        v = rng.choice(VERBS)
-        label = NLI_LABELS[i % 3]
-        premise = f"The {a} {v} the {b} near the lake" + " today" * int(rng.integers(0, 4)) + "."
-        if label == "entailment":
-            hyp, heur = f"The {a} {v} the {b}.", "lexical_overlap"
-        elif label == "neutral":
-            hyp, heur = f"The {a} {v} the {b} and the {rng.choice(NOUNS)}.", "none"
-        else:
-            hyp, heur = f"The {a} did not see the {b}.", "negation"
-        rows.append({"pair_id": f"p{seed}-{i}", "premise": premise, "hypothesis": hyp, "label": label,
-                     "heuristic": heur, "subcase": "", "template": "", "bias_aligned": True,
-                     "group": f"{heur}/{label}"})
-    return pd.DataFrame(rows, columns=list(NLI_COLUMNS))
+from debiaskd.training.recipe import Recipe
+from train_helpers import fit_spec
 
 
 def _data(task: str):
@@ -102,10 +80,10 @@ def trained_study(request, tmp_path_factory):
     results: dict[str, TrainResult] = {}
     for name, spec in variant_specs(cfg).items():
         if spec.role == "teacher":
-            results[name] = train_model(spec, cfg, train, val, 0, root / name, bias_probs=bias_probs, progress=False)
+            results[name] = fit_spec(spec, cfg, train, val, 0, root / name, bias_probs=bias_probs)
         else:
             teacher_dir = root / spec.teacher if spec.teacher else None
-            results[name] = distill_student(spec, cfg, train, val, 0, root / name, teacher_dir,
+            results[name] = distill_student(Recipe.build(spec, cfg), train, val, 0, root / name, teacher_dir,
                                             bias_probs=bias_probs, progress=False, cache_dir=root / "cache")
     return task, cfg, root, results
 
@@ -151,9 +129,9 @@ def test_same_seed_same_weights(task, tmp_path) -> None:
                                                      "vision_teacher_train.grad_accum=2"])
     train, val, bias_probs = _data(task)
     spec = variant_specs(cfg)["teacher_debiased"]
-    a = train_model(spec, cfg, train, val, 7, tmp_path / "a", bias_probs=bias_probs, progress=False)
-    b = train_model(spec, cfg, train, val, 7, tmp_path / "b", bias_probs=bias_probs, progress=False)
-    c = train_model(spec, cfg, train, val, 8, tmp_path / "c", bias_probs=bias_probs, progress=False)
+    a = fit_spec(spec, cfg, train, val, 7, tmp_path / "a", bias_probs=bias_probs)
+    b = fit_spec(spec, cfg, train, val, 7, tmp_path / "b", bias_probs=bias_probs)
+    c = fit_spec(spec, cfg, train, val, 8, tmp_path / "c", bias_probs=bias_probs)
     wa, wb, wc = _weights(a.model_dir), _weights(b.model_dir), _weights(c.model_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
@@ -166,7 +144,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path) -> None:
     cfg = load_config("smoke", overrides=["teacher_train.epochs=5", "teacher_train.lr=1e-12",
                                           "teacher_train.early_stopping_patience=1", "teacher_train.warmup_ratio=0"])
     train, val, _ = _data("nli")
-    result = train_model(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "m", progress=False)
+    result = fit_spec(variant_specs(cfg)["teacher_erm"], cfg, train, val, 0, tmp_path / "m")
     # a learning rate this small cannot change the predictions: no improvement after epoch 1
     assert len(result.history) == 2 and result.best_epoch == 1
     assert all(h["validation_accuracy"] is not None for h in result.history)
@@ -175,7 +153,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path) -> None:
 def test_max_steps_and_meta(tmp_path) -> None:
     cfg = load_config("smoke", overrides=["student_train.max_steps=3", "student_train.epochs=4"])
     train, val, _ = _data("nli")
-    result = train_model(VariantSpec("student_erm", "student", "erm"), cfg, train, val, 0, tmp_path / "s",
+    result = fit_spec(VariantSpec("student_erm", "student", "erm"), cfg, train, val, 0, tmp_path / "s",
                          progress=False)
     meta = json.loads((result.model_dir / META_FILE).read_text())
     assert meta["train"]["steps"] == 3 and len(result.history) == 1
@@ -188,14 +166,13 @@ def test_missing_inputs_are_user_errors(tmp_path) -> None:
     train, val, _ = _data("nli")
     specs = variant_specs(cfg)
     with pytest.raises(DebiaskdError, match="teacher"):
-        train_model(specs["student_kd"], cfg, train, val, 0, tmp_path / "kd", progress=False)
+        fit_spec(specs["student_kd"], cfg, train, val, 0, tmp_path / "kd")
     with pytest.raises(DebiaskdError, match="bias"):
-        train_model(specs["teacher_debiased"], cfg, train, val, 0, tmp_path / "poe", progress=False)
+        fit_spec(specs["teacher_debiased"], cfg, train, val, 0, tmp_path / "poe")
     with pytest.raises(DebiaskdError, match="labels"):
-        train_model(specs["teacher_erm"], cfg, train.assign(label="maybe"), val, 0, tmp_path / "x", progress=False)
+        fit_spec(specs["teacher_erm"], cfg, train.assign(label="maybe"), val, 0, tmp_path / "x")
     with pytest.raises(DebiaskdError, match="teacher logits"):
-        train_model(specs["student_kd"], cfg, train, val, 0, tmp_path / "n", teacher_logits=np.zeros((3, 3)),
-                    progress=False)
+        fit_spec(specs["student_kd"], cfg, train, val, 0, tmp_path / "n", teacher_logits=np.zeros((3, 3)))
 
 
 def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> None:
@@ -206,23 +183,22 @@ def test_bias_probs_column_is_used_and_conf_reg_needs_a_reference(tmp_path) -> N
     spec = variant_specs(cfg)["teacher_debiased"]
     framed = add_bias_probs(train, bias_probs)
     with pytest.raises(DebiaskdError, match="conf_reg"):
-        train_model(spec, cfg, framed, val, 0, tmp_path / "c0", progress=False)
+        fit_spec(spec, cfg, framed, val, 0, tmp_path / "c0")
     erm_logits = np.random.default_rng(0).normal(size=(len(train), 3)).astype(np.float32)
     # a KD student's (debiased) teacher logits never stand in for the ERM reference
     kd_spec = variant_specs(cfg)["student_kd_debiased"]
     with pytest.raises(DebiaskdError, match="ERM"):
-        train_model(kd_spec, cfg, framed, val, 0, tmp_path / "c3", teacher_logits=erm_logits, progress=False)
+        fit_spec(kd_spec, cfg, framed, val, 0, tmp_path / "c3", teacher_logits=erm_logits)
     with pytest.raises(DebiaskdError, match="reference logits"):
-        train_model(spec, cfg, framed, val, 0, tmp_path / "c4", conf_reg_logits=erm_logits[:5], progress=False)
-    a = train_model(spec, cfg, framed, val, 0, tmp_path / "c1", conf_reg_logits=erm_logits, progress=False)
-    b = train_model(spec, cfg, train, val, 0, tmp_path / "c2", bias_probs=bias_probs, conf_reg_logits=erm_logits,
-                    progress=False)
+        fit_spec(spec, cfg, framed, val, 0, tmp_path / "c4", reference_logits=erm_logits[:5])
+    a = fit_spec(spec, cfg, framed, val, 0, tmp_path / "c1", reference_logits=erm_logits)
+    b = fit_spec(spec, cfg, train, val, 0, tmp_path / "c2", bias_probs=bias_probs, reference_logits=erm_logits)
     wa, wb = _weights(a.model_dir), _weights(b.model_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_bias_temperature_softens_the_bias_model_in_the_debiasing_loss(tmp_path) -> None:
-    from debiaskd.training.loop import soften
+    from debiaskd.training.rows import soften
 
     p = np.array([[0.8, 0.15, 0.05], [1 / 3, 1 / 3, 1 / 3]], dtype=np.float32)
     assert soften(p, 1.0) is p
@@ -236,7 +212,7 @@ def test_bias_temperature_softens_the_bias_model_in_the_debiasing_loss(tmp_path)
     runs = {}
     for t in (1.0, 2.0):
         cfg = load_config("smoke", overrides=[f"debias.bias_temperature={t}"])
-        runs[t] = _weights(train_model(spec, cfg, train, val, 0, tmp_path / str(t), bias_probs=bias_probs,
+        runs[t] = _weights(fit_spec(spec, cfg, train, val, 0, tmp_path / str(t), bias_probs=bias_probs,
                                        progress=False).model_dir)
     assert any(not torch.equal(runs[1.0][k], runs[2.0][k]) for k in runs[1.0])
 

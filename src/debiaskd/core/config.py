@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from debiaskd.core.errors import DebiaskdError, short_repr
+from debiaskd.training.objectives.catalog import choices
 
 Task = Literal["nli", "vision"]  # the names of debiaskd.tasks (TASK_NAMES below)
 PresetName = Literal["smoke", "default", "paper"]
@@ -101,9 +102,14 @@ class VisionModelConfig(_Strict):
 
 
 # --------------------------------------------------------------------- methods
+# the debiasing methods each task may choose: those the objective registry declares for it (torch-free)
+NLIMethod = Literal[choices("debias", "nli")]  # type: ignore[valid-type]
+VisionMethod = Literal[choices("debias", "vision")]  # type: ignore[valid-type]
+
+
 class DebiasConfig(_Strict):
-    nli_method: Literal["product_of_experts", "reweight", "conf_reg"] = "product_of_experts"
-    vision_method: Literal["group_dro", "reweight", "product_of_experts"] = "group_dro"
+    nli_method: NLIMethod = "product_of_experts"
+    vision_method: VisionMethod = "group_dro"
     bias_model: Literal["features", "hypothesis_only"] = "features"
     bias_temperature: float = Field(
         1.0, gt=0.0, description="soften the bias-only model's predictions to p^(1/T), renormalised, before the "

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from debiaskd.core.config import VARIANTS, StudyConfig
+from debiaskd.training.objectives.catalog import Need, needs
 
 Role = Literal["teacher", "student"]
-#: debiasing objectives that need an ERM-trained model's logits on the training rows
-NEEDS_ERM_REFERENCE = ("conf_reg",)
+#: the variant whose logits an objective declaring :attr:`Need.REFERENCE_LOGITS` reads (conf_reg)
 ERM_REFERENCE = "teacher_erm"
 
 
@@ -50,7 +50,7 @@ def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
     debias = cfg.debias_method
     teacher = "teacher_debiased"
     rounds = cfg.distill.rounds
-    reference = ERM_REFERENCE if debias in NEEDS_ERM_REFERENCE else None
+    reference = ERM_REFERENCE if needs(debias, Need.REFERENCE_LOGITS) else None
     specs = [
         VariantSpec("teacher_erm", "teacher", "erm"),
         VariantSpec("teacher_debiased", "teacher", debias, reference=reference),

@@ -5,13 +5,15 @@
 * ``hypothesis_only``: logistic regression on a bag of hypothesis words (and bigrams).
 * vision ``color``: logistic regression on the mean RGB of the foreground pixels.
 
-**Which predictions training uses.** The bias model is fitted on the whole training split and
-its predictions on that same split are used (as Clark et al. 2019 and Utama et al. 2020 did).
-The feature model has a dozen inputs, so its in-sample and out-of-fold predictions barely
-differ; for the higher-capacity hypothesis-only model :func:`cross_fit_bias_probs` gives
-out-of-fold predictions instead (``K``-fold, seeded) when over-confident in-sample predictions
-would down-weight too much. A bias model is saved as JSON (coefficients, vocabulary, scaling),
-never pickled, and predicts with numpy alone.
+**Which predictions training uses.** The pipeline's ``augment_data`` step fits the bias model
+(``debias.bias_model``; the colour model for vision) on the whole training split and stores its
+in-sample predictions on every split, the augmented training split included, as the ``bias_probs``
+column; training reads that column (softened by ``debias.bias_temperature``), as Clark et al. 2019
+and Utama et al. 2020 used in-sample predictions. :func:`cross_fit_bias_probs` (out-of-fold, ``K``
+folds, seeded) is available for experiments; the pipeline does not call it.
+
+A bias model is saved as JSON (coefficients, vocabulary, scaling), never pickled, and predicts with
+numpy alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distillation recipes on top of :mod:`debiaskd.training.loop`: teacher-output caching and rounds.
+"""Distillation on top of :func:`debiaskd.training.loop.fit`: teacher-output caching and rounds.
 
 Teacher logits are computed once per (model weights, data content) and stored as ``.npy``
 files in a cache folder, so epochs, rounds and variants that share a teacher and a training
@@ -20,11 +20,14 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.training.loop import Inputs, TrainResult, predict_logits, resolve_device, train_model
+from debiaskd.training.inputs import Inputs
+from debiaskd.training.loop import Start, TrainResult, fit
 from debiaskd.training.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
+from debiaskd.training.predict import predict_logits, resolve_device
+from debiaskd.training.recipe import LogitSettings, Recipe
+from debiaskd.training.rows import Sources
 
 _KEY_MEMO: dict[tuple[str, int, int], str] = {}
 
@@ -62,35 +65,35 @@ def model_key(model_dir: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
-def teacher_logits(model_or_loaded: LoadedModel | nn.Module, data: pd.DataFrame | ImageSplit, cfg: StudyConfig,
-                   batch_size: int | None = None, tokenizer: Any = None) -> np.ndarray:
+def teacher_logits(model_or_loaded: LoadedModel | nn.Module, data: pd.DataFrame | ImageSplit,
+                   settings: LogitSettings, batch_size: int | None = None, tokenizer: Any = None) -> np.ndarray:
     """Logits ``(N, C)`` of a model on ``data`` (inference mode, dynamic padding, input order)."""
     loaded = model_or_loaded if isinstance(model_or_loaded, LoadedModel) else None
     model = loaded.model if loaded else model_or_loaded
     tokenizer = tokenizer or (loaded.tokenizer if loaded else None)
     task = "vision" if isinstance(data, ImageSplit) else "nli"
     labels = [str(c) for c in data.class_names] if isinstance(data, ImageSplit) else list(NLI_LABELS)
-    inputs = Inputs(task, data, labels, tokenizer, cfg.nli_model.max_length)
-    device = resolve_device(cfg.train_config("teacher").device)
+    inputs = Inputs(task, data, labels, tokenizer, settings.max_length)
+    device = resolve_device(settings.device)
     model.to(device)
-    return predict_logits(model, inputs, batch_size or cfg.eval.batch_size, device, cfg.teacher_train.bf16)
+    return predict_logits(model, inputs, batch_size or settings.batch_size, device, settings.bf16)
 
 
 def cached_teacher_logits(model_dir: str | Path, frame: pd.DataFrame | ImageSplit, cache_dir: str | Path,
-                          cfg: StudyConfig, model: LoadedModel | None = None,
+                          settings: LogitSettings, model: LoadedModel | None = None,
                           shared: Sequence[str | Path] = ()) -> np.ndarray:
     """:func:`teacher_logits` through a cache keyed by the model's weights and the data's content.
 
     ``shared`` folders are looked up first and never written (a teacher's own ``teacher_cache``,
     filled once by :func:`precompute_teacher_logits` and read by every student task)."""
     cache_dir = Path(cache_dir)
-    key = f"{model_key(model_dir)}-{data_hash(frame, cfg.nli_model.max_length)}"
+    key = f"{model_key(model_dir)}-{data_hash(frame, settings.max_length)}"
     for folder in [*shared, cache_dir]:
         path = Path(folder) / f"logits-{key}.npy"
         if path.is_file():
             return np.load(path, allow_pickle=False)
     loaded = model or load_model(model_dir)
-    logits = teacher_logits(loaded, frame, cfg)
+    logits = teacher_logits(loaded, frame, settings)
     path = cache_dir / f"logits-{key}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
@@ -107,12 +110,12 @@ def teacher_cache_dir(model_dir: str | Path) -> Path:
 
 
 def precompute_teacher_logits(model_dir: str | Path, splits: Sequence[pd.DataFrame | ImageSplit],
-                              cfg: StudyConfig) -> Path:
+                              settings: LogitSettings) -> Path:
     """Compute a teacher's logits on each training split once, into :func:`teacher_cache_dir`."""
     loaded = load_model(model_dir)
     cache = teacher_cache_dir(model_dir)
     for split in splits:
-        cached_teacher_logits(model_dir, split, cache, cfg, model=loaded)
+        cached_teacher_logits(model_dir, split, cache, settings, model=loaded)
     return cache
 
 
@@ -122,57 +125,53 @@ def _depth(model: nn.Module) -> int | None:
 
 
 def distill_student(
-    spec, cfg: StudyConfig, train: pd.DataFrame | ImageSplit, validation: pd.DataFrame | ImageSplit | None,
-    seed: int, out_dir: str | Path, teacher_dir: str | Path | None, *, bias_probs: np.ndarray | None = None,
-    progress: bool = True, cache_dir: str | Path | None = None, conf_reg_logits: np.ndarray | None = None,
+    recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFrame | ImageSplit | None, seed: int,
+    out_dir: str | Path, teacher_dir: str | Path | None, *, bias_probs: np.ndarray | None = None,
+    progress: bool = True, cache_dir: str | Path | None = None, reference_logits: np.ndarray | None = None,
     resume: bool = True,
 ) -> TrainResult:
-    """Train the student of ``spec`` (all rounds); the last round's model lands in ``out_dir``.
+    """Train the student of ``recipe`` (all rounds); the last round's model lands in ``out_dir``.
 
-    * no teacher (``student_erm``, ``student_debiased``): plain :func:`train_model`;
+    * no teacher (``student_erm``, ``student_debiased``): plain :func:`fit`;
     * round ``r`` learns from round ``r − 1``'s model (round 1 from ``teacher_dir``); with
       ``nli_model.assistant_layers`` set, the rounds before the last train teacher-assistants of
       that depth. Intermediate rounds are kept beside the model, in ``<out_dir>.rounds/round<r>``
       (:func:`rounds_dir`), so the model folder holds only the final student;
-    * ``spec.teacher_init``: each round's student copies the layers of its round's teacher when
-      that one is deeper (teacher or assistant), else of the original teacher
+    * ``teacher_init``: each round's student copies the layers of its round's teacher when
+      that one is deeper (teacher or assistant; any vision teacher), else of the original teacher
       (``distill.init_layers`` or evenly spaced, embeddings included);
     * KD reads cached teacher logits (``cache_dir``, default ``<out_dir parent>/teacher_cache``) unless
-      ``distill.cache_teacher`` is off or hidden/attention transfer needs online teacher passes.
+      ``distill.cache_teacher`` is off or an objective reads the teacher's layers (online passes).
     """
-    if not spec.uses_kd:
-        return train_model(spec, cfg, train, validation, seed, out_dir, bias_probs=bias_probs, progress=progress,
-                           resume=resume, conf_reg_logits=conf_reg_logits)
+    sources = Sources(bias_probs=bias_probs, reference_logits=reference_logits)
+    if not recipe.uses_kd:
+        return fit(recipe, train, validation, seed, out_dir, sources=sources, progress=progress, resume=resume)
     if teacher_dir is None:
-        raise DebiaskdError(f"variant '{spec.name}' needs the model of '{spec.teacher}'", rule="distillation")
-    out = Path(out_dir)
+        raise DebiaskdError(f"variant '{recipe.variant}' needs the model of '{recipe.teacher}'", rule="distillation")
+    out, rounds = Path(out_dir), recipe.rounds
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "teacher_cache"
-    nli = cfg.task == "nli"
-    transfer = nli and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
-    attn_impl = "eager" if nli and cfg.distill.attention_weight > 0 else None
-    online = transfer or not cfg.distill.cache_teacher
+    online, attn_impl = recipe.online, recipe.attn_implementation
     original = load_model(teacher_dir, attn_implementation=attn_impl)
-    assistant = cfg.nli_model.assistant_layers if nli and spec.rounds > 1 else None
-    student_depth = cfg.nli_model.student_layers
 
     current_dir, current = Path(teacher_dir), original
     result: TrainResult | None = None
-    for r in range(1, spec.rounds + 1):
-        last = r == spec.rounds
+    for r in range(1, rounds.count + 1):
+        last = r == rounds.count
         round_dir = out if last else rounds_dir(out) / f"round{r}"
-        layers = assistant if (assistant and not last) else None
-        logits = None if online else cached_teacher_logits(current_dir, train, cache, cfg, model=current,
+        layers = rounds.assistant_layers if (rounds.assistant_layers and not last) else None
+        logits = None if online else cached_teacher_logits(current_dir, train, cache, recipe.logits, model=current,
                                                            shared=[teacher_cache_dir(teacher_dir)])
-        init_from, layer_map = None, None
-        if spec.teacher_init:
-            depth = layers or student_depth
-            init_from = current if (not nli or (_depth(current.model) or 0) > depth) else original
-            if init_from is original and cfg.distill.init_layers and len(cfg.distill.init_layers) == depth:
-                layer_map = list(cfg.distill.init_layers)
-        result = train_model(
-            spec, cfg, train, validation, seed, round_dir, teacher_logits=logits, teacher_model=current,
-            init_from=init_from, bias_probs=bias_probs, progress=progress, resume=resume,
-            conf_reg_logits=conf_reg_logits, student_layers=layers, layer_map=layer_map,
+        start = Start(layers=layers)
+        if rounds.teacher_init:
+            depth = layers or rounds.student_layers
+            current_depth = _depth(current.model)  # None for a vision model: its round's teacher always
+            start.init_from = current if current_depth is None or current_depth > depth else original
+            if start.init_from is original and rounds.init_layers and len(rounds.init_layers) == depth:
+                start.layer_map = list(rounds.init_layers)
+        result = fit(
+            recipe, train, validation, seed, round_dir, progress=progress, resume=resume, start=start,
+            sources=Sources(bias_probs=bias_probs, reference_logits=reference_logits, teacher_logits=logits,
+                            teacher=current),
             extra_meta={"round": r, "round_teacher": str(current_dir), "assistant": bool(layers),
                         "teacher_dir": str(teacher_dir), "kd_online": online},
         )
@@ -190,6 +189,6 @@ def rounds_dir(out_dir: str | Path) -> Path:
 
 
 def read_train_meta(model_dir: str | Path) -> dict[str, Any]:
-    """The ``train`` block that :func:`train_model` wrote into ``debiaskd.json``."""
+    """The ``train`` block that :func:`~debiaskd.training.loop.fit` wrote into ``debiaskd.json``."""
     meta_path = Path(model_dir) / META_FILE
     return json.loads(meta_path.read_text(encoding="utf-8")).get("train", {}) if meta_path.is_file() else {}

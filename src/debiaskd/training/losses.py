@@ -1,23 +1,20 @@
-"""Training objectives as small pure functions of tensors.
+"""The math of the training objectives as small pure functions of tensors.
 
 Debiasing: ERM, product-of-experts (Clark et al. 2019; He et al. 2019), example reweighting
 (1 − p_bias(gold)), confidence regularisation (Utama et al. 2020), GroupDRO (Sagawa et al.
 2020, online group weights). Distillation: logit KD (Hinton et al. 2015), hidden-state MSE and
-attention-map KL between mapped layers.
+attention-map KL between mapped layers. The objectives that use them, and what each needs, are
+registered in :mod:`debiaskd.training.objectives`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from debiaskd.core.errors import DebiaskdError
-
-DEBIAS_METHODS: tuple[str, ...] = ("erm", "product_of_experts", "reweight", "conf_reg", "group_dro")
 EPS = 1e-12
 
 
@@ -98,68 +95,32 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def hidden_loss(
-    student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor], layer_map: Sequence[int],
-    proj: nn.Module | None = None, mask: Tensor | None = None,
+    student: Sequence[Tensor], teacher: Sequence[Tensor], proj: nn.Module | None = None, mask: Tensor | None = None,
 ) -> Tensor:
-    """MSE between student layer ``i`` and teacher layer ``layer_map[i]`` (mean over layers).
+    """MSE between paired layer outputs ``student[i]`` and ``teacher[i]`` (mean over pairs).
 
-    Both sequences are HF ``hidden_states`` (embeddings first, then one entry per layer);
     ``proj`` maps the student width onto the teacher's when they differ.
     """
-    total = student_hidden[0].new_zeros((), dtype=torch.float32)
-    for i, t_layer in enumerate(layer_map):
-        s = student_hidden[i + 1].float()
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher, strict=True):
+        s = s.float()
         if proj is not None:
             s = proj(s)
-        t = teacher_hidden[t_layer + 1].float()
-        total = total + _masked_mean(((s - t) ** 2).mean(-1), mask)
-    return total / max(len(layer_map), 1)
+        total = total + _masked_mean(((s - t.float()) ** 2).mean(-1), mask)
+    return total / max(len(student), 1)
 
 
-def attention_loss(
-    student_attn: Sequence[Tensor], teacher_attn: Sequence[Tensor], layer_map: Sequence[int],
-    mask: Tensor | None = None,
-) -> Tensor:
-    """KL(teacher ‖ student) between attention distributions of mapped layers.
+def attention_loss(student: Sequence[Tensor], teacher: Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
+    """KL(teacher ‖ student) between paired attention distributions ``student[i]`` and ``teacher[i]``.
 
     Maps are ``(B, H, S, S)``; with different head counts both are averaged over heads.
     The KL is summed over keys and averaged over batch, heads and (unpadded) query positions.
     """
-    total = student_attn[0].new_zeros((), dtype=torch.float32)
-    for i, t_layer in enumerate(layer_map):
-        s, t = student_attn[i].float(), teacher_attn[t_layer].float()
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher, strict=True):
+        s, t = s.float(), t.float()
         if s.shape[1] != t.shape[1]:
             s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
         kl = (t * (t.clamp_min(EPS).log() - s.clamp_min(EPS).log())).sum(-1).mean(1)  # (B, S)
         total = total + _masked_mean(kl, mask)
-    return total / max(len(layer_map), 1)
-
-
-class GroupDROState:
-    """The running group weights of GroupDRO (kept across steps and saved in checkpoints)."""
-
-    def __init__(self, n_groups: int, step: float) -> None:
-        self.weights = torch.full((n_groups,), 1.0 / n_groups)
-        self.step = step
-
-
-def debias_loss(method: str, logits: Tensor, labels: Tensor, batch: dict[str, Any]) -> Tensor:
-    """The task loss of ``method``.
-
-    ``batch`` holds what the method needs: ``bias_probs`` (PoE, reweight, conf_reg),
-    ``teacher_probs`` (conf_reg), ``groups`` and ``group_dro`` (a :class:`GroupDROState`,
-    updated in place) for GroupDRO.
-    """
-    if method == "erm":
-        return erm_loss(logits, labels)
-    if method == "product_of_experts":
-        return poe_loss(logits, labels, batch["bias_probs"].clamp_min(EPS).log())
-    if method == "reweight":
-        return erm_loss(logits, labels, reweight_weights(batch["bias_probs"], labels))
-    if method == "conf_reg":
-        return conf_reg_loss(logits, labels, batch["teacher_probs"], batch["bias_probs"])
-    if method == "group_dro":
-        state: GroupDROState = batch["group_dro"]
-        loss, state.weights = group_dro_loss(logits, labels, batch["groups"], state.weights, state.step)
-        return loss
-    raise DebiaskdError(f"unknown debiasing method '{method}'; known: {list(DEBIAS_METHODS)}", rule="method")
+    return total / max(len(student), 1)

@@ -145,13 +145,14 @@ def evenly_spaced_layers(n_teacher: int, n_student: int) -> list[int]:
     return [round((i + 1) * step) - 1 for i in range(n_student)]
 
 
-def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+def encoder_layers(model: nn.Module, rule: str = "teacher-weight initialisation") -> nn.ModuleList:
+    """The transformer layers of an HF encoder (``<base>.encoder.layer``)."""
     base = getattr(model, model.base_model_prefix, model)
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
     if layers is None:
         raise DebiaskdError(
-            f"cannot find encoder layers in {type(model).__name__}", rule="teacher-weight initialisation"
+            f"cannot find encoder layers in {type(model).__name__}", rule=rule
         )
     return layers
 
@@ -162,7 +163,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, layer_map: list[in
     Tensors are copied where shapes agree (all of them for a same-width student). Returns the
     layer map used. Works on the module tree, so the student's code is untouched.
     """
-    s_layers, t_layers = _encoder_layers(student), _encoder_layers(teacher)
+    s_layers, t_layers = encoder_layers(student), encoder_layers(teacher)
     layer_map = layer_map or evenly_spaced_layers(len(t_layers), len(s_layers))
     if len(layer_map) != len(s_layers) or max(layer_map) >= len(t_layers) or min(layer_map) < 0:
         raise DebiaskdError(

@@ -1,9 +1,9 @@
 """Train one variant of the study: the single entry point the jobs call.
 
-Given the variant's :class:`~debiaskd.core.study.VariantSpec` and the dataset, it reads the
-reference model's logits when the objective needs them, trains a teacher (or a student without a
-teacher) or distils a student over all its rounds, and leaves the logits its readers need beside
-the trained model.
+Given the variant's :class:`~debiaskd.core.study.VariantSpec` and the dataset, it reads the config
+once into a :class:`~debiaskd.training.recipe.Recipe`, reads the reference model's logits when the
+objective needs them, trains a teacher (or a student without a teacher) or distils a student over
+all its rounds, and leaves the logits its readers need beside the trained model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from debiaskd.training.distill import (
     precompute_teacher_logits,
     teacher_cache_dir,
 )
-from debiaskd.training.loop import TrainResult, train_model
+from debiaskd.training.loop import TrainResult
+from debiaskd.training.recipe import LogitSettings, Recipe
 
 
 def train_split_name(spec: VariantSpec, splits: dict[str, Any]) -> str:
@@ -43,17 +44,14 @@ def train_variant_model(
 ) -> TrainResult:
     """Train ``spec`` on ``splits`` (a dataset's splits) into ``out_dir/model``."""
     out_dir = Path(out_dir)
-    model_dir = out_dir / "model"
+    recipe = Recipe.build(spec, cfg)
     train, validation = splits[train_split_name(spec, splits)], splits["validation"]
     reference = None
     if spec.reference:
-        reference = cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", cfg,
+        reference = cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", recipe.logits,
                                           shared=[teacher_cache_dir(reference_dir)])
-    if spec.role == "teacher" or not spec.uses_kd:
-        return train_model(spec, cfg, train, validation, seed, model_dir, bias_probs=bias_probs_of(train),
-                           progress=progress, conf_reg_logits=reference)
-    return distill_student(spec, cfg, train, validation, seed, model_dir, teacher_dir,
-                           bias_probs=bias_probs_of(train), progress=progress, conf_reg_logits=reference)
+    return distill_student(recipe, train, validation, seed, out_dir / "model", teacher_dir,
+                           bias_probs=bias_probs_of(train), progress=progress, reference_logits=reference)
 
 
 def share_logits(spec: VariantSpec, specs: dict[str, VariantSpec], cfg: StudyConfig, splits: dict[str, Any],
@@ -61,9 +59,8 @@ def share_logits(spec: VariantSpec, specs: dict[str, VariantSpec], cfg: StudyCon
     """A teacher that students distil from (or whose logits an objective reads: ``spec.reference``)
     computes its logits on their training splits once, beside its model, so the tasks that need them
     (separate processes) read them instead of each recomputing."""
-    transfer = cfg.task == "nli" and (cfg.distill.hidden_weight > 0 or cfg.distill.attention_weight > 0)
-    kd_cached = cfg.distill.cache_teacher and not transfer
-    readers = [s for s in specs.values() if s.reference == spec.name or (s.teacher == spec.name and kd_cached)]
+    readers = [s for s in specs.values()
+               if s.reference == spec.name or (s.teacher == spec.name and not Recipe.build(s, cfg).online)]
     if readers:
         names = {train_split_name(s, splits) for s in readers}
-        precompute_teacher_logits(model_dir, [splits[n] for n in sorted(names)], cfg)
+        precompute_teacher_logits(model_dir, [splits[n] for n in sorted(names)], LogitSettings.of(cfg))
