@@ -32,7 +32,7 @@ from debiaskd.data.schema import NLI_LABELS
 from debiaskd.data.store import read_dataset
 from debiaskd.evaluation.evaluate import evaluate_model
 from debiaskd.training import bias as B
-from debiaskd.training.inputs import Inputs
+from debiaskd.training.inputs import TextPairInputs
 from debiaskd.training.loop import fit
 from debiaskd.training.predict import predict_logits, resolve_device
 from debiaskd.training.recipe import Recipe
@@ -85,7 +85,7 @@ def main() -> None:
         from debiaskd.training.models import load_model
 
         erm = load_model(args.erm_model)
-        inputs = Inputs("nli", train, list(NLI_LABELS), erm.tokenizer, cfg.nli_model.max_length)
+        inputs = TextPairInputs(train, list(NLI_LABELS), erm.tokenizer, cfg.nli_model.max_length)
         conf = predict_logits(erm.model, inputs, cfg.eval.batch_size, resolve_device("cpu"))
     role_name = "teacher_erm" if args.method == "erm" else "teacher_debiased"
     started = time.time()

@@ -12,10 +12,11 @@ from data_fixtures import tiny_nli
 from debiaskd.core.config import load_config
 from debiaskd.core.study import VariantSpec, variant_specs
 from debiaskd.data.schema import NLI_LABELS, ImageSplit
+from debiaskd.tasks import get_task
 from debiaskd.training import distill as distill_mod
 from debiaskd.training.bias import fit_bias_model
 from debiaskd.training.distill import cached_teacher_logits, distill_student, rounds_dir, teacher_logits
-from debiaskd.training.inputs import Inputs, build_for, model_logits
+from debiaskd.training.inputs import TextPairInputs, model_logits
 from debiaskd.training.models import load_model
 from debiaskd.training.objectives.base import Rows, Step
 from debiaskd.training.objectives.debias import ERM
@@ -35,7 +36,7 @@ def tiny_images(n: int = 48, seed: int = 0) -> ImageSplit:
 
 def _student(cfg, task: str = "nli", **kwargs):
     """A student as :func:`debiaskd.training.loop.fit` builds it (model, tokenizer, build metadata)."""
-    return build_for(task, "student", cfg.nli_model, cfg.vision_model, 0, **kwargs)
+    return get_task(task).build_model(getattr(cfg, f"{task}_model"), "student", 0, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_cached_and_online_kd_give_the_same_loss(teacher) -> None:
     loaded = load_model(teacher_dir)
     student, tokenizer, _ = _student(cfg, teacher_model=loaded.model, tokenizer=loaded.tokenizer)
     student.eval()
-    inputs = Inputs("nli", train, list(NLI_LABELS), tokenizer, cfg.nli_model.max_length)
+    inputs = TextPairInputs(train, list(NLI_LABELS), tokenizer, cfg.nli_model.max_length)
     idx = [0, 5, 7, 11, 30]
     batch = inputs.collate(idx)
     idx_t, labels = torch.tensor(idx), inputs.labels[idx]

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from data_fixtures import tiny_images, tiny_nli
+from debiaskd.core import objectives as catalog
 from debiaskd.core.config import DebiasConfig, load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import VariantSpec, variant_specs
 from debiaskd.training import loop, losses
-from debiaskd.training.objectives import CATALOG, Need, catalog, choices, implementation
+from debiaskd.training.objectives import CATALOG, Need, choices, implementation
 from debiaskd.training.objectives.base import DebiasObjective, DistillObjective
 from debiaskd.training.objectives.taps import LayerTaps
 from debiaskd.training.recipe import Recipe

@@ -128,29 +128,31 @@ def test_augment_matches_the_augment_step(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_models_and_inputs_match_the_training_loop(name):
-    """``build_model``/``make_inputs`` delegate to the training code: same weights, same batches."""
+def test_the_task_builds_the_models_and_inputs_the_loop_trains(name):
+    """``build_model`` is seeded and makes a student no larger than its teacher; ``make_inputs`` encodes a
+    split of the task's type (the loop calls exactly these: ``Recipe.model.task``)."""
     import torch
 
-    from debiaskd.training.loop import Inputs, build_for
+    from debiaskd.training.inputs import ImageInputs, TextPairInputs
+    from debiaskd.training.recipe import Recipe
 
     task, cfg = get_task(name), smoke(name)
+    assert Recipe.build(variant_specs(cfg)["teacher_erm"], cfg).model.task is task
+    section = task.sections(cfg).model
     train = loaders.load_spec("generated:train", name, cfg, "train")
     labels = task.label_names(train)
-    specs = variant_specs(cfg)
-    teacher, tok, meta = task.build_model(cfg, "teacher", 3, num_classes=len(labels))
-    ref, ref_tok, ref_meta = build_for(specs["teacher_erm"], cfg, 3, num_classes=len(labels))
-    assert meta == ref_meta
-    for (k, a), (k2, b) in zip(teacher.state_dict().items(), ref.state_dict().items(), strict=True):
+    teacher, tok, meta = task.build_model(section, "teacher", 3, num_classes=len(labels))
+    again, _, meta_again = task.build_model(section, "teacher", 3, num_classes=len(labels))
+    assert meta == meta_again
+    for (k, a), (k2, b) in zip(teacher.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
-    student, _, smeta = task.build_model(cfg, "student", 4, teacher_model=teacher, tokenizer=tok,
-                                         num_classes=len(labels))
-    ref_s, _, ref_smeta = build_for(specs["student_erm"], cfg, 4, teacher_model=ref, tokenizer=ref_tok,
-                                    num_classes=len(labels))
-    assert smeta == ref_smeta
-    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in ref_s.parameters())
+    student, _, _ = task.build_model(section, "student", 4, teacher_model=teacher, tokenizer=tok,
+                                     num_classes=len(labels))
+    assert sum(p.numel() for p in student.parameters()) <= sum(p.numel() for p in teacher.parameters())
     inputs = task.make_inputs(train, labels, tok, cfg.nli_model.max_length)
-    assert inputs.digest() == Inputs(name, train, labels, ref_tok, cfg.nli_model.max_length).digest()
+    assert isinstance(inputs, TextPairInputs if name == "nli" else ImageInputs)
+    assert inputs.n == len(task.frame(train)) and bool((inputs.labels >= 0).all())
+    assert inputs.digest() == task.make_inputs(train, labels, tok, cfg.nli_model.max_length).digest()
 
 
 def test_model_label_checks_refuse_foreign_labels():

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from debiaskd.core.errors import DebiaskdError, short_repr
-from debiaskd.training.objectives.catalog import choices
+from debiaskd.core.objectives import choices
 
 Task = Literal["nli", "vision"]  # the names of debiaskd.tasks (TASK_NAMES below)
 PresetName = Literal["smoke", "default", "paper"]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from debiaskd.core.config import VARIANTS, StudyConfig
-from debiaskd.training.objectives.catalog import Need, needs
+from debiaskd.core.objectives import Need, needs
 
 Role = Literal["teacher", "student"]
 #: the variant whose logits an objective declaring :attr:`Need.REFERENCE_LOGITS` reads (conf_reg)

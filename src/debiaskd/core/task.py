@@ -160,7 +160,8 @@ class Task(ABC):
         """A split ready for batching (``training`` ``Inputs``)."""
 
     @abstractmethod
-    def build_model(self, cfg: StudyConfig, role: str, seed: int, *, init_from: Any = None,
+    def build_model(self, model_cfg: Any, role: str, seed: int, *, init_from: Any = None,
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,
                     num_classes: int = 10, tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
-        """The model a teacher or student of this task trains: ``(model, tokenizer, build meta)``."""
+        """The model a teacher or student of this task trains, from the task's model section
+        (``model_cfg``): ``(model, tokenizer, build meta)``."""

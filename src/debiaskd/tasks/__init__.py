@@ -9,7 +9,7 @@ from debiaskd.core.task import TASK_NAMES, Task
 from debiaskd.tasks.nli import NLITask
 from debiaskd.tasks.vision import VisionTask
 
-__all__ = ["TASK_NAMES", "Task", "all_tasks", "get_task", "task_of_scheme"]
+__all__ = ["TASK_NAMES", "Task", "all_tasks", "get_task", "task_of", "task_of_scheme"]
 
 _TASKS: dict[str, Task] = {task.name: task for task in (NLITask(), VisionTask())}
 
@@ -31,3 +31,11 @@ def all_tasks() -> tuple[Task, ...]:
 def task_of_scheme(scheme: str) -> Task | None:
     """The task whose format a loader scheme is (None: a shared scheme, ``generated`` or ``dataset``)."""
     return next((t for t in _TASKS.values() if scheme in t.schemes), None)
+
+
+def task_of(split: object) -> Task:
+    """The task whose split type ``split`` is (a data frame of text pairs, or an image split)."""
+    found = next((t for t in _TASKS.values() if t.is_split(split)), None)
+    if found is None:
+        raise DebiaskdError(f"no task takes a {type(split).__name__} as a split", rule="task")
+    return found

@@ -227,17 +227,16 @@ class NLITask(Task):
 
     # -- training
     def make_inputs(self, data: Any, label_names: list[str], tokenizer: Any = None, max_length: int = 64) -> Any:
-        from debiaskd.training.loop import Inputs  # torch: slow, and only needed to train
+        from debiaskd.training.inputs import TextPairInputs  # torch: slow, and only needed to train
 
-        return Inputs(self.name, data, label_names, tokenizer, max_length)
+        return TextPairInputs(data, label_names, tokenizer, max_length)
 
-    def build_model(self, cfg: StudyConfig, role: str, seed: int, *, init_from: Any = None,
+    def build_model(self, model_cfg: Any, role: str, seed: int, *, init_from: Any = None,
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,
                     num_classes: int = 10, tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
         # torch and transformers: slow, and only needed to train
         from debiaskd.training.models import build_nli_student, build_nli_teacher, init_from_teacher
 
-        model_cfg = self.sections(cfg).model
         meta: dict[str, Any] = {}
         tokenizer = getattr(init_from, "tokenizer", None) or tokenizer
         if role == "teacher":

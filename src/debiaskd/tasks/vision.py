@@ -208,17 +208,17 @@ class VisionTask(Task):
 
     # -- training
     def make_inputs(self, data: Any, label_names: list[str], tokenizer: Any = None, max_length: int = 64) -> Any:
-        from debiaskd.training.loop import Inputs  # torch: slow, and only needed to train
+        from debiaskd.training.inputs import ImageInputs  # torch: slow, and only needed to train
 
-        return Inputs(self.name, data, label_names, tokenizer, max_length)
+        return ImageInputs(data)
 
-    def build_model(self, cfg: StudyConfig, role: str, seed: int, *, init_from: Any = None,
+    def build_model(self, model_cfg: Any, role: str, seed: int, *, init_from: Any = None,
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,
                     num_classes: int = 10, tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
         # torch: slow, and only needed to train
         from debiaskd.training.models import build_vision_model, init_vision_from_teacher, vision_arch
 
-        arch, width = vision_arch(self.sections(cfg).model, role)
+        arch, width = vision_arch(model_cfg, role)
         model = build_vision_model(arch, width, num_classes, seed)
         meta: dict[str, Any] = {"arch": arch, "width": width, "num_classes": num_classes}
         if init_from is not None:

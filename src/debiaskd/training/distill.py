@@ -21,8 +21,8 @@ import pandas as pd
 from torch import nn
 
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.data.schema import NLI_LABELS, ImageSplit
-from debiaskd.training.inputs import Inputs
+from debiaskd.data.schema import ImageSplit
+from debiaskd.tasks import task_of
 from debiaskd.training.loop import Start, TrainResult, fit
 from debiaskd.training.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
 from debiaskd.training.predict import predict_logits, resolve_device
@@ -71,9 +71,8 @@ def teacher_logits(model_or_loaded: LoadedModel | nn.Module, data: pd.DataFrame 
     loaded = model_or_loaded if isinstance(model_or_loaded, LoadedModel) else None
     model = loaded.model if loaded else model_or_loaded
     tokenizer = tokenizer or (loaded.tokenizer if loaded else None)
-    task = "vision" if isinstance(data, ImageSplit) else "nli"
-    labels = [str(c) for c in data.class_names] if isinstance(data, ImageSplit) else list(NLI_LABELS)
-    inputs = Inputs(task, data, labels, tokenizer, settings.max_length)
+    task = task_of(data)
+    inputs = task.make_inputs(data, task.label_names(data), tokenizer, settings.max_length)
     device = resolve_device(settings.device)
     model.to(device)
     return predict_logits(model, inputs, batch_size or settings.batch_size, device, settings.bf16)

@@ -1,8 +1,9 @@
-"""The task-specific input side of training: encoded splits, the model a variant trains, its forward call.
+"""Encoded splits for training and inference: text pairs (NLI) or images (vision), one interface.
 
-:class:`Inputs` encodes a split once (NLI token ids, or images as one tensor) and cuts batches of it;
-:func:`build_for` builds the model a variant trains; :func:`model_logits` calls a model on a collated
-batch. These are the only places of the training package that tell NLI from vision.
+:class:`TextPairInputs` tokenises a split once and cuts length-grouped batches; :class:`ImageInputs`
+stacks the images once. Each task (:mod:`debiaskd.tasks`) makes the one it needs
+(``task.make_inputs``) and builds its models (``task.build_model``); the loop only batches, collates
+and calls :func:`model_logits`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from debiaskd.core.config import NLIModelConfig, VisionModelConfig
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.data.schema import NLI_LABELS, ImageSplit
+from debiaskd.data.schema import ImageSplit
 from debiaskd.training.batching import (
     collate_images,
     collate_nli,
@@ -26,62 +26,72 @@ from debiaskd.training.batching import (
     images_to_tensor,
     length_grouped_batches,
 )
-from debiaskd.training.models import (
-    LoadedModel,
-    build_nli_student,
-    build_nli_teacher,
-    build_vision_model,
-    init_from_teacher,
-    init_vision_from_teacher,
-    vision_arch,
-)
 
 
 class Inputs:
     """A split ready for batching: encoded once, labels as indices (−1 where unknown)."""
 
-    def __init__(self, task: str, data: pd.DataFrame | ImageSplit, label_names: list[str],
-                 tokenizer: Any = None, max_length: int = 64) -> None:
-        self.task = task
-        frame = data.frame if isinstance(data, ImageSplit) else data
-        self.frame = frame
-        self.n = len(frame)
-        if task == "vision":
-            if not isinstance(data, ImageSplit):
-                raise DebiaskdError("vision training needs ImageSplit inputs", rule="task")
-            self.images = images_to_tensor(data)
-            self.labels = torch.tensor(frame["label"].astype(int).to_numpy(copy=True), dtype=torch.long)
-            self.lengths = None
-            self.pad_id = 0
-        else:
-            if tokenizer is None:
-                raise DebiaskdError("NLI inputs need a tokenizer", rule="task")
-            self.encoded = encode_nli(tokenizer, frame, max_length)
-            self.lengths = self.encoded.lengths
-            self.pad_id = int(tokenizer.pad_token_id or 0)
-            lookup = {name: i for i, name in enumerate(label_names)}
-            labels = [lookup.get(str(v), -1) for v in frame["label"].tolist()] if "label" in frame else [-1] * self.n
-            self.labels = torch.as_tensor(labels, dtype=torch.long)
+    frame: pd.DataFrame
+    n: int
+    labels: torch.Tensor
 
     def batches(self, batch_size: int, seed: int, shuffle: bool = True) -> list[list[int]]:
-        if self.task == "vision":
-            return image_batches(self.n, batch_size, seed, shuffle)
-        return length_grouped_batches(self.lengths, batch_size, seed, shuffle)
+        raise NotImplementedError
 
     def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        if self.task == "vision":
-            return collate_images(self.images, idx)
-        return collate_nli(self.encoded, idx, self.pad_id)
+        raise NotImplementedError
+
+    def _content(self) -> bytes:
+        raise NotImplementedError
 
     def digest(self) -> str:
         h = hashlib.sha256(self.labels.numpy().tobytes())
-        h.update(self.images.numpy().tobytes() if self.task == "vision" else self.lengths.tobytes())
+        h.update(self._content())
         return h.hexdigest()[:16]
 
 
-def label_names_of(data: pd.DataFrame | ImageSplit) -> list[str]:
-    """The class names a model trained on ``data`` predicts (an image split's classes, else the NLI labels)."""
-    return [str(c) for c in data.class_names] if isinstance(data, ImageSplit) else list(NLI_LABELS)
+class TextPairInputs(Inputs):
+    """Premise/hypothesis pairs tokenised once; batches grouped by length (dynamic padding)."""
+
+    def __init__(self, frame: pd.DataFrame, label_names: list[str], tokenizer: Any, max_length: int = 64) -> None:
+        if tokenizer is None:
+            raise DebiaskdError("NLI inputs need a tokenizer", rule="task")
+        self.frame, self.n = frame, len(frame)
+        self.encoded = encode_nli(tokenizer, frame, max_length)
+        self.lengths = self.encoded.lengths
+        self.pad_id = int(tokenizer.pad_token_id or 0)
+        lookup = {name: i for i, name in enumerate(label_names)}
+        labels = [lookup.get(str(v), -1) for v in frame["label"].tolist()] if "label" in frame else [-1] * self.n
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def batches(self, batch_size: int, seed: int, shuffle: bool = True) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, batch_size, seed, shuffle)
+
+    def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        return collate_nli(self.encoded, idx, self.pad_id)
+
+    def _content(self) -> bytes:
+        return self.lengths.tobytes()
+
+
+class ImageInputs(Inputs):
+    """An image split as one tensor; batches of consecutive (or shuffled) rows."""
+
+    def __init__(self, data: ImageSplit) -> None:
+        if not isinstance(data, ImageSplit):
+            raise DebiaskdError("vision training needs ImageSplit inputs", rule="task")
+        self.frame, self.n = data.frame, len(data.frame)
+        self.images = images_to_tensor(data)
+        self.labels = torch.tensor(self.frame["label"].astype(int).to_numpy(copy=True), dtype=torch.long)
+
+    def batches(self, batch_size: int, seed: int, shuffle: bool = True) -> list[list[int]]:
+        return image_batches(self.n, batch_size, seed, shuffle)
+
+    def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        return collate_images(self.images, idx)
+
+    def _content(self) -> bytes:
+        return self.images.numpy().tobytes()
 
 
 def model_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -89,36 +99,6 @@ def model_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
     if "pixel_values" in batch:
         return model(batch["pixel_values"])
     return model(**batch).logits
-
-
-def build_for(task: str, role: str, nli: NLIModelConfig, vision: VisionModelConfig, seed: int, *,
-              init_from: LoadedModel | None = None, teacher_model: nn.Module | None = None,
-              layers: int | None = None, layer_map: list[int] | None = None, num_classes: int = 10,
-              tokenizer: Any = None):
-    """The model a variant of ``role`` trains, its tokenizer (NLI) and metadata about how it was built."""
-    meta: dict[str, Any] = {}
-    if task == "vision":
-        arch, width = vision_arch(vision, role)
-        model = build_vision_model(arch, width, num_classes, seed)
-        meta.update(arch=arch, width=width, num_classes=num_classes)
-        if init_from is not None:
-            meta["init_copied"] = init_vision_from_teacher(model, init_from.model)
-        return model, None, meta
-    tokenizer = getattr(init_from, "tokenizer", None) or tokenizer
-    if role == "teacher":
-        model, tokenizer = build_nli_teacher(nli, seed)
-    else:
-        base = init_from.model if init_from is not None else teacher_model
-        if base is None or tokenizer is None:
-            ref, ref_tok = build_nli_teacher(nli, seed)
-            base = base or ref
-            tokenizer = tokenizer or ref_tok
-        model = build_nli_student(base.config, nli, seed, layers)
-        if init_from is not None:
-            meta["layer_map"] = init_from_teacher(model, init_from.model, layer_map)
-    meta["layers"] = int(model.config.num_hidden_layers)
-    meta["hidden_size"] = int(model.config.hidden_size)
-    return model, tokenizer, meta
 
 
 def iter_batches(inputs: Inputs, batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:

@@ -32,7 +32,7 @@ from torch import nn
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.resources import peak_rss_mb
 from debiaskd.data.schema import ImageSplit
-from debiaskd.training.inputs import Inputs, build_for, label_names_of, model_logits
+from debiaskd.training.inputs import Inputs, model_logits
 from debiaskd.training.models import LoadedModel, evenly_spaced_layers, save_model
 from debiaskd.training.objectives.base import DebiasObjective, DistillObjective, Objective, Rows, Setup, Step
 from debiaskd.training.predict import accuracy, autocast, resolve_device, to_device
@@ -325,7 +325,7 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
     device, out = resolve_device(s.device), Path(out_dir)
-    label_names = label_names_of(train)
+    label_names = recipe.model.task.label_names(train)
     model, tokenizer, build_meta, tr, va = _model_and_inputs(recipe, train, validation, seed, sources, start,
                                                             label_names)
     debias, distill = recipe.objectives()
@@ -361,7 +361,7 @@ def _metadata(recipe: Recipe, state: TrainState, seed: int, label_names: list[st
     examples = sum(h["examples_per_second"] * h["train_seconds"] for h in history)
     train_secs = sum(h["train_seconds"] for h in history)
     return {
-        "task": recipe.model.task, "role": recipe.role, "variant": recipe.variant, "method": recipe.method,
+        "task": recipe.model.task.name, "role": recipe.role, "variant": recipe.variant, "method": recipe.method,
         "seed": seed, "teacher": recipe.teacher, "rounds": recipe.spec.get("rounds"),
         "augment": recipe.spec.get("augment"), "teacher_init": recipe.spec.get("teacher_init"),
         "config_hash": recipe.config_hash, "label_names": label_names, "num_classes": len(label_names),
@@ -377,13 +377,13 @@ def _model_and_inputs(recipe: Recipe, train, validation, seed: int, sources: Sou
                       label_names: list[str]):
     """The model to train (built or initialised), its tokenizer, build metadata, and the encoded splits."""
     m = recipe.model
-    model, tokenizer, build_meta = build_for(
-        m.task, m.role, m.nli, m.vision, seed, init_from=start.init_from, teacher_model=sources.teacher_net,
+    model, tokenizer, build_meta = m.task.build_model(
+        m.section, m.role, seed, init_from=start.init_from, teacher_model=sources.teacher_net,
         layers=start.layers, layer_map=start.layer_map, num_classes=len(label_names),
         tokenizer=getattr(sources.teacher, "tokenizer", None),
     )
-    tr = Inputs(m.task, train, label_names, tokenizer, m.max_length)
-    va = Inputs(m.task, validation, label_names, tokenizer, m.max_length) if validation is not None else None
+    tr = m.task.make_inputs(train, label_names, tokenizer, m.max_length)
+    va = m.task.make_inputs(validation, label_names, tokenizer, m.max_length) if validation is not None else None
     if tr.n == 0:
         raise DebiaskdError("the training split is empty", rule="training data")
     if bool((tr.labels < 0).any()):

@@ -21,6 +21,8 @@ from pydantic import BaseModel
 
 from debiaskd.core.config import NLIModelConfig, StudyConfig, TrainConfig, VisionModelConfig
 from debiaskd.core.study import VariantSpec
+from debiaskd.core.task import Task
+from debiaskd.tasks import get_task
 from debiaskd.training.objectives import Need, declared, implementation
 from debiaskd.training.objectives.base import DebiasObjective, DistillObjective
 
@@ -66,16 +68,12 @@ class LogitSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What the model builders read: the task, the variant's role and the model sections."""
+    """What builds the model and encodes the data: the task, the variant's role, the task's model section."""
 
-    task: str
+    task: Task
     role: str
-    nli: NLIModelConfig
-    vision: VisionModelConfig
-
-    @property
-    def max_length(self) -> int:
-        return self.nli.max_length
+    section: NLIModelConfig | VisionModelConfig
+    max_length: int = 64  # text inputs' token limit (the NLI model section's; images have none)
 
 
 @dataclass(frozen=True)
@@ -136,16 +134,18 @@ class Recipe:
             transfer = {"hidden_mse": cfg.distill.hidden_weight, "attention_kl": cfg.distill.attention_weight}
             distill += [choose(name, cfg.distill) for name, weight in transfer.items()
                         if weight > 0 and cfg.task in declared(name).tasks]
-        # teacher-assistants vary a transformer's depth; vision models have none to vary (as before the recipe)
-        assistant = cfg.nli_model.assistant_layers if spec.rounds > 1 and cfg.task == "nli" else None
+        task = get_task(cfg.task)
+        model = task.sections(cfg).model
+        # teacher-assistants vary a transformer's depth: only a model section with layers to vary has them
+        assistant = getattr(model, "assistant_layers", None) if spec.rounds > 1 else None
         return cls(
             variant=spec.name, role=spec.role, method=spec.method, teacher=spec.teacher,
             train=TrainSettings.of(cfg.train_config(spec.role), cfg.eval.batch_size),
             logits=LogitSettings.of(cfg),
-            model=ModelSettings(cfg.task, spec.role, cfg.nli_model, cfg.vision_model),
+            model=ModelSettings(task, spec.role, model, cfg.nli_model.max_length),
             debias=choose(spec.method, cfg.debias), distill=tuple(distill),
             bias_temperature=cfg.debias.bias_temperature,
-            rounds=Rounds(spec.rounds, spec.teacher_init, assistant, cfg.nli_model.student_layers,
+            rounds=Rounds(spec.rounds, spec.teacher_init, assistant, getattr(model, "student_layers", None),
                           tuple(cfg.distill.init_layers) if cfg.distill.init_layers else None,
                           cfg.distill.cache_teacher),
             config_hash=cfg.config_hash(), spec=spec.to_dict(),

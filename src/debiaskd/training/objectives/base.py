@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from debiaskd.core.objectives import Declared
 from debiaskd.training.inputs import model_logits
-from debiaskd.training.objectives.catalog import Declared
 
 
 @dataclass

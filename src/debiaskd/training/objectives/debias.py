@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from debiaskd.core.objectives import register
 from debiaskd.training import losses
 from debiaskd.training.objectives.base import DebiasObjective, Setup, Step
-from debiaskd.training.objectives.catalog import register
 
 
 @register("erm")

@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from debiaskd.core.objectives import register
 from debiaskd.training import losses
 from debiaskd.training.models import encoder_layers
 from debiaskd.training.objectives.base import DistillObjective, Setup, Step
-from debiaskd.training.objectives.catalog import register
 from debiaskd.training.objectives.taps import LayerTaps
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
+#: the package whose modules (named by each declaration) hold the implementations
+IMPLEMENTATIONS = "debiaskd.training.objectives"
+
 Family = Literal["debias", "distill"]
 
 
@@ -107,7 +110,7 @@ def implementation(name: str) -> Any:
     """The registered class of objective ``name`` (its module is imported on first use)."""
     spec = declared(name)
     if name not in _IMPLEMENTATIONS:
-        importlib.import_module(f"{__package__}.{spec.module}")
+        importlib.import_module(f"{IMPLEMENTATIONS}.{spec.module}")
     if name not in _IMPLEMENTATIONS:
         raise LookupError(f"objective '{name}' is declared but {spec.module}.py registers no implementation")
     return _IMPLEMENTATIONS[name]
