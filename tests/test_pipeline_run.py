@@ -213,16 +213,16 @@ FAULT = """
 import os
 
 if os.environ.get("DEBIASKD_TEST_FAULT"):
-    from debiaskd.jobs import steps
+    from debiaskd.jobs.train import TrainJob
 
-    real = steps.train_variant
+    real = TrainJob.train
 
-    def train_variant(config_yaml, variant, *args, **kwargs):
-        if variant == os.environ["DEBIASKD_TEST_FAULT"]:
-            raise RuntimeError(f"injected fault while training {variant}")
-        return real(config_yaml, variant, *args, **kwargs)
+    def train(self):
+        if self.variant == os.environ["DEBIASKD_TEST_FAULT"]:
+            raise RuntimeError(f"injected fault while training {self.variant}")
+        return real(self)
 
-    steps.train_variant = train_variant
+    TrainJob.train = train
 """
 
 
