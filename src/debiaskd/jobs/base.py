@@ -81,7 +81,7 @@ class Job(BaseModel, abc.ABC):
     """One pipeline step. Subclasses set ``KIND`` (a ``Literal`` field: the registry's key, the name
     its errors are recorded under) and implement :meth:`run`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     KIND: str
     config: StudyConfig
