@@ -27,7 +27,6 @@ from debiaskd.jobs.data import preflight
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
-KFP_EXECUTOR = "kfp.dsl.executor_main"  # what kfp's SubprocessRunner runs for every task
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
@@ -129,10 +128,8 @@ def run_local(
     stop = threading.Event()
     failure: BaseException | None = None
     started = time.time()
-    # kfp starts each task as `sys.executable -m kfp.dsl.executor_main ...`: with warm workers that
-    # runs in a child of the server
-    workers = (warm.serving(out / "warm.log", run_modules=(KFP_EXECUTOR,))
-               if warm_workers else contextlib.nullcontext())
+    # the tasks kfp starts inherit $DEBIASKD_WARM_SOCKET: each component's job runs in a child of the server
+    workers = warm.serving(out / "warm.log") if warm_workers else contextlib.nullcontext()
     with log_path.open("w", encoding="utf-8") as log, workers:
         follower = None
         if console is not None and not verbose:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from debiaskd.core.errors import DebiaskdError, GateRefused
 from debiaskd.core.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
+from debiaskd.core.task import TASK_NAMES
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,7 +71,10 @@ def _compile_to_text(cfg, out_file: Path) -> str:
         return path.read_text(encoding="utf-8")
 
 
-def _check_task(task: str, allowed: tuple[str, ...]) -> None:
+ALL_TASKS = "all"  # ``run --task all``: one study per task
+
+
+def _check_task(task: str, allowed: tuple[str, ...] = TASK_NAMES) -> None:
     if task not in allowed:
         raise DebiaskdError(f"--task must be one of {', '.join(allowed)}; got '{task}'", rule="usage")
 
@@ -100,17 +104,18 @@ def run(
     from debiaskd.pipeline.local_run import run_local
     from debiaskd.reporting.report import results_headers, results_rows
 
-    _check_task(task, ("nli", "vision", "all"))
-    tasks = ["nli", "vision"] if task == "all" else [task]
+    _check_task(task, (*TASK_NAMES, ALL_TASKS))
+    every = task == ALL_TASKS
+    tasks = list(TASK_NAMES) if every else [task]
     _check_tracking(tracking_uri)
     for t in tasks:  # every config and output folder checked before the first study starts
         cfg = _config(preset, config, overrides, t)
         target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
-        check_output_dir(out_dir / t if task == "all" and out_dir is not None else target, "--out")
+        check_output_dir(out_dir / t if every and out_dir is not None else target, "--out")
     for t in tasks:
         cfg = _config(preset, config, overrides, t)
         target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
-        if task == "all" and out_dir is not None:
+        if every and out_dir is not None:
             target = out_dir / t
         summary = run_local(cfg, target, tracking_uri, verbose=verbose, console=err, warm_workers=warm_workers)
         table = Table(title=f"debiaskd {t} study ({cfg.preset}) — accuracies in %", show_lines=False)
@@ -143,7 +148,7 @@ def data_generate(
     from debiaskd.data.build import build_dataset
     from debiaskd.data.store import check_dataset_target, read_dataset
 
-    _check_task(task, ("nli", "vision"))
+    _check_task(task)
     cfg = _config(preset, config, overrides, task)
     check_dataset_target(out_dir, "--out")
     path = build_dataset(cfg, out_dir, task)
@@ -163,7 +168,7 @@ def data_validate(
     """Run the Great Expectations suite on a data set; exit 2 naming file, rule and rows when invalid."""
     from debiaskd.data.validate import validate_spec
 
-    _check_task(task, ("nli", "vision"))
+    _check_task(task)
     check_output_file(report, "--report")
     cfg = _config(preset, config, None, task)
     result = validate_spec(spec, task, cfg)
@@ -247,7 +252,7 @@ def compile_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
-    _check_task(task, ("nli", "vision"))
+    _check_task(task)
     check_output_file(out_file, "--out")  # first: what the path is (a folder, under a file…) says more
     if out_file.suffix.lower() == ".json":
         raise DebiaskdError("--out: the pipeline is compiled to YAML (the Kubeflow IR with its platform spec cannot "
@@ -280,7 +285,7 @@ def submit(
     canceled, 2 when the endpoint cannot be read or --wait-timeout passes."""
     from debiaskd.pipeline.submit import submit_run, wait_for_run
 
-    _check_task(task, ("nli", "vision"))
+    _check_task(task)
     cfg = _config(preset, config, overrides, task)
     run_id, url = submit_run(cfg, host, experiment or cfg.experiment_name, namespace, service_account)
     out.print(f"created run {run_id}: {url}")

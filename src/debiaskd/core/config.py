@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from debiaskd.core.errors import DebiaskdError, short_repr
 
-Task = Literal["nli", "vision"]
+Task = Literal["nli", "vision"]  # the names of debiaskd.tasks (TASK_NAMES below)
 PresetName = Literal["smoke", "default", "paper"]
 PRESETS: tuple[str, ...] = ("smoke", "default", "paper")
 
@@ -269,14 +270,16 @@ class StudyConfig(_Strict):
         return self
 
     # -- views -------------------------------------------------------------
+    def sections(self) -> TaskSections:
+        """The sections ``task`` reads (``.data``, ``.model``, ``.train(role)``, ``.debias_method``)."""
+        return task_sections(self)
+
     def train_config(self, role: Literal["teacher", "student"]) -> TrainConfig:
-        if self.task == "vision":
-            return self.vision_teacher_train if role == "teacher" else self.vision_student_train
-        return self.teacher_train if role == "teacher" else self.student_train
+        return self.sections().train(role)
 
     @property
     def debias_method(self) -> str:
-        return self.debias.nli_method if self.task == "nli" else self.debias.vision_method
+        return self.sections().debias_method
 
     @property
     def experiment_name(self) -> str:
@@ -295,6 +298,61 @@ class StudyConfig(_Strict):
     def config_hash(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ------------------------------------------------------------- task sections
+TASK_NAMES: tuple[str, ...] = ("nli", "vision")
+
+
+@dataclass(frozen=True)
+class SectionNames:
+    """Where a task's settings live in the config (the YAML keys, unchanged)."""
+
+    data: str
+    model: str
+    teacher_train: str
+    student_train: str
+    debias_method: str  # a field of the ``debias`` section
+
+
+TASK_SECTIONS: dict[str, SectionNames] = {
+    "nli": SectionNames("nli_data", "nli_model", "teacher_train", "student_train", "nli_method"),
+    "vision": SectionNames("vision_data", "vision_model", "vision_teacher_train", "vision_student_train",
+                           "vision_method"),
+}
+
+
+@dataclass(frozen=True)
+class TaskSections:
+    """The config sections one task reads, typed: ``data``, ``model``, ``train(role)``, ``debias_method``."""
+
+    task: str
+    names: SectionNames
+    data: Any  # NLIDataConfig | VisionDataConfig
+    model: Any  # NLIModelConfig | VisionModelConfig
+    teacher_train: TrainConfig
+    student_train: TrainConfig
+    debias_method: str
+
+    def train(self, role: str) -> TrainConfig:
+        return self.teacher_train if role == "teacher" else self.student_train
+
+
+def section_names(task: str) -> SectionNames:
+    if task not in TASK_SECTIONS:
+        raise DebiaskdError(f"unknown task '{task}'", rule="task")
+    return TASK_SECTIONS[task]
+
+
+def task_sections(cfg: StudyConfig, task: str | None = None) -> TaskSections:
+    """The sections of ``task`` (default ``cfg.task``) in ``cfg``."""
+    name = task or cfg.task
+    names = section_names(name)
+    return TaskSections(
+        task=name, names=names, data=getattr(cfg, names.data), model=getattr(cfg, names.model),
+        teacher_train=getattr(cfg, names.teacher_train), student_train=getattr(cfg, names.student_train),
+        debias_method=getattr(cfg.debias, names.debias_method),
+    )
 
 
 # --------------------------------------------------------------------- presets

@@ -17,10 +17,10 @@ import numpy as np
 from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.data import loaders
-from debiaskd.data.generate_nli import subcase_table
 from debiaskd.data.generate_vision import conflicting
 from debiaskd.data.schema import SPLITS, ImageSplit
 from debiaskd.data.store import Split, check_dataset_target, read_manifest, write_dataset
+from debiaskd.tasks import TASK_NAMES, Task, get_task
 
 
 def _is_generated(spec: str) -> bool:
@@ -45,75 +45,45 @@ def _take(split: Split, idx: np.ndarray) -> Split:
     return split.iloc[idx].reset_index(drop=True)
 
 
-def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | None = None) -> Path:
+def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | Task | None = None) -> Path:
     """Resolve the config's four split specs, load them and write the dataset folder."""
-    task = task or cfg.task
+    kind = get_task(task or cfg.task)
     check_dataset_target(out_dir)  # before any work: never generate into a folder we may not replace
-    dcfg = cfg.nli_data if task == "nli" else cfg.vision_data
+    dcfg = kind.sections(cfg).data
     specs = {name: getattr(dcfg, name) for name in SPLITS}
     holdout = float(getattr(dcfg, "holdout_fraction", 0.2))
     splits: dict[str, Split] = {}
     meta: dict[str, Any] = {"specs": dict(specs), "generator": dcfg.model_dump(mode="json")}
 
+    def load(spec: str, split: str) -> Split:
+        return loaders.load_spec(spec, kind, cfg, split=split)
+
     train_real = not _is_generated(specs["train"])
     carve = [s for s in ("validation", "test") if train_real and _is_generated(specs[s])
              and specs[s].split(":", 1)[1] == s]
     if carve:
-        # the same rows loaded with each split's treatment (vision: train colouring vs uniform)
-        base = loaders.load_spec(specs["train"], task, cfg, split="train")
+        base = load(specs["train"], "train")
         parts = _holdout_indices(len(base), [holdout] * len(carve), dcfg.seed)
         for name, idx in zip(carve, parts[:-1], strict=True):
-            view = base if task == "nli" else loaders.load_spec(specs["train"], task, cfg, split=name)
-            splits[name] = _take(view, idx)
+            splits[name] = _take(kind.holdout_view(base, load, specs["train"], name), idx)
         splits["train"] = _take(base, parts[-1])
         meta["holdout"] = {name: len(splits[name]) for name in carve}
     for name in SPLITS:
-        if name in splits:
+        if name in splits or kind.derives_split(name, specs[name], train_real):
             continue
-        spec = specs[name]
-        if name == "challenge" and task == "vision" and train_real and _is_generated(spec):
-            continue  # the bias-conflicting part of the real test split, below
-        splits[name] = loaders.load_spec(spec, task, cfg, split=name)
-    if task == "vision" and train_real and cfg.vision_data.max_train is not None:
-        splits["train"] = _take(splits["train"], np.arange(min(len(splits["train"]), cfg.vision_data.max_train)))
+        splits[name] = load(specs[name], name)
     if "challenge" not in splits:
         splits["challenge"] = conflicting(splits["test"])
-    if task == "nli" and specs["challenge"].strip() in ("generated:", "generated:challenge"):
-        # the embedded challenge comes with its dev split (disjoint constructions) and their design
-        splits["challenge_dev"] = loaders.load_spec("generated:challenge_dev", task, cfg, split="challenge_dev")
-        meta["constructions"] = subcase_table()
-    if task == "nli":
-        splits, meta["dropped_train_overlaps"] = _deduplicate(splits)
+    splits = kind.finish_build(cfg, splits, specs, meta, load)
     path = Path(out_dir)
-    write_dataset(path, task, splits, meta)
+    write_dataset(path, kind.name, splits, meta)
     return path
-
-
-def _deduplicate(splits: dict[str, Split]) -> tuple[dict[str, Split], int]:
-    """Drop from train the pairs that also occur in an evaluation split; namespace clashing ids."""
-    train = splits["train"]
-    evals = [n for n in splits if n != "train"]
-    held = set()
-    for n in evals:
-        held.update(zip(splits[n]["premise"], splits[n]["hypothesis"], strict=True))
-    keep = np.array([pair not in held for pair in zip(train["premise"], train["hypothesis"], strict=True)],
-                    dtype=bool)
-    out = dict(splits)
-    out["train"] = train[keep].reset_index(drop=True)
-    train_ids = set(out["train"]["pair_id"].astype(str))
-    for n in evals:
-        ids = splits[n]["pair_id"].astype(str)
-        if ids.isin(train_ids).any():
-            frame = splits[n].copy()
-            frame["pair_id"] = [f"{n}/{i}" for i in ids]
-            out[n] = frame
-    return out, int((~keep).sum())
 
 
 def generate_dataset(task: str, preset: str = "default", out_dir: str | Path = "data",
                      overrides: list[str] | None = None) -> Path:
     """The embedded benchmark of a preset, written to ``out_dir`` (what ``data generate`` does)."""
-    section = "nli_data" if task == "nli" else "vision_data"
+    section = get_task(task).section_names.data
     forced = [f"{section}.{s}=generated:{s}" for s in SPLITS]
     cfg = load_config(preset, overrides=[*(overrides or []), *forced], task=task)
     return build_dataset(cfg, out_dir, task)
@@ -122,7 +92,7 @@ def generate_dataset(task: str, preset: str = "default", out_dir: str | Path = "
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debiaskd.data.build",
                                      description="Write the embedded benchmark (used by dvc.yaml).")
-    parser.add_argument("--task", choices=["nli", "vision"], required=True)
+    parser.add_argument("--task", choices=list(TASK_NAMES), required=True)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", required=True)

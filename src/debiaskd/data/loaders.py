@@ -18,7 +18,6 @@ not leave the data directory. Every problem is a :class:`DebiaskdError` naming f
 from __future__ import annotations
 
 import csv
-import functools
 import gzip
 import io
 import json
@@ -34,8 +33,8 @@ import pandas as pd
 from debiaskd.core.config import StudyConfig, VisionDataConfig
 from debiaskd.core.errors import DebiaskdError, short_repr
 from debiaskd.core.paths import describe, require_dir, require_file
-from debiaskd.data.generate_nli import bias_aligned, generate_nli, heuristic_of
-from debiaskd.data.generate_vision import colorize, conflicting, generate_vision, make_split
+from debiaskd.data.generate_nli import bias_aligned, heuristic_of
+from debiaskd.data.generate_vision import colorize, conflicting, make_split
 from debiaskd.data.schema import (
     BIAS_TYPES,
     NLI_COLUMNS,
@@ -48,11 +47,13 @@ from debiaskd.data.schema import (
     nli_group,
 )
 from debiaskd.data.store import read_dataset
+from debiaskd.tasks import Task, get_task, task_of_scheme
+from debiaskd.tasks.vision import generated_from_json as _generated_vision
 
 SCHEMES: tuple[str, ...] = ("generated", "dataset", "hans", "mnli", "sick", "glue-tsv", "hf",
                             "colored-digits", "mnist-idx", "waterbirds")
-NLI_SCHEMES = ("hans", "mnli", "sick", "glue-tsv", "hf")
-VISION_SCHEMES = ("colored-digits", "mnist-idx", "waterbirds")
+NLI_SCHEMES = get_task("nli").schemes
+VISION_SCHEMES = get_task("vision").schemes
 _LABEL_ALIASES = {
     "entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction",
     "non-entailment": "non-entailment", "not_entailment": "non-entailment", "non_entailment": "non-entailment",
@@ -537,35 +538,23 @@ def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
 
 
 # ---------------------------------------------------------------------- generated
-@functools.lru_cache(maxsize=4)
-def _generated_nli(cfg_json: str) -> dict[str, pd.DataFrame]:
-    from debiaskd.core.config import NLIDataConfig
-
-    return generate_nli(NLIDataConfig.model_validate_json(cfg_json))
-
-
-@functools.lru_cache(maxsize=4)
-def _generated_vision(cfg_json: str) -> dict[str, ImageSplit]:
-    return generate_vision(VisionDataConfig.model_validate_json(cfg_json))
-
-
 def _copy(split: pd.DataFrame | ImageSplit) -> pd.DataFrame | ImageSplit:
     if isinstance(split, ImageSplit):
         return ImageSplit(split.images.copy(), split.frame.copy(), split.class_names, split.group_names)
     return split.copy()
 
 
-def load_spec(spec: str, task: str, cfg: StudyConfig, split: str = "train") -> pd.DataFrame | ImageSplit:
+def load_spec(spec: str, task: str | Task, cfg: StudyConfig, split: str = "train") -> pd.DataFrame | ImageSplit:
     """Load one split given by ``spec`` for ``task`` ("nli" or "vision") in the common schema."""
     scheme, arg = parse_spec(spec)
-    if scheme in NLI_SCHEMES and task != "nli":
-        raise DebiaskdError(f"'{scheme}:' is an NLI format but the task is {task}", file=spec, rule="spec task")
-    if scheme in VISION_SCHEMES and task != "vision":
-        raise DebiaskdError(f"'{scheme}:' is a vision format but the task is {task}", file=spec, rule="spec task")
+    kind = get_task(task)
+    owner = task_of_scheme(scheme)
+    if owner is not None and owner is not kind:
+        raise DebiaskdError(f"'{scheme}:' is {owner.format_noun} but the task is {kind.name}", file=spec,
+                            rule="spec task")
     if scheme == "generated":
         name = arg or split
-        data = (_generated_nli(cfg.nli_data.model_dump_json()) if task == "nli"
-                else _generated_vision(cfg.vision_data.model_dump_json()))
+        data = kind.generated(cfg)
         if name not in data:
             raise DebiaskdError(f"the embedded benchmark has no split '{name}' (has {list(data)})", file=spec,
                                 rule="spec")
@@ -574,8 +563,8 @@ def load_spec(spec: str, task: str, cfg: StudyConfig, split: str = "train") -> p
         root, _, name = arg.partition(":") if not Path(arg).exists() else (arg, "", "")
         ds = read_dataset(root)
         name = name or split
-        if ds.task != task:
-            raise DebiaskdError(f"dataset task is {ds.task}, not {task}", file=root, rule="spec task")
+        if ds.task != kind.name:
+            raise DebiaskdError(f"dataset task is {ds.task}, not {kind.name}", file=root, rule="spec task")
         if name not in ds.splits:
             raise DebiaskdError(f"dataset has no split '{name}'", file=root, rule="spec")
         return ds.splits[name]

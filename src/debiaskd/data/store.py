@@ -16,7 +16,6 @@ Same input → same bytes (sorted keys, no timestamps).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -25,21 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from debiaskd.core.errors import DebiaskdError, short_repr
 from debiaskd.core.paths import check_replaceable_dir, require_dir
-from debiaskd.data.schema import (
-    EXTRA_SPLITS,
-    HANS_COLUMNS,
-    NLI_COLUMNS,
-    SCHEMA_VERSION,
-    SPLITS,
-    VISION_COLUMNS,
-    ImageSplit,
-    to_two_way,
-)
+from debiaskd.data.encoding import frame_to_hans_tsv, frame_to_jsonl, jsonable, jsonl_to_frame
+from debiaskd.data.schema import EXTRA_SPLITS, SCHEMA_VERSION, SPLITS, ImageSplit
+from debiaskd.tasks import TASK_NAMES, get_task
+
+__all__ = ["Dataset", "Split", "check_dataset_target", "frame_to_hans_tsv", "frame_to_jsonl", "jsonl_to_frame",
+           "read_dataset", "read_manifest", "read_split_file", "write_dataset"]
 
 Split = pd.DataFrame | ImageSplit
 
@@ -55,113 +49,11 @@ class Dataset:
     content_hash: str = ""
 
 
-# ------------------------------------------------------------------------- encoding
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if value is pd.NA or value is None:
-        return None
-    return value
-
-
-def frame_to_jsonl(df: pd.DataFrame, first: tuple[str, ...] = NLI_COLUMNS) -> bytes:
-    """Rows as JSON lines, schema columns first, then the other columns in frame order."""
-    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
-    records = df[cols].to_dict(orient="records")
-    lines = [json.dumps({k: _jsonable(v) for k, v in r.items()}, ensure_ascii=False) for r in records]
-    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
-
-
-def jsonl_to_frame(data: bytes, file_label: str, columns: tuple[str, ...] = NLI_COLUMNS) -> pd.DataFrame:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DebiaskdError(f"not UTF-8 text (byte {exc.start})", file=file_label, rule="utf-8") from exc
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DebiaskdError(f"line {i} is not valid JSON ({exc.msg})", file=file_label,
-                                rule="jsonl", examples=[line[:200]]) from exc
-        except RecursionError as exc:
-            raise DebiaskdError(f"line {i} is JSON nested too deeply", file=file_label, rule="jsonl") from exc
-        if not isinstance(row, dict):
-            raise DebiaskdError(f"line {i} is a JSON {type(row).__name__}, not an object (one row per line)",
-                                file=file_label, rule="jsonl", examples=[line[:200]])
-        rows.append(row)
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    keys: list[str] = list(rows[0].keys())
-    for r in rows[1:]:
-        keys += [k for k in r if k not in keys]
-    return pd.DataFrame(rows, columns=keys)
-
-
-def _tsv_cell(value: Any) -> str:
-    return " ".join(str(value).replace("\t", " ").split())
-
-
-def _binary_parse(text: str) -> str:
-    toks = text.replace(".", " .").split()
-    out = toks[-1] if toks else ""
-    for tok in reversed(toks[:-1]):
-        out = f"( {tok} {out} )"
-    return out
-
-
-def _parse(text: str) -> str:
-    toks = text.replace(".", " .").split()
-    return "(ROOT (S " + " ".join(f"(X {t})" for t in toks) + "))"
-
-
-def frame_to_hans_tsv(df: pd.DataFrame) -> bytes:
-    """The HANS tab-separated layout (two-way gold labels)."""
-    lines = ["\t".join(HANS_COLUMNS)]
-    for r in df.itertuples(index=False):
-        label = r.label if r.label in ("entailment", "non-entailment") else to_two_way(r.label)
-        cells = [label, _binary_parse(r.premise), _binary_parse(r.hypothesis), _parse(r.premise),
-                 _parse(r.hypothesis), r.premise, r.hypothesis, r.pair_id, r.heuristic, r.subcase, r.template]
-        lines.append("\t".join(_tsv_cell(c) for c in cells))
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------------- write / read
-def _split_files(task: str, name: str, split: Split) -> dict[str, bytes]:
-    if task == "vision":
-        if not isinstance(split, ImageSplit):
-            raise DebiaskdError(f"split '{name}' is not an ImageSplit", rule="vision split")
-        return {f"{name}_images.npy": _npy_bytes(split.images),
-                f"{name}.jsonl": frame_to_jsonl(split.frame, VISION_COLUMNS)}
-    if not isinstance(split, pd.DataFrame):
-        raise DebiaskdError(f"split '{name}' is not a DataFrame", rule="nli split")
-    files = {f"{name}.jsonl": frame_to_jsonl(split)}
-    if name in ("challenge", "challenge_dev"):
-        files[f"{name}_hans.tsv"] = frame_to_hans_tsv(split)
-    return files
-
-
 def _ordered(splits: dict[str, Split]) -> list[str]:
     known = (*SPLITS, *EXTRA_SPLITS)
     return [s for s in known if s in splits] + sorted(s for s in splits if s not in known)
@@ -203,14 +95,13 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
 
     An existing target is only replaced when it is a dataset folder written here (see
     :func:`check_dataset_target`): nothing the user put there is ever deleted."""
-    if task not in ("nli", "vision"):
-        raise DebiaskdError(f"unknown task '{task}'", rule="task")
+    kind = get_task(task)  # an unknown task is refused here
     out = Path(out_dir)
     check_dataset_target(out)
     manifest_splits: dict[str, dict] = {}
     payload: dict[str, bytes] = {}
     for name in _ordered(splits):
-        files = _split_files(task, name, splits[name])
+        files = kind.encode_split(name, splits[name])
         payload.update(files)
         digest = _sha(b"".join(_sha(b).encode() + fn.encode() for fn, b in files.items()))
         manifest_splits[name] = {"files": list(files), "rows": len(splits[name]), "sha256": digest}
@@ -218,7 +109,7 @@ def write_dataset(out_dir: str | Path, task: str, splits: dict[str, Split], meta
                                "splits": {k: v["sha256"] for k, v in manifest_splits.items()}},
                               sort_keys=True).encode())
     manifest = {"schema_version": SCHEMA_VERSION, "task": task, "splits": manifest_splits,
-                "content_hash": content, "meta": _jsonable(meta or {})}
+                "content_hash": content, "meta": jsonable(meta or {})}
     payload["manifest.json"] = (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
 
     # fresh, unique sibling names: nothing that was there before is ever removed
@@ -260,8 +151,8 @@ def _check_manifest_shape(manifest: Any, label: str) -> None:
     for key in ("schema_version", "task", "splits", "content_hash"):
         if key not in manifest:
             raise DebiaskdError(f"manifest lacks '{key}'", file=label, rule="manifest")
-    if manifest["task"] not in ("nli", "vision"):
-        raise bad(f"task must be 'nli' or 'vision'; got {short_repr(manifest['task'], 60)}")
+    if manifest["task"] not in TASK_NAMES:
+        raise bad(f"task must be {' or '.join(repr(t) for t in TASK_NAMES)}; got {short_repr(manifest['task'], 60)}")
     if not isinstance(manifest["content_hash"], str):
         raise bad("content_hash must be a string")
     splits = manifest["splits"]
@@ -309,21 +200,13 @@ def read_split_file(path: Path, task: str, name: str) -> Split:
     rows_file = path / f"{name}.jsonl"
     if not rows_file.is_file():
         raise DebiaskdError("split file missing", file=str(rows_file), rule="dataset folder")
-    cols = VISION_COLUMNS if task == "vision" else NLI_COLUMNS
+    kind = get_task(task)
     try:
         data = rows_file.read_bytes()
     except OSError as exc:
         raise DebiaskdError(f"cannot read this file ({exc.strerror})", file=str(rows_file),
                             rule="readable file") from exc
-    frame = jsonl_to_frame(data, str(rows_file), cols)
-    if task != "vision":
-        return frame
-    img_file = path / f"{name}_images.npy"
-    try:
-        images = np.load(img_file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DebiaskdError(f"cannot read images ({exc})", file=str(img_file), rule="npy") from exc
-    return ImageSplit(images, frame)
+    return kind.decode_split(path, name, jsonl_to_frame(data, str(rows_file), kind.columns))
 
 
 def read_dataset(path: str | Path, verify: bool = True) -> Dataset:

@@ -29,7 +29,6 @@ import contextlib
 import functools
 import itertools
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,33 +38,16 @@ import pandas as pd
 
 from debiaskd.core.config import StudyConfig, ValidationConfig
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.data.schema import (
-    BIAS_TYPES,
-    HANS_HEURISTICS,
-    NLI_COLUMNS,
-    NLI_LABELS,
-    NO_HEURISTIC,
-    TWO_WAY_LABELS,
-    VISION_COLUMNS,
-    ImageSplit,
-)
+from debiaskd.data.checks import MAX_EXAMPLES, Failure
+from debiaskd.data.checks import as_text as _as_text
+from debiaskd.data.checks import example as _example
+from debiaskd.data.schema import ImageSplit
+from debiaskd.tasks import Task, get_task
+
+__all__ = ["Failure", "SplitReport", "ValidationReport", "cross_split_checks", "validate_dataset", "validate_spec",
+           "validate_split", "validate_splits"]
 
 Split = pd.DataFrame | ImageSplit
-MAX_EXAMPLES = 5
-
-
-@dataclass
-class Failure:
-    """One broken rule: where, which rule (and GX expectation), what, example rows."""
-
-    file: str
-    rule: str
-    expectation: str
-    message: str
-    examples: list = field(default_factory=list)
-
-    def line(self) -> str:
-        return f"{self.file}: {self.rule} [{self.expectation}] — {self.message}"
 
 
 @dataclass
@@ -177,161 +159,20 @@ def _run_suite(frame: pd.DataFrame, rules: list[tuple[str, Any]], suite_name: st
     return out
 
 
-def _example(frame: pd.DataFrame, i: int, cols: tuple[str, ...]) -> dict:
-    row = frame.iloc[i]
-    out = {"row": int(i)}
-    for c in cols:
-        if c in frame.columns:
-            v = row[c]
-            v = v if not isinstance(v, str) else (v if len(v) <= 80 else v[:77] + "...")
-            out[c] = None if (isinstance(v, float) and np.isnan(v)) else (v.item() if isinstance(v, np.generic) else v)
-    return out
-
-
-def _is_type(series: pd.Series, kind: type | tuple[type, ...]) -> pd.Series:
-    return series.map(lambda v: isinstance(v, kind) and not (isinstance(v, float) and np.isnan(v)))
-
-
 # ------------------------------------------------------------------------ suites
-def _nli_rules(df: pd.DataFrame, cfg: ValidationConfig) -> tuple[pd.DataFrame, list[tuple[str, Any]]]:
-    import great_expectations as gx
-
-    E = gx.expectations
-    present = [c for c in NLI_COLUMNS if c in df.columns]
-    frame = df.reset_index(drop=True).copy()
-    rules: list[tuple[str, Any]] = [
-        ("schema: required columns", E.ExpectTableColumnsToMatchSet(column_set=list(NLI_COLUMNS), exact_match=False)),
-        ("non-empty split", E.ExpectTableRowCountToBeBetween(min_value=1)),
-    ]
-    for c in present:
-        rules.append((f"no missing values in {c}", E.ExpectColumnValuesToNotBeNull(column=c)))
-    for c in ("pair_id", "premise", "hypothesis", "label", "heuristic", "group"):
-        if c in frame.columns:
-            frame[f"_{c}_is_str"] = _is_type(frame[c], str)
-            rules.append((f"type: {c} is text", E.ExpectColumnValuesToBeInSet(column=f"_{c}_is_str", value_set=[True])))
-    if "bias_aligned" in frame.columns:
-        frame["_bias_aligned_is_bool"] = _is_type(frame["bias_aligned"], (bool, np.bool_))
-        rules.append(("type: bias_aligned is boolean",
-                      E.ExpectColumnValuesToBeInSet(column="_bias_aligned_is_bool", value_set=[True])))
-    for c in ("premise", "hypothesis"):
-        if c in frame.columns:
-            frame[f"_{c}_text"] = frame[c].map(lambda v: v.strip() if isinstance(v, str) else "")
-            rules.append((f"text length: {c} non-empty and at most {cfg.max_text_chars} chars",
-                          E.ExpectColumnValueLengthsToBeBetween(column=f"_{c}_text", min_value=1,
-                                                                max_value=cfg.max_text_chars)))
-    if "label" in frame.columns:
-        frame["_label"] = frame["label"].map(lambda v: v if isinstance(v, str) else "<missing>")
-        rules.append(("label set", E.ExpectColumnValuesToBeInSet(
-            column="_label", value_set=sorted({*NLI_LABELS, *TWO_WAY_LABELS}))))
-    if "heuristic" in frame.columns:
-        frame["_heuristic"] = frame["heuristic"].map(lambda v: v if isinstance(v, str) else "<missing>")
-        rules.append(("heuristic set", E.ExpectColumnValuesToBeInSet(
-            column="_heuristic", value_set=sorted({*BIAS_TYPES, NO_HEURISTIC}))))
-    if {"heuristic", "label", "group"} <= set(frame.columns):
-        frame["_group_consistent"] = [g == f"{h}/{lab}" for g, h, lab in
-                                      zip(frame["group"], frame["heuristic"], frame["label"], strict=True)]
-        rules.append(("group = heuristic/label",
-                      E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
-    if "pair_id" in frame.columns:
-        frame["_pair_id"] = _as_text(frame["pair_id"])
-        rules.append(("unique pair_id", E.ExpectColumnValuesToBeUnique(column="_pair_id")))
-    if "construction" in frame.columns:  # optional; rows without a mark (None) are allowed
-        frame["_construction_ok"] = frame["construction"].map(lambda v: v is None or isinstance(v, str) or (
-            isinstance(v, float) and np.isnan(v)))
-        rules.append(("type: construction is text",
-                      E.ExpectColumnValuesToBeInSet(column="_construction_ok", value_set=[True])))
-    if "construction_seen" in frame.columns:
-        frame["_construction_seen_is_bool"] = _is_type(frame["construction_seen"], (bool, np.bool_))
-        rules.append(("type: construction_seen is boolean",
-                      E.ExpectColumnValuesToBeInSet(column="_construction_seen_is_bool", value_set=[True])))
-    return frame, rules
-
-
-def _vision_rules(split: ImageSplit, cfg: ValidationConfig) -> tuple[pd.DataFrame, list[tuple[str, Any]]]:
-    import great_expectations as gx
-
-    E = gx.expectations
-    frame = split.frame.reset_index(drop=True).copy()
-    rules: list[tuple[str, Any]] = [
-        ("schema: required columns",
-         E.ExpectTableColumnsToMatchSet(column_set=list(VISION_COLUMNS), exact_match=False)),
-        ("non-empty split", E.ExpectTableRowCountToBeBetween(min_value=1)),
-    ]
-    for c in VISION_COLUMNS:
-        if c in frame.columns:
-            rules.append((f"no missing values in {c}", E.ExpectColumnValuesToNotBeNull(column=c)))
-    images = np.asarray(split.images)
-    if images.ndim == 4 and len(images) == len(frame) and len(frame):
-        flat = images.reshape(len(images), -1)
-        with np.errstate(invalid="ignore"):
-            frame["_pixel_min"] = flat.min(axis=1).astype(float)
-            frame["_pixel_max"] = flat.max(axis=1).astype(float)
-        frame["_pixel_nan"] = (np.isnan(flat).any(axis=1) if np.issubdtype(flat.dtype, np.floating)
-                               else np.zeros(len(flat), dtype=bool))
-        rules += [
-            ("image has no NaN", E.ExpectColumnValuesToBeInSet(column="_pixel_nan", value_set=[False])),
-            ("pixel range 0..255", E.ExpectColumnValuesToBeBetween(column="_pixel_min", min_value=0, max_value=255)),
-            ("pixel range 0..255", E.ExpectColumnValuesToBeBetween(column="_pixel_max", min_value=0, max_value=255)),
-        ]
-    n_classes = len(split.class_names)
-    if "label" in frame.columns:
-        frame["_label"] = frame["label"].map(lambda v: int(v) if isinstance(v, (int, np.integer)) and not
-                                             isinstance(v, bool) else -1)
-        rules.append((f"label set 0..{n_classes - 1}",
-                      E.ExpectColumnValuesToBeInSet(column="_label", value_set=list(range(n_classes)))))
-    if "color" in frame.columns:
-        frame["_color"] = frame["color"].map(lambda v: v if isinstance(v, str) else "<missing>")
-        rules.append(("colour set", E.ExpectColumnValuesToBeInSet(column="_color", value_set=list(split.group_names))))
-    if "bias_aligned" in frame.columns:
-        frame["_bias_aligned_is_bool"] = _is_type(frame["bias_aligned"], (bool, np.bool_))
-        rules.append(("type: bias_aligned is boolean",
-                      E.ExpectColumnValuesToBeInSet(column="_bias_aligned_is_bool", value_set=[True])))
-    if {"label", "color", "group"} <= set(frame.columns):
-        frame["_group_consistent"] = [g == f"{lab}/{c}" for g, lab, c in
-                                      zip(frame["group"], frame["label"], frame["color"], strict=True)]
-        rules.append(("group = label/colour",
-                      E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
-    if "image_id" in frame.columns:
-        frame["_image_id"] = frame["image_id"].astype(str)
-        rules.append(("unique image_id", E.ExpectColumnValuesToBeUnique(column="_image_id")))
-    return frame, rules
-
-
-def _image_array_failures(split: ImageSplit, file_label: str) -> list[Failure]:
-    images = np.asarray(split.images)
-    out = []
-    if images.dtype != np.uint8:
-        out.append(Failure(file_label, "image dtype uint8", "image array check", f"dtype is {images.dtype}"))
-    if images.ndim != 4 or images.shape[1] != 3:
-        out.append(Failure(file_label, "image shape (N, 3, H, W)", "image array check",
-                           f"shape is {tuple(images.shape)}"))
-    elif images.shape[2] < 1 or images.shape[3] < 1:
-        out.append(Failure(file_label, "image shape (N, 3, H, W)", "image array check", "empty H or W"))
-    if len(images) != len(split.frame):
-        out.append(Failure(file_label, "one image per row", "image array check",
-                           f"{len(images)} images for {len(split.frame)} rows"))
-    return out
-
-
-def validate_split(df_or_split: Split, task: str, split_name: str, file_label: str,
+def validate_split(df_or_split: Split, task: str | Task, split_name: str, file_label: str,
                    cfg: ValidationConfig) -> SplitReport:
     """Run the task's suite on one split; failures name ``file_label`` and the rule."""
-    if task == "vision":
-        if not isinstance(df_or_split, ImageSplit):
-            return SplitReport(split_name, file_label, len(df_or_split), 0,
-                               [Failure(file_label, "vision split", "type check", "not an image split")])
-        report = SplitReport(split_name, file_label, len(df_or_split))
-        report.failures += _image_array_failures(df_or_split, file_label.replace(".jsonl", "_images.npy"))
-        frame, rules = _vision_rules(df_or_split, cfg)
-        cols = VISION_COLUMNS
-    else:
-        if not isinstance(df_or_split, pd.DataFrame):
-            return SplitReport(split_name, file_label, len(df_or_split), 0,
-                               [Failure(file_label, "nli split", "type check", "not a table of pairs")])
-        report = SplitReport(split_name, file_label, len(df_or_split))
-        frame, rules = _nli_rules(df_or_split, cfg)
-        cols = ("pair_id", "premise", "hypothesis", "label", "group")
-    results = _run_suite(frame, rules, f"{task}-{split_name}")
+    kind = get_task(task)
+    if not kind.is_split(df_or_split):
+        rule, message = kind.split_type_rule
+        return SplitReport(split_name, file_label, len(df_or_split), 0,
+                           [Failure(file_label, rule, "type check", message)])
+    report = SplitReport(split_name, file_label, len(df_or_split))
+    report.failures += kind.split_failures(df_or_split, file_label)
+    frame, rules = kind.validation_rules(df_or_split, cfg)
+    cols = kind.example_columns
+    results = _run_suite(frame, rules, f"{kind.name}-{split_name}")
     report.evaluated = len(results)
     for rule, res in sorted(results, key=lambda r: r[0]):
         if res.success:
@@ -356,12 +197,6 @@ def validate_split(df_or_split: Split, task: str, split_name: str, file_label: s
 
 
 # ------------------------------------------------------------------ cross-split checks
-def _as_text(series: pd.Series) -> pd.Series:
-    """Every value as text, hashable and sortable: a missing value, a number, a list or an object in a
-    corrupt file becomes its ``str`` (pandas' ``astype(str)`` keeps NaN as NaN)."""
-    return series.map(lambda v: v if isinstance(v, str) else str(v)).astype(object)
-
-
 def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConfig) -> list[Failure]:
     frame = split.frame if isinstance(split, ImageSplit) else split
     if "label" not in frame.columns or frame.empty:
@@ -375,11 +210,11 @@ def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConf
     return []
 
 
-def _leaks(train: Split, other: Split, name: str, file_label: str, task: str) -> list[Failure]:
+def _leaks(train: Split, other: Split, name: str, file_label: str, kind: Task) -> list[Failure]:
     out = []
     tf = train.frame if isinstance(train, ImageSplit) else train
     of = other.frame if isinstance(other, ImageSplit) else other
-    id_col = "image_id" if task == "vision" else "pair_id"
+    id_col = kind.id_column
     if id_col in tf.columns and id_col in of.columns:
         shared = of[_as_text(of[id_col]).isin(set(_as_text(tf[id_col])))]
         if len(shared):
@@ -387,39 +222,25 @@ def _leaks(train: Split, other: Split, name: str, file_label: str, task: str) ->
                                f"{len(shared)} id(s) of '{name}' also occur in train",
                                [_example(of, int(i), (id_col,)) for i in np.flatnonzero(
                                    _as_text(of[id_col]).isin(set(_as_text(tf[id_col]))))[:MAX_EXAMPLES]]))
-    if task == "nli" and {"premise", "hypothesis"} <= set(tf.columns) & set(of.columns):
-        train_pairs = set(zip(_as_text(tf["premise"]), _as_text(tf["hypothesis"]), strict=True))
-        mask = np.array([p in train_pairs for p in zip(_as_text(of["premise"]), _as_text(of["hypothesis"]),
-                                                        strict=True)], dtype=bool)
+    pair = kind.leak_columns
+    if pair and set(pair) <= set(tf.columns) & set(of.columns):
+        train_pairs = set(zip(*(_as_text(tf[c]) for c in pair), strict=True))
+        mask = np.array([p in train_pairs for p in zip(*(_as_text(of[c]) for c in pair), strict=True)], dtype=bool)
         if mask.any():
-            out.append(Failure(file_label, f"no (premise, hypothesis) shared between train and {name}",
+            shown = ", ".join(pair)
+            out.append(Failure(file_label, f"no ({shown}) shared between train and {name}",
                                "cross-split leak", f"{int(mask.sum())} pair(s) of '{name}' also occur in train",
-                               [_example(of, int(i), ("pair_id", "premise", "hypothesis"))
-                                for i in np.flatnonzero(mask)[:MAX_EXAMPLES]]))
+                               [_example(of, int(i), (id_col, *pair)) for i in np.flatnonzero(mask)[:MAX_EXAMPLES]]))
     return out
 
 
-def _challenge_groups(split: Split, file_label: str, task: str, cfg: ValidationConfig) -> list[Failure]:
+def _challenge_groups(split: Split, file_label: str, kind: Task, cfg: ValidationConfig) -> list[Failure]:
     frame = split.frame if isinstance(split, ImageSplit) else split
     if not {"label", "bias_aligned"} <= set(frame.columns) or frame.empty:
         return []
-    counts: dict[str, int] = {}
-    if task == "vision":
-        labels = range(len(split.class_names))
-        conflict = frame[~frame["bias_aligned"].astype(bool)]
-        got = conflict["label"].value_counts()
-        counts = {f"{k}/conflicting": int(got.get(k, 0)) for k in labels}
-    else:
-        if "heuristic" not in frame.columns:
-            return []
-        label_text, heuristic_text = _as_text(frame["label"]), _as_text(frame["heuristic"])
-        labels = sorted(set(label_text))
-        label_set = list(TWO_WAY_LABELS) if set(labels) <= set(TWO_WAY_LABELS) else labels
-        heuristics = [h for h in dict.fromkeys(heuristic_text) if h != NO_HEURISTIC]
-        if any(h in HANS_HEURISTICS for h in heuristics):
-            heuristics = list(dict.fromkeys([*HANS_HEURISTICS, *heuristics]))
-        got = Counter(zip(heuristic_text, label_text, strict=True))
-        counts = {f"{h}/{lab}": int(got.get((h, lab), 0)) for h in heuristics for lab in label_set}
+    counts = kind.challenge_group_counts(split)
+    if counts is None:
+        return []
     short = {g: n for g, n in counts.items() if n < cfg.min_group_count}
     if not short:
         return []
@@ -428,19 +249,20 @@ def _challenge_groups(split: Split, file_label: str, task: str, cfg: ValidationC
                     [{"group": g, "rows": n} for g, n in list(short.items())[:MAX_EXAMPLES]])]
 
 
-def cross_split_checks(splits: dict[str, Split], task: str, files: dict[str, str],
+def cross_split_checks(splits: dict[str, Split], task: str | Task, files: dict[str, str],
                        cfg: ValidationConfig) -> list[Failure]:
+    kind = get_task(task)
     out: list[Failure] = []
     if "train" in splits:
         for name, split in splits.items():
             if name != "train":
-                out += _leaks(splits["train"], split, name, files[name], task)
+                out += _leaks(splits["train"], split, name, files[name], kind)
     for name, split in splits.items():
         out += _label_balance(name, split, files[name], cfg)
     for name in ("challenge", "challenge_dev"):
         if name in splits:
-            out += _challenge_groups(splits[name], files[name], task, cfg)
-    if task == "nli":
+            out += _challenge_groups(splits[name], files[name], kind, cfg)
+    if kind.marks_constructions:
         out += _construction_checks(splits, files)
     return out
 
@@ -525,7 +347,5 @@ def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
         split = load_spec(spec, task, cfg, split="test")
     except DebiaskdError as exc:
         return _error_report(exc, task, spec)
-    frame = split.frame if isinstance(split, ImageSplit) else split
-    hans_like = task == "nli" and "subcase" in frame.columns and _as_text(frame["subcase"]).ne("").any()
-    name = "challenge" if hans_like else "test"
+    name = get_task(task).spec_split_name(split)
     return validate_splits({name: split}, task, cfg.validation, spec, {name: arg or spec})

@@ -30,6 +30,7 @@ from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import TWO_WAY_LABELS, ImageSplit
 from debiaskd.evaluation.inference import predict_proba
+from debiaskd.tasks import get_task
 from debiaskd.training.models import LoadedModel, load_model
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -166,7 +167,7 @@ def evaluate_split(
     frame = _frame(data)
     names = _label_names(loaded, data)
     probs = predict_proba(loaded, data, batch_size=batch_size, max_length=max_length, device=device)
-    two_way = loaded.task == "nli" and M.is_two_way(frame["label"].tolist())
+    two_way = get_task(loaded.task).two_way(frame)
     result = M.stratified_metrics(frame, probs, names, two_way=two_way, ece_bins=ece_bins)
     if two_way:
         probs = M.collapse_two_way(probs, names)
@@ -320,27 +321,7 @@ def _load_spec(spec: str, task: str, cfg: StudyConfig) -> pd.DataFrame | ImageSp
 
 def _check_labels(loaded: LoadedModel, data: pd.DataFrame | ImageSplit, spec: str) -> None:
     """Refuse, before any inference, data whose labels the model cannot predict."""
-    frame = _frame(data)
-    names = set(loaded.label_names)
-    gold = {str(v) for v in frame["label"].unique()}
-    two_way = gold <= {"entailment", "non-entailment"} and "entailment" in names
-    if loaded.task == "nli" and not two_way and not gold <= names:
-        raise DebiaskdError(
-            f"the model predicts {sorted(names)} but the data has labels {sorted(gold - names)} "
-            f"({len(names)} model labels for {len(gold)} data labels; data: {spec})",
-            file=str(loaded.path), rule="model label count",
-        )
-    if loaded.task == "vision":
-        n_classes = int(loaded.meta.get("num_classes", 10))
-        data_classes = len(data.class_names) if isinstance(data, ImageSplit) and data.class_names else None
-        if data_classes is not None and data_classes != n_classes:
-            raise DebiaskdError(f"the model has {n_classes} classes but the data has {data_classes} "
-                                f"({', '.join(map(str, data.class_names[:5]))}; data: {spec})",
-                                file=str(loaded.path), rule="model label count")
-        bad = [int(v) for v in frame["label"].unique() if not 0 <= int(v) < n_classes]
-        if bad:
-            raise DebiaskdError(f"labels {sorted(bad)} are outside the model's {n_classes} classes (data: {spec})",
-                                file=str(loaded.path), rule="model label count")
+    get_task(loaded.task).check_model_labels(loaded, data, spec)
 
 
 def evaluate_spec(

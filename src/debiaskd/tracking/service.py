@@ -435,11 +435,10 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
 def model_signature(model_dir: str | Path, task: str = "nli"):
     """``(signature, input example)`` of a logged model: premise/hypothesis strings (NLI) or uint8
     images ``(N, 3, H, W)`` (vision) in; label, confidence and one ``p_<label>`` per class out."""
-    import numpy as np
-    import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema
 
+    from debiaskd.tasks import get_task  # pandas and the data modules: slow, as the imports above
     from debiaskd.tracking.pyfunc import probability_columns
     from debiaskd.training.models import read_meta
 
@@ -447,13 +446,7 @@ def model_signature(model_dir: str | Path, task: str = "nli"):
     names = [str(n) for n in meta.get("label_names") or ("entailment", "neutral", "contradiction")]
     outputs = Schema([ColSpec("string", "label"), ColSpec("double", "confidence"),
                       *[ColSpec("double", column) for column in probability_columns(names)]])
-    if task == "nli":
-        inputs = Schema([ColSpec("string", "premise"), ColSpec("string", "hypothesis")])
-        example = pd.DataFrame({"premise": ["The doctor saw the lawyer near the bank."],
-                                "hypothesis": ["The lawyer saw the doctor."]})
-    else:
-        inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))])  # any size: the nets pool globally
-        example = np.zeros((1, 3, 16, 16), dtype=np.uint8)
+    inputs, example = get_task(task).serving_inputs()
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
