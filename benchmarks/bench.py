@@ -43,7 +43,7 @@ def machine() -> dict:
 DIRECT = """
 import sys
 from debiaskd.core.config import load_config
-from debiaskd.jobs.steps import run_inprocess
+from debiaskd.jobs.inprocess import run_inprocess
 cfg = load_config("smoke", overrides=sys.argv[3:])
 run_inprocess(cfg, sys.argv[1], sys.argv[2])
 """
@@ -53,13 +53,13 @@ def bench_pipeline_overhead(quick: bool) -> dict:
     """`debiaskd run` on smoke (kfp.local, a task per step) vs the same steps called directly.
 
     Both sides are timed as a fresh process from the command line (``direct_seconds``: a Python
-    script calling :func:`debiaskd.jobs.steps.run_inprocess`), so each pays for its own imports and exit.
+    script calling :func:`debiaskd.jobs.inprocess.run_inprocess`), so each pays for its own imports and exit.
     ``direct_inprocess_seconds`` repeats the direct call inside this process, which earlier
     benchmarks have already given torch, transformers and MLflow: what the steps cost with no
     imports at all (the ratio's definition before 2026-11-28).
     """
     from debiaskd.core.config import load_config
-    from debiaskd.jobs.steps import run_inprocess
+    from debiaskd.jobs.inprocess import run_inprocess
 
     overrides = ["analysis.enabled=false"] if quick else []
     cfg = load_config("smoke", overrides=overrides)

@@ -69,11 +69,11 @@ def main() -> None:
     cfg = load_config("default", overrides=overrides)
     data = args.data
     if data is None:
-        from debiaskd.jobs.steps import augment_data, prepare_data
+        from debiaskd.jobs.data import AugmentDataJob, PrepareDataJob
 
         tmp = Path(tempfile.mkdtemp(prefix="probe-data-"))
-        prepare_data(cfg, tmp / "raw")
-        augment_data(cfg, tmp / "raw", tmp / "aug")
+        PrepareDataJob(config=cfg, out_dir=tmp / "raw").run()
+        AugmentDataJob(config=cfg, dataset_dir=tmp / "raw", out_dir=tmp / "aug").run()
         data = str(tmp / "aug")
     ds = read_dataset(data)
     train = ds.splits["train"]

@@ -1,9 +1,11 @@
-"""Kubeflow components: thin wrappers that parse artifact paths and call one core step.
+"""Kubeflow components: thin wrappers that run one job each.
 
 Each function here is a plain Python function; :func:`make_components` turns them into kfp
 components for a given image at compile time (the image comes from the config), so the same
-code runs in the local SubprocessRunner and on a cluster. All logic lives in
-:mod:`debiaskd.jobs.steps` and below; nothing in this package computes anything itself.
+code runs in the local SubprocessRunner and on a cluster. A component builds its job's fields
+from plain JSON values (artifact paths as strings), runs it with
+:func:`debiaskd.runtime.dispatch.execute` and writes its kfp outputs from the job's JSON result;
+it imports nothing heavy itself. All logic lives in :mod:`debiaskd.jobs` and below.
 """
 
 from __future__ import annotations

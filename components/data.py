@@ -5,25 +5,28 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 def prepare_data(config: str, dataset: Output[Dataset]):
     """Generate the embedded benchmark or load the configured files into a dataset folder."""
-    from debiaskd.jobs import steps
+    from debiaskd.runtime.dispatch import execute
 
-    manifest = steps.prepare_data(config, dataset.path)
+    manifest = execute("prepare_data", config=config, out_dir=dataset.path)
     dataset.metadata["content_hash"] = manifest["content_hash"]
 
 
 def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, study: Input[Artifact],
                   report: Output[Markdown]):
     """Run the GX suites; fail the pipeline (before training) when the data breaks a rule."""
-    from debiaskd.jobs import steps
+    from pathlib import Path
 
-    result = steps.validate_data(config, dataset.path, None, tracking_uri or None, steps.study_run_id(study.path),
-                                 markdown_file=report.path)
-    report.metadata["ok"] = bool(result.get("ok", True))
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("validate_data", config=config, dataset_dir=dataset.path,
+                     tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    Path(report.path).write_text(result["page"], encoding="utf-8")
+    report.metadata["ok"] = bool(result["report"].get("ok", True))
 
 
 def augment_data(config: str, dataset: Input[Dataset], augmented: Output[Dataset]):
     """Bias-model predictions stored with the data, plus the bias-aware augmented train split."""
-    from debiaskd.jobs import steps
+    from debiaskd.runtime.dispatch import execute
 
-    manifest = steps.augment_data(config, dataset.path, augmented.path)
+    manifest = execute("augment_data", config=config, dataset_dir=dataset.path, out_dir=augmented.path)
     augmented.metadata["content_hash"] = manifest["content_hash"]

@@ -6,17 +6,22 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 def collect_evaluations(config: str, seed: int, tracking_uri: str, study: Input[Artifact],
                         evaluations: Output[Artifact]):
     """Gather one seed's evaluations and analyses from MLflow (fails if a variant did not finish)."""
-    from debiaskd.jobs import steps
+    from debiaskd.runtime.dispatch import execute
 
-    steps.collect_evaluations(config, seed, tracking_uri, steps.study_run_id(study.path),
-                              evaluations.path)
+    execute("collect_evaluations", config=config, seed=seed, out_dir=evaluations.path,
+            tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
 
 
 def analyze_model(config: str, concurrent: int, model: Input[Model], reference: Input[Model], dataset: Input[Dataset],
                   tracking_uri: str, study: Input[Artifact], analysis: Output[HTML]):
     """Attention-pattern and circuit analysis of a model against its reference (``concurrent`` tasks
     share the machine's CPUs under the local runner)."""
-    from debiaskd.jobs import steps
+    from pathlib import Path
 
-    steps.analyze_pair(config, model.path, reference.path, dataset.path, None, tracking_uri or None,
-                       steps.study_run_id(study.path), concurrent=concurrent, html_file=analysis.path)
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("analyze_pair", config=config, model=model.path, reference=reference.path,
+                     dataset_dir=dataset.path, concurrent=concurrent, page=True,
+                     tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    Path(analysis.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(analysis.path).write_text(result["page"], encoding="utf-8")

@@ -8,9 +8,10 @@ def start_study(config: str, tracking_uri: str, run_name: str, study_key: str, j
                 study: Output[Artifact]):
     """Create the study's parent MLflow run, tagged with ``study_key`` (the pipeline job's id when
     empty); its id travels to later steps in the ``study`` artifact."""
-    from debiaskd.jobs import steps
+    from debiaskd.runtime.dispatch import execute
 
-    study.metadata["run_id"] = steps.start_study(config, tracking_uri, run_name, study.path, study_key or job_id)
+    study.metadata["run_id"] = execute("start_study", config=config, tracker={"uri": tracking_uri}, name=run_name,
+                                       out_dir=study.path, key=study_key or job_id)
 
 
 def end_study(config: str, tracking_uri: str, study_key: str, job_id: str, status: PipelineTaskFinalStatus,
@@ -18,27 +19,38 @@ def end_study(config: str, tracking_uri: str, study_key: str, job_id: str, statu
     """The exit task: end the study run FINISHED or FAILED from the pipeline's final status; after
     success ``files`` holds the study's report (summary.json, report.md, plots), read back from MLflow,
     and ``report`` one self-contained page of it."""
-    from debiaskd.jobs import steps
+    from pathlib import Path
 
-    return steps.end_study(config, tracking_uri, study_key or job_id, status.state, files.path, report.path)
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("end_study", config=config, tracker={"uri": tracking_uri}, key=study_key or job_id,
+                     state=status.state, report_dir=files.path, page=True)
+    if result["page"] is not None:
+        Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report.path).write_text(result["page"], encoding="utf-8")
+    return result["status"]
 
 
 def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],
                     report: Output[HTML], files: Output[Artifact]) -> str:
     """summary.json + report.md (``files``, and ``report`` as one page); registers the teacher and the
     candidate student; returns the gate's verdict."""
-    from debiaskd.jobs import steps
+    from pathlib import Path
 
-    eval_dirs, analysis_dirs = steps.collected_dirs([e.path for e in evaluations])
-    summary = steps.summarize(config, eval_dirs, files.path, tracking_uri or None,
-                              steps.study_run_id(study.path), analysis_dirs, report.path)
-    return steps.gate_decision(summary)
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("summarize", config=config, out_dir=files.path, collected=[e.path for e in evaluations],
+                     page=True, tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report.path).write_text(result["page"], encoding="utf-8")
+    return result["gate"]
 
 
 def promote_champion(config: str, tracking_uri: str, study: Input[Artifact]) -> str:
-    """Move ``champion`` to the challenger (the gate is applied again on its evidence tags)."""
+    """Move ``champion`` to the challenger (the gate is applied again on its evidence tags); returns the
+    promotion (``{"name", "version", "alias", "decision"}``) as JSON."""
     import json
 
-    from debiaskd.jobs import steps
+    from debiaskd.runtime.dispatch import execute
 
-    return json.dumps(steps.promote_challenger(config, tracking_uri))
+    return json.dumps(execute("promote_challenger", config=config, tracker={"uri": tracking_uri}))

@@ -1,7 +1,8 @@
 """Training components: a model trained on labels alone, and a student trained beside its teacher.
 
-Each also evaluates the model it trained (bias-stratified, :func:`debiaskd.jobs.steps.evaluate_variant`)
-before it exits: one task per variant, so the libraries and the model are loaded once.
+Each also evaluates the model it trained (bias-stratified, :class:`debiaskd.jobs.train.TrainJob`)
+before it exits: one task per variant, so the libraries and the model are loaded once. The headline
+metrics and the test split's confusion matrix come back in the job's result and are shown here.
 """
 
 from typing import Optional
@@ -15,17 +16,25 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                 reference: Optional[Input[Model]] = None) -> str:  # noqa: UP045
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id.
     ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg)."""
-    from debiaskd.jobs import steps
+    import json
+    from pathlib import Path
 
-    reference_dir = steps.read_result(reference.path)["model_dir"] if reference is not None else None
-    result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path,
-                                                 model.path, evaluation.path, None, tracking_uri or None,
-                                                 steps.study_run_id(study.path), progress=False,
-                                                 reference_dir=reference_dir)
-    model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
-    steps.write_task_metrics(metrics, evaluated)
-    steps.write_confusion_matrix(confusion, evaluation.path)
-    return result["run_id"] or ""
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
+                     model_dir=model.path, eval_dir=evaluation.path, progress=False,
+                     reference=reference.path if reference is not None else None,
+                     tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    run_id = result["trained"]["run_id"] or ""
+    model.metadata.update({"variant": variant, "seed": seed, "run_id": run_id})
+    for key, value in result["headline"].items():
+        metrics.log_metric(key, value)
+    labels, matrix = result["confusion"]["labels"], result["confusion"]["matrix"]
+    confusion.log_confusion_matrix([str(label) for label in labels], matrix)
+    for artifact, shown in ((metrics, result["headline"]), (confusion, {"labels": labels, "matrix": matrix})):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)  # a file behind each lets kfp cache the task
+        Path(artifact.path).write_text(json.dumps(shown), encoding="utf-8")
+    return run_id
 
 
 def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dataset],
@@ -41,16 +50,22 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
     its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
     metadata.
     """
-    from debiaskd.jobs import steps
+    import json
+    from pathlib import Path
+
+    from debiaskd.runtime.dispatch import execute
 
     seed = int(teacher.metadata["seed"])
-    teacher_dir = steps.read_result(teacher.path)["model_dir"]
-    reference_dir = steps.read_result(reference.path)["model_dir"] if reference is not None else None
-    result, evaluated = steps.train_and_evaluate(config, variant, seed, dataset.path,
-                                                 model.path, evaluation.path, teacher_dir, tracking_uri or None,
-                                                 steps.study_run_id(study.path), progress=False, concurrent=concurrent,
-                                                 reference_dir=reference_dir)
-    model.metadata.update({"variant": variant, "seed": seed, "run_id": result["run_id"] or ""})
-    steps.write_task_metrics(metrics, evaluated)
-    steps.write_confusion_matrix(confusion, evaluation.path)
-    return steps.analysed(config, variant)
+    result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
+                     model_dir=model.path, eval_dir=evaluation.path, progress=False, concurrent=concurrent,
+                     teacher=teacher.path, reference=reference.path if reference is not None else None,
+                     tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    model.metadata.update({"variant": variant, "seed": seed, "run_id": result["trained"]["run_id"] or ""})
+    for key, value in result["headline"].items():
+        metrics.log_metric(key, value)
+    labels, matrix = result["confusion"]["labels"], result["confusion"]["matrix"]
+    confusion.log_confusion_matrix([str(label) for label in labels], matrix)
+    for artifact, shown in ((metrics, result["headline"]), (confusion, {"labels": labels, "matrix": matrix})):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)  # a file behind each lets kfp cache the task
+        Path(artifact.path).write_text(json.dumps(shown), encoding="utf-8")
+    return result["analysed"]

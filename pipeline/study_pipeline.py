@@ -16,8 +16,7 @@ from kfp import dsl
 
 from debiaskd.components import make_components
 from debiaskd.core.config import StudyConfig
-from debiaskd.core.study import variant_specs
-from debiaskd.jobs.steps import analysis_pairs
+from debiaskd.core.study import analysis_pairs, variant_specs
 
 MLFLOW_SECRET_KEYS = (
     "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -64,7 +63,7 @@ def student_groups(cfg: StudyConfig) -> dict[str | None, list[dict[str, str]]]:
 
     A student without KD joins the fan-out of the debiased teacher (or the first teacher) when
     the study has one: it only waits for it; with no teacher at all it is keyed ``None``.
-    Students analysed against their teacher (:func:`debiaskd.jobs.steps.analysis_pairs`) say so; the
+    Students analysed against their teacher (:func:`debiaskd.core.study.analysis_pairs`) say so; the
     longest to train come first.
     """
     specs = variant_specs(cfg)

@@ -415,7 +415,7 @@ def test_run_inprocess_refuses_a_folder_it_did_not_make(tmp_path):
     """The in-process runner replaces its output folder: only one it made itself (marker), or an empty one."""
     from debiaskd.core.config import load_config
     from debiaskd.core.errors import DebiaskdError
-    from debiaskd.jobs.steps import run_inprocess
+    from debiaskd.jobs.inprocess import run_inprocess
 
     target = tmp_path / "results"
     target.mkdir()

@@ -18,8 +18,12 @@ from conftest import MlflowServer, free_port
 from debiaskd.cli import main
 from debiaskd.core.config import load_config
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.jobs import steps
+from debiaskd.jobs.data import PrepareDataJob
+from debiaskd.jobs.report import CollectJob
+from debiaskd.jobs.study import StartStudyJob
+from debiaskd.jobs.train import TrainJob
 from debiaskd.tracking import service as tracking
+from debiaskd.tracking.tracker import Tracker
 from debiaskd.training.loop import CHECKPOINT_DIR
 from test_resume import SCRIPT, _checkpoint_step, _reference_in_process, _run
 
@@ -122,20 +126,23 @@ def test_server_stopped_mid_run_fails_loudly_and_leaves_the_registry_clean(tmp_p
         cfg = load_config("smoke", overrides=["variants=[teacher_erm]", "tracking.register_models=true"])
         uri = server.uri
         data = tmp_path / "data"
-        steps.prepare_data(cfg, data)
-        parent = steps.start_study(cfg, uri, "study-fault", tmp_path / "study")
-        trained = steps.train_variant(cfg, "teacher_erm", 0, data, tmp_path / "train", tracking_uri=uri,
-                                      parent_run_id=parent, progress=False)
+        PrepareDataJob(config=cfg, out_dir=data).run()
+        parent = StartStudyJob(config=cfg, tracker=Tracker(uri=uri), name="study-fault",
+                               out_dir=tmp_path / "study").run()
+        tracker = Tracker(uri=uri, study_run_id=parent)
+        job = TrainJob(config=cfg, tracker=tracker, variant="teacher_erm", seed=0, dataset_dir=data,
+                       model_dir=tmp_path / "train", eval_dir=tmp_path / "eval", progress=False)
+        trained = job.train()
         assert trained["run_id"] and trained["model_uri"]
 
         server.stop()
         with pytest.raises(DebiaskdError) as info:
-            steps.evaluate_variant(cfg, tmp_path / "train", data, tmp_path / "eval", tracking_uri=uri)
+            job.evaluate()
         assert uri in str(info.value) and info.value.rule == "tracking server reachable"
         # registering or promoting while the server is down fails too, and changes nothing
         name = f"{cfg.model_prefix}-student"
         with pytest.raises(DebiaskdError, match="register"):
-            tracking.register_model(uri, trained["model_uri"], name, trained["run_id"], {"metric.accuracy": 0.9})
+            tracking.register_model(uri, trained["model_uri"], name, {"metric.accuracy": 0.9})
         with pytest.raises(DebiaskdError):
             tracking.set_alias(uri, name, tracking.CHAMPION, "1")
 
@@ -145,7 +152,7 @@ def test_server_stopped_mid_run_fails_loudly_and_leaves_the_registry_clean(tmp_p
         assert not any(k.startswith("challenge") for k in run.data.metrics)
         # nothing downstream can register a model from it
         with pytest.raises(DebiaskdError, match="no finished, evaluated run"):
-            steps.collect_evaluations(cfg, 0, uri, parent, tmp_path / "collected")
+            CollectJob(config=cfg, tracker=tracker, seed=0, out_dir=tmp_path / "collected").run()
         for model in c.search_registered_models():
             for version in c.search_model_versions(f"name = '{model.name}'"):
                 tags = dict(version.tags or {})

@@ -13,8 +13,10 @@ import yaml
 from debiaskd.cli import main
 from debiaskd.core.config import GateConfig, load_config
 from debiaskd.core.gate import GATE_KEYS, evaluate_gate, threshold_tags
-from debiaskd.jobs import steps
+from debiaskd.jobs.promote import PromoteJob
+from debiaskd.jobs.report import register_candidates
 from debiaskd.tracking import service as tracking
+from debiaskd.tracking.tracker import Tracker
 from debiaskd.training.models import build_nli_teacher, save_model
 
 TEACHER = {"in_distribution_accuracy": 0.80, "challenge_accuracy": 0.60, "worst_group_accuracy": 0.40,
@@ -49,7 +51,7 @@ def _register(logged, name: str, metrics: dict, gate: GateConfig | None = GateCo
     tags.update({"run_id": logged["runs"][0], "seed": "0"})
     if gate is not None:
         tags.update(threshold_tags(gate))
-    return tracking.register_model(logged["uri"], logged["model_uri"], name, logged["runs"][0], tags)
+    return tracking.register_model(logged["uri"], logged["model_uri"], name, tags)
 
 
 def _with_champion(logged, name: str) -> str:
@@ -135,7 +137,7 @@ def test_own_seed_evidence_decides_not_the_mean(logged):
     # the old behaviour: the mean evidence passes the same gate
     mean = summary["variants"]["student_kd"]
     assert evaluate_gate(mean, summary["variants"]["teacher_debiased"], cfg.gate).passed
-    reg = steps.register_candidates(cfg, summary, logged["uri"], logged["parent"])
+    reg = register_candidates(cfg, summary, Tracker(uri=logged["uri"], study_run_id=logged["parent"]))
     version = reg["student"]["version"]
     assert reg["student"]["seed"] == "0" and not reg["student"]["gate"]["passed"]
     tags = _tags(logged, name, version)
@@ -149,7 +151,7 @@ def test_own_seed_evidence_decides_not_the_mean(logged):
     assert _champion(logged, name) == champion
     # the pipeline's promote step refuses it too
     with pytest.raises(Exception) as refused:
-        steps.promote_challenger(cfg, logged["uri"])
+        PromoteJob(config=cfg, tracker=Tracker(uri=logged["uri"])).run()
     assert type(refused.value).__name__ == "GateRefused"
     assert _champion(logged, name) == champion
 

@@ -1,9 +1,10 @@
-"""The in-process study (the benchmark's baseline): the pipeline's steps, called directly, in order."""
+"""The in-process study (the benchmark's baseline): the pipeline's jobs, called directly, in order."""
 
 from __future__ import annotations
 
 from debiaskd.core.config import VARIANTS, load_config
-from debiaskd.jobs.steps import read_result, run_inprocess
+from debiaskd.jobs.base import read_result
+from debiaskd.jobs.inprocess import run_inprocess
 
 
 def test_inprocess_study_trains_evaluates_and_shares_teacher_logits(tmp_path) -> None:
@@ -26,7 +27,7 @@ def test_share_cpus_gives_each_concurrent_task_its_share_of_the_cores() -> None:
     import subprocess
     import sys
 
-    code = ("import os, torch; from debiaskd.jobs.steps import share_cpus; before = torch.get_num_threads(); "
+    code = ("import os, torch; from debiaskd.jobs.base import share_cpus; before = torch.get_num_threads(); "
             "print(before, share_cpus(1), share_cpus(2), len(os.sched_getaffinity(0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"}).stdout.split()

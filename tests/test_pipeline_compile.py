@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from debiaskd.core.config import load_config
-from debiaskd.jobs import steps
+from debiaskd.core.study import analysed
 from debiaskd.pipeline import compile_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline_paper_nli.yaml"
@@ -56,7 +56,7 @@ def test_every_component_and_variant_is_wired(compiled):
     items = json.loads(fan_out[0]["parameterIterator"]["items"]["raw"])
     assert sorted(items) == sorted(v for v in cfg.variants if v.startswith("student"))
     # the analysed students are analysed inside the fan-out (a dsl.If on the training task's answer)
-    assert {v for v in items if steps.analysed(cfg, v) == "yes"} == {"student_kd", "student_kd_all"}
+    assert {v for v in items if analysed(cfg, v) == "yes"} == {"student_kd", "student_kd_all"}
     assert "iteratorPolicy" not in fan_out[0]  # no parallelism limit on a cluster
     assert "robustness-gate-passed" in str(spec["components"])
 

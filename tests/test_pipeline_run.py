@@ -49,10 +49,10 @@ def test_outputs_follow_the_interface(smoke_run):
         assert (out / png).is_file() and (out / png).stat().st_size > 1000
     assert (out / "kfp").is_dir() and (out / "resolved_config.yaml").is_file()
     assert "student_kd_teacher_init" in proc.stdout  # the printed results table
-    warm_log = (out / "warm.log").read_text()  # every task ran in a warm worker ...
-    tasks = [line.split()[2] for line in warm_log.splitlines() if line.startswith("ran task ")]
-    assert tasks.count("train_model") + tasks.count("train_student") == len(VARIANTS)
-    assert {"prepare_data", "validate_data", "collect_evaluations", "summarize_study"} <= set(tasks)
+    warm_log = (out / "warm.log").read_text()  # every task's job ran in a warm worker ...
+    jobs = [line.split()[2] for line in warm_log.splitlines() if line.startswith("ran job ")]
+    assert jobs.count("train_variant") == len(VARIANTS)
+    assert {"prepare_data", "validate_data", "collect_evaluations", "summarize"} <= set(jobs)
     assert "failed" not in warm_log and "warm worker unavailable" not in (out / "kfp.log").read_text()
     assert "ready: 1 Python thread(s)" in warm_log  # ... forked while the server had no other thread
 
@@ -213,16 +213,16 @@ FAULT = """
 import os
 
 if os.environ.get("DEBIASKD_TEST_FAULT"):
-    from debiaskd.jobs import steps
+    from debiaskd.jobs.train import TrainJob
 
-    real = steps.train_variant
+    real = TrainJob.train
 
-    def train_variant(config_yaml, variant, *args, **kwargs):
-        if variant == os.environ["DEBIASKD_TEST_FAULT"]:
-            raise RuntimeError(f"injected fault while training {variant}")
-        return real(config_yaml, variant, *args, **kwargs)
+    def train(self):
+        if self.variant == os.environ["DEBIASKD_TEST_FAULT"]:
+            raise RuntimeError(f"injected fault while training {self.variant}")
+        return real(self)
 
-    steps.train_variant = train_variant
+    TrainJob.train = train
 """
 
 

@@ -26,7 +26,7 @@ def _registered(tmp_path, model_dir, task: str, name: str) -> str:
     parent = tracking.start_study_run(uri, cfg, "study")
     run = tracking.start_variant_run(uri, parent, "student_kd", 0, "student")
     model_uri = tracking.log_model(uri, run, model_dir, task)
-    version = tracking.register_model(uri, model_uri, name, run, {"variant": "student_kd"})
+    version = tracking.register_model(uri, model_uri, name, {"variant": "student_kd"})
     tracking.set_alias(uri, name, tracking.CHAMPION, version)
     return uri
 

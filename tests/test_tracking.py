@@ -40,7 +40,7 @@ def _register(uri, name, model_dir, metrics, experiment="registry-test"):
     tags = {f"metric.{k}": metrics[k] for k in GATE_KEYS}
     tags.update({f"teacher.{k}": TEACHER[k] for k in GATE_KEYS})
     tags["run_id"] = run
-    version = tracking.register_model(uri, model_uri, name, run, tags)
+    version = tracking.register_model(uri, model_uri, name, tags)
     return run, model_uri, version
 
 

@@ -1,7 +1,8 @@
 """The study's design: which variants exist and how each one is trained.
 
-This is the single place that knows the study. The pipeline, the CLI and the tests read
-:func:`variant_specs`; training reads a :class:`VariantSpec` and nothing else about variants.
+This is the single place that knows the study. The pipeline, the jobs, the CLI and the tests read
+:func:`variant_specs` (and :func:`analysis_pairs`); training reads a :class:`VariantSpec` and nothing else
+about variants.
 """
 
 from __future__ import annotations
@@ -78,3 +79,16 @@ def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
 def run_name(variant: str, seed: int) -> str:
     """The one name a variant's MLflow run, kfp task and output folder share."""
     return f"{variant}-s{seed}"
+
+
+def analysis_pairs(cfg: StudyConfig) -> list[tuple[str, str | None]]:
+    """Which models are analysed, each against which reference (the study's "why")."""
+    pairs = [("teacher_debiased", "teacher_erm"), ("student_kd", "teacher_debiased"),
+             ("student_kd_all", "teacher_debiased")]
+    selected = variant_specs(cfg)
+    return [(m, r) for m, r in pairs if m in selected and (r is None or r in selected)]
+
+
+def analysed(cfg: StudyConfig, variant: str) -> str:
+    """"yes" when the study analyses ``variant`` against a reference (:func:`analysis_pairs`), else "no"."""
+    return "yes" if cfg.analysis.enabled and any(m == variant for m, _ in analysis_pairs(cfg)) else "no"

@@ -1,1 +1,3 @@
-"""One job per pipeline step: what the kfp components (and the in-process runner) call."""
+"""One typed job per pipeline step (:mod:`debiaskd.jobs.registry` names them by ``KIND``): what the kfp
+components run through :func:`debiaskd.runtime.dispatch.execute`, and what
+:func:`debiaskd.jobs.inprocess.run_inprocess` calls directly."""

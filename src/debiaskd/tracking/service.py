@@ -369,6 +369,13 @@ def download_artifacts(uri: str, run_id: str, artifact_path: str, dst: str | Pat
         run_id=run_id, artifact_path=artifact_path, dst_path=str(dst))))
 
 
+def list_artifacts(uri: str, run_id: str, artifact_path: str | None = None) -> list[str]:
+    """The paths directly under ``artifact_path`` of a run (empty when it holds nothing)."""
+    c = client(uri)
+    return [a.path for a in _call(uri, f"list {artifact_path or 'artifacts'}",
+                                  lambda: c.list_artifacts(run_id, artifact_path))]
+
+
 def system_metrics(run_id: str):
     """Context manager: sample CPU/RAM (and GPU) into ``run_id`` while training."""
     import contextlib
@@ -443,7 +450,7 @@ def model_signature(model_dir: str | Path, task: str = "nli"):
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
-def register_model(uri: str, model_uri: str, name: str, run_id: str, tags: dict[str, Any]) -> str:
+def register_model(uri: str, model_uri: str, name: str, tags: dict[str, Any]) -> str:
     """Create a registered version with all its evidence tags in one request; returns the version."""
     import mlflow
 

@@ -1,0 +1,130 @@
+"""Data jobs: prepare (generate or load the four splits), validate (Great Expectations), augment.
+
+The libraries they call (pandas, Great Expectations, torch) are imported inside :meth:`run`: importing
+the jobs (the registry, the CLI's preflight) stays cheap, and the work pays for them where it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from debiaskd.core.config import StudyConfig
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.jobs.base import Job
+
+
+def preflight(cfg: StudyConfig) -> None:
+    """Cheap checks before any pipeline starts: data specs parse and exist, the model source resolves.
+
+    The pipeline's validation step still runs the full suites; this only makes the common
+    mistakes (a typo in a path, an unknown scheme) fail in a second with exit code 2.
+    """
+    from debiaskd.data.loaders import parse_spec  # pandas: slow, and only this check needs the parser
+
+    data = cfg.nli_data if cfg.task == "nli" else cfg.vision_data
+    for split in ("train", "validation", "test", "challenge"):
+        spec = getattr(data, split)
+        try:
+            scheme, arg = parse_spec(spec)
+        except DebiaskdError as exc:
+            rule = f"{cfg.task}_data.{split}: {exc.rule}"
+            raise DebiaskdError(exc.message, file=exc.file or spec, rule=rule) from exc
+        if scheme in ("generated", "hf", "colored-digits"):
+            continue
+        path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
+        if not path.exists():
+            from debiaskd.core.paths import describe
+
+            raise DebiaskdError(f"data path {describe(path)}", file=str(path), rule=f"{cfg.task}_data.{split}")
+    if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
+        from debiaskd.training.models import resolve_source  # torch/transformers: slow, only for a named model
+
+        resolve_source(cfg.nli_model.teacher)
+
+
+class PrepareDataJob(Job):
+    """Generate or load the four splits into a dataset folder (with its manifest); returns the manifest."""
+
+    KIND: Literal["prepare_data"] = "prepare_data"
+    out_dir: Path
+
+    def run(self) -> dict[str, Any]:
+        from debiaskd.data.build import build_dataset  # pandas and the generators: slow, only where it runs
+        from debiaskd.data.store import read_dataset
+
+        path = build_dataset(self.config, self.out_dir)
+        return read_dataset(path).manifest
+
+
+class ValidateDataJob(Job):
+    """Run the Great Expectations suites; write the JSON report (into ``report_dir``, and the study run);
+    raise on failure. Returns ``{"report": the report, "page": a Markdown page of it (the Kubeflow UI's
+    view)}``."""
+
+    KIND: Literal["validate_data"] = "validate_data"
+    dataset_dir: Path
+    report_dir: Path | None = None
+
+    def run(self) -> dict[str, Any]:
+        from debiaskd.data.validate import validate_dataset  # Great Expectations: slow, only where it runs
+
+        report = validate_dataset(self.dataset_dir, self.config)
+        with tempfile.TemporaryDirectory(prefix="debiaskd-validation-") as tmp:
+            folder = self.report_dir if self.report_dir is not None else Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "validation.json").write_text(report.to_json(), encoding="utf-8")
+            if self.tracker.active:
+                self.tracker.log_artifacts(folder / "validation.json", "validation")
+                self.tracker.set_tags({"debiaskd.validation": "passed" if report.ok else "failed"})
+        report.raise_for_failures()
+        verdict = "passed" if report.ok else "failed"
+        page = f"# Data validation: {verdict}\n\n```json\n{report.to_json()[:20000]}\n```\n"
+        return {"report": json.loads(report.to_json()), "page": page}
+
+
+class AugmentDataJob(Job):
+    """Fit the bias-only model, store its predictions with the data, add the augmented train split;
+    returns the new dataset's manifest."""
+
+    KIND: Literal["augment_data"] = "augment_data"
+    dataset_dir: Path
+    out_dir: Path
+
+    def run(self) -> dict[str, Any]:
+        # numpy, pandas, scikit-learn and the data modules: slow, only where the job runs
+        import numpy as np
+        import pandas as pd
+
+        from debiaskd.data.augment import augment_nli, augment_vision
+        from debiaskd.data.schema import ImageSplit
+        from debiaskd.data.store import read_dataset, write_dataset
+        from debiaskd.training.bias import add_bias_probs, fit_bias_model, fit_color_bias_model
+
+        cfg = self.config
+        ds = read_dataset(self.dataset_dir)
+        splits = dict(ds.splits)
+        if ds.task == "nli":
+            bias = fit_bias_model(splits["train"], cfg.debias.bias_model, cfg.augment.seed)
+            new_rows = augment_nli(splits["train"], cfg.augment, cfg.augment.seed)
+            splits["train_augmented"] = pd.concat([splits["train"], new_rows], ignore_index=True)
+            for name in list(splits):
+                splits[name] = add_bias_probs(splits[name], bias.predict_proba(splits[name]))
+            n_new = len(new_rows)
+        else:
+            bias = fit_color_bias_model(splits["train"])
+            extra = augment_vision(splits["train"], cfg.augment, cfg.augment.seed)
+            train = splits["train"]
+            splits["train_augmented"] = ImageSplit(
+                np.concatenate([train.images, extra.images]),
+                pd.concat([train.frame, extra.frame], ignore_index=True),
+                train.class_names, train.group_names,
+            )
+            for name in list(splits):
+                split = splits[name]
+                split.frame = add_bias_probs(split.frame, bias.predict_proba(split))
+            n_new = len(extra)
+        meta = {"source": ds.content_hash, "augmented_rows": n_new, "bias_model": cfg.debias.bias_model}
+        return write_dataset(self.out_dir, ds.task, splits, meta)

@@ -1,0 +1,95 @@
+"""The jobs: typed, validated once, run through one entry point; thin components that import nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from debiaskd.core.config import StudyConfig, load_config
+from debiaskd.core.errors import DebiaskdError
+from debiaskd.jobs.base import ERROR_FILE_ENV
+from debiaskd.jobs.registry import JOBS, make_job, run_job
+from debiaskd.jobs.train import TrainJob
+from debiaskd.pipeline.local_run import _promoted
+from debiaskd.tracking.tracker import Tracker
+
+
+def _config_text() -> str:
+    return json.dumps(load_config("smoke").to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def test_every_kind_is_a_frozen_job_built_from_plain_json(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert set(JOBS) == {"start_study", "end_study", "prepare_data", "validate_data", "augment_data",
+                         "train_variant", "analyze_pair", "collect_evaluations", "summarize", "promote_challenger"}
+    job = make_job("train_variant", {"config": _config_text(), "variant": "student_kd", "seed": "0",
+                                     "dataset_dir": str(tmp_path / "d"), "model_dir": str(tmp_path / "m"),
+                                     "eval_dir": str(tmp_path / "e"), "teacher": str(tmp_path / "t"),
+                                     "tracker": {"uri": "sqlite:///x.db", "study_run_id": "abc"}})
+    assert isinstance(job, TrainJob) and isinstance(job.config, StudyConfig) and job.seed == 0
+    assert job.config.preset == "smoke" and job.teacher == tmp_path / "t" and job.tracker.active
+    with pytest.raises(ValidationError):
+        job.seed = 1  # frozen: validated once, never changed
+    with pytest.raises(ValidationError):  # a field no job has
+        make_job("prepare_data", {"config": _config_text(), "out_dir": "x", "tracking_uri": "y"})
+    with pytest.raises(ValueError, match="unknown job kind"):
+        run_job("train", {})
+
+
+def test_the_tracker_is_plain_fields_and_an_empty_uri_means_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    tracker = Tracker.model_validate({"uri": "", "study_run_id": ""})
+    assert tracker.uri == "http://mlflow.example:5000" and tracker.study_run_id is None and not tracker.active
+    assert Tracker.model_validate_json(tracker.for_study("r1").model_dump_json()) == tracker.for_study("r1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(DebiaskdError, match="no MLflow tracking URI"):
+        Tracker().require_uri()
+
+
+def test_a_user_error_is_recorded_once_under_its_step(tmp_path, monkeypatch) -> None:
+    errors = tmp_path / "errors.jsonl"
+    monkeypatch.setenv(ERROR_FILE_ENV, str(errors))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fields = {"config": _config_text(), "variant": "no_such_variant", "seed": 0, "dataset_dir": str(tmp_path),
+              "model_dir": str(tmp_path / "m"), "eval_dir": str(tmp_path / "e")}
+    with pytest.raises(DebiaskdError, match="unknown or unselected variant"):
+        run_job("train_variant", fields)
+    with pytest.raises(DebiaskdError, match="no MLflow tracking URI"):
+        run_job("start_study", {"config": _config_text(), "name": "study"})
+    lines = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert [line["step"] for line in lines] == ["train_variant", "start_study"]
+    assert "no_such_variant" in lines[0]["message"]
+
+
+def test_components_and_the_registry_import_nothing_heavy() -> None:
+    code = ("import sys, debiaskd.components, debiaskd.components.train, debiaskd.jobs.registry, "
+            "debiaskd.runtime.dispatch; "
+            "print(sorted(m for m in ('torch', 'mlflow', 'pandas', 'great_expectations', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _promote_output(root, run: str, returned: dict | None) -> None:
+    folder = root / run / "promote-champion"
+    folder.mkdir(parents=True)
+    values = {} if returned is None else {"Output": json.dumps(returned)}
+    (folder / "executor_output.json").write_text(json.dumps({"parameterValues": values}))
+
+
+def test_the_promoted_champion_is_what_the_promote_task_returned(tmp_path) -> None:
+    student = {"name": "p-student", "version": "3", "gate": {"passed": True}}
+    summary = {"registration": {"student": student}}
+    assert _promoted(tmp_path, summary) is None  # the promote task did not run
+    _promote_output(tmp_path, "run-1", {"name": "p-student", "version": "2", "alias": "champion",
+                                        "decision": {"reasons": []}})
+    assert _promoted(tmp_path, summary) is None  # an earlier run's promotion is not this run's
+    _promote_output(tmp_path, "run-2", {"name": "p-student", "version": "3", "alias": "champion",
+                                        "decision": {"reasons": []}})
+    assert _promoted(tmp_path, summary) == {"name": "p-student", "version": "3", "alias": "champion"}
+    refused = {"registration": {"student": {**student, "gate": {"passed": False}}}}
+    assert _promoted(tmp_path, refused) is None
