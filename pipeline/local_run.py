@@ -161,7 +161,6 @@ def run_local(
                 if item.is_file():
                     shutil.copy2(item, out / item.name)
             summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-            summary["promoted"] = _promoted(out / "kfp", summary)
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise failure
@@ -186,30 +185,6 @@ def _recorded_errors(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _promoted(pipeline_root: Path, summary: dict[str, Any]) -> dict[str, str] | None:
-    """The champion, if this run's candidate is it: what the promote task returned when the gate passed.
-
-    That is the task's output parameter in its executor output under ``pipeline_root``; a task kfp took
-    from its cache left it in the run it ran in, so the newest one promoting this run's version counts.
-    """
-    student = (summary.get("registration") or {}).get("student")
-    if not student or not student["gate"]["passed"]:
-        return None
-    outputs = sorted(pipeline_root.glob("*/**/promote-champion/executor_output.json"),
-                     key=lambda path: path.stat().st_mtime, reverse=True)
-    for path in outputs:
-        returned = json.loads(path.read_text(encoding="utf-8")).get("parameterValues", {}).get("Output")
-        if not returned:
-            continue
-        promoted = json.loads(returned)
-        if promoted["name"] != student["name"] or str(promoted["version"]) != str(student["version"]):
-            continue
-        if any(reason.startswith("another promotion won the race") for reason in promoted["decision"]["reasons"]):
-            return None  # the champion is another version now
-        return {"name": promoted["name"], "version": str(promoted["version"]), "alias": promoted["alias"]}
-    return None
 
 
 def _check_writable(path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -13,8 +14,8 @@ from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.jobs.base import ERROR_FILE_ENV
 from debiaskd.jobs.registry import JOBS, make_job, run_job
+from debiaskd.jobs.study import EndStudyJob
 from debiaskd.jobs.train import TrainJob
-from debiaskd.pipeline.local_run import _promoted
 from debiaskd.tracking.tracker import Tracker
 
 
@@ -74,22 +75,29 @@ def test_components_and_the_registry_import_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
-def _promote_output(root, run: str, returned: dict | None) -> None:
-    folder = root / run / "promote-champion"
-    folder.mkdir(parents=True)
-    values = {} if returned is None else {"Output": json.dumps(returned)}
-    (folder / "executor_output.json").write_text(json.dumps({"parameterValues": values}))
+class _Study:
+    """The study run's tracker, as far as the exit task asks it: where ``champion`` points."""
+
+    def __init__(self, champion: str | None) -> None:
+        self.champion = champion
+
+    def alias_version(self, name: str, alias: str):
+        assert (name, alias) == ("p-student", "champion")
+        return None if self.champion is None else SimpleNamespace(version=self.champion)
 
 
-def test_the_promoted_champion_is_what_the_promote_task_returned(tmp_path) -> None:
-    student = {"name": "p-student", "version": "3", "gate": {"passed": True}}
-    summary = {"registration": {"student": student}}
-    assert _promoted(tmp_path, summary) is None  # the promote task did not run
-    _promote_output(tmp_path, "run-1", {"name": "p-student", "version": "2", "alias": "champion",
-                                        "decision": {"reasons": []}})
-    assert _promoted(tmp_path, summary) is None  # an earlier run's promotion is not this run's
-    _promote_output(tmp_path, "run-2", {"name": "p-student", "version": "3", "alias": "champion",
-                                        "decision": {"reasons": []}})
-    assert _promoted(tmp_path, summary) == {"name": "p-student", "version": "3", "alias": "champion"}
-    refused = {"registration": {"student": {**student, "gate": {"passed": False}}}}
-    assert _promoted(tmp_path, refused) is None
+@pytest.mark.parametrize(("champion", "passed", "expected"), [
+    (None, True, None),  # the promote task did not move the alias
+    ("2", True, None),  # the champion is another version (an earlier study's, or another promotion won)
+    ("3", True, {"name": "p-student", "version": "3", "alias": "champion"}),
+    ("3", False, None),  # the gate refused this study's candidate
+])
+def test_the_exit_task_records_the_champion_only_if_it_is_this_studys_candidate(tmp_path, champion, passed,
+                                                                                 expected) -> None:
+    summary = tmp_path / "summary.json"
+    student = {"name": "p-student", "version": "3", "gate": {"passed": passed}}
+    summary.write_text(json.dumps({"preset": "smoke", "registration": {"student": student}, "promoted": None}))
+    EndStudyJob._record_promotion(_Study(champion), summary)
+    written = json.loads(summary.read_text())
+    assert written["promoted"] == expected
+    assert list(written) == ["preset", "registration", "promoted"]  # the report's key order is kept

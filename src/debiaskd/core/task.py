@@ -159,6 +159,11 @@ class Task(ABC):
     def make_inputs(self, data: Any, label_names: list[str], tokenizer: Any = None, max_length: int = 64) -> Any:
         """A split ready for batching (``training`` ``Inputs``)."""
 
+    def check_model_source(self, model_cfg: Any) -> None:
+        """Fail early (a :class:`DebiaskdError`) when the model section names a source that cannot be
+        loaded; tasks whose models are built from scratch have nothing to check."""
+        return None
+
     @abstractmethod
     def build_model(self, model_cfg: Any, role: str, seed: int, *, init_from: Any = None,
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,

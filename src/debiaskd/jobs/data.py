@@ -22,15 +22,18 @@ def preflight(cfg: StudyConfig) -> None:
     The pipeline's validation step still runs the full suites; this only makes the common
     mistakes (a typo in a path, an unknown scheme) fail in a second with exit code 2.
     """
-    from debiaskd.data.loaders import parse_spec  # pandas: slow, and only this check needs the parser
+    # pandas (the parser, the tasks): slow, and importing the jobs must stay cheap
+    from debiaskd.data.loaders import parse_spec
+    from debiaskd.tasks import get_task
 
-    data = cfg.nli_data if cfg.task == "nli" else cfg.vision_data
+    task = get_task(cfg.task)
+    sections = task.sections(cfg)
     for split in ("train", "validation", "test", "challenge"):
-        spec = getattr(data, split)
+        spec = getattr(sections.data, split)
         try:
             scheme, arg = parse_spec(spec)
         except DebiaskdError as exc:
-            rule = f"{cfg.task}_data.{split}: {exc.rule}"
+            rule = f"{sections.names.data}.{split}: {exc.rule}"
             raise DebiaskdError(exc.message, file=exc.file or spec, rule=rule) from exc
         if scheme in ("generated", "hf", "colored-digits"):
             continue
@@ -38,11 +41,9 @@ def preflight(cfg: StudyConfig) -> None:
         if not path.exists():
             from debiaskd.core.paths import describe
 
-            raise DebiaskdError(f"data path {describe(path)}", file=str(path), rule=f"{cfg.task}_data.{split}")
-    if cfg.task == "nli" and cfg.nli_model.teacher != "tiny":
-        from debiaskd.training.models import resolve_source  # torch/transformers: slow, only for a named model
-
-        resolve_source(cfg.nli_model.teacher)
+            raise DebiaskdError(f"data path {describe(path)}", file=str(path),
+                                rule=f"{sections.names.data}.{split}")
+    task.check_model_source(sections.model)
 
 
 class PrepareDataJob(Job):
@@ -94,37 +95,12 @@ class AugmentDataJob(Job):
     out_dir: Path
 
     def run(self) -> dict[str, Any]:
-        # numpy, pandas, scikit-learn and the data modules: slow, only where the job runs
-        import numpy as np
-        import pandas as pd
-
-        from debiaskd.data.augment import augment_nli, augment_vision
-        from debiaskd.data.schema import ImageSplit
+        # pandas, scikit-learn and the data modules: slow, only where the job runs
         from debiaskd.data.store import read_dataset, write_dataset
-        from debiaskd.training.bias import add_bias_probs, fit_bias_model, fit_color_bias_model
+        from debiaskd.tasks import get_task
 
         cfg = self.config
         ds = read_dataset(self.dataset_dir)
-        splits = dict(ds.splits)
-        if ds.task == "nli":
-            bias = fit_bias_model(splits["train"], cfg.debias.bias_model, cfg.augment.seed)
-            new_rows = augment_nli(splits["train"], cfg.augment, cfg.augment.seed)
-            splits["train_augmented"] = pd.concat([splits["train"], new_rows], ignore_index=True)
-            for name in list(splits):
-                splits[name] = add_bias_probs(splits[name], bias.predict_proba(splits[name]))
-            n_new = len(new_rows)
-        else:
-            bias = fit_color_bias_model(splits["train"])
-            extra = augment_vision(splits["train"], cfg.augment, cfg.augment.seed)
-            train = splits["train"]
-            splits["train_augmented"] = ImageSplit(
-                np.concatenate([train.images, extra.images]),
-                pd.concat([train.frame, extra.frame], ignore_index=True),
-                train.class_names, train.group_names,
-            )
-            for name in list(splits):
-                split = splits[name]
-                split.frame = add_bias_probs(split.frame, bias.predict_proba(split))
-            n_new = len(extra)
+        splits, n_new = get_task(ds.task).augment(cfg, ds.splits)
         meta = {"source": ds.content_hash, "augmented_rows": n_new, "bias_model": cfg.debias.bias_model}
         return write_dataset(self.out_dir, ds.task, splits, meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.jobs.base import Job, write_json
 from debiaskd.reporting.html import folder_page
-from debiaskd.tracking.service import STUDY_KEY_TAG
+from debiaskd.tracking.service import CHAMPION, STUDY_KEY_TAG
 
 #: kfp's final pipeline states (``dsl.PipelineTaskFinalStatus.state``) → MLflow run statuses
 FINAL_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
@@ -66,6 +67,25 @@ class EndStudyJob(Job):
             local = study.download_artifacts("report", staging)
             shutil.copytree(local, self.report_dir, dirs_exist_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
+            self._record_promotion(study, self.report_dir / "summary.json")
             if self.page:
                 page = folder_page(self.report_dir, f"debiaskd {cfg.task} study ({cfg.preset})")
         return {"status": status, "page": page}
+
+    @staticmethod
+    def _record_promotion(study, summary_file: Path) -> None:
+        """Fill the copied summary's ``promoted``: the champion, if it is this study's candidate (the
+        promote task ran, the gate passed and no other promotion moved the alias since)."""
+        if not summary_file.is_file():
+            return
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+        student = (summary.get("registration") or {}).get("student")
+        promoted = None
+        if student and student["gate"]["passed"]:
+            champion = study.alias_version(student["name"], CHAMPION)
+            if champion is not None and str(champion.version) == str(student["version"]):
+                promoted = {"name": student["name"], "version": str(champion.version), "alias": CHAMPION}
+        summary["promoted"] = promoted
+        tmp = summary_file.with_name(f".{summary_file.name}.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=False, default=str), encoding="utf-8")
+        tmp.replace(summary_file)

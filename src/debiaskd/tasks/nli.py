@@ -231,6 +231,12 @@ class NLITask(Task):
 
         return TextPairInputs(data, label_names, tokenizer, max_length)
 
+    def check_model_source(self, model_cfg: Any) -> None:
+        if model_cfg.teacher != "tiny":
+            from debiaskd.training.models import resolve_source  # torch/transformers: slow, only for a named model
+
+            resolve_source(model_cfg.teacher)
+
     def build_model(self, model_cfg: Any, role: str, seed: int, *, init_from: Any = None,
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,
                     num_classes: int = 10, tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
