@@ -44,8 +44,8 @@ from debiaskd.runtime.protocol import SOCKET_ENV, send_message
 #: lazy attribute); jobs that arrive meanwhile are forked between two imports (and import what is
 #: still missing themselves)
 PRELOAD = (
-    "debiaskd.jobs.registry", "debiaskd.data.store", "debiaskd.data.build", "debiaskd.data.generate_nli", "debiaskd.tasks",
-    "mlflow",
+    "debiaskd.jobs.registry", "debiaskd.data.store", "debiaskd.data.build", "debiaskd.data.generate_nli",
+    "debiaskd.tasks", "mlflow",
     "debiaskd.tracking.service", "great_expectations", "debiaskd.data.validate", "debiaskd.data.augment", "torch",
     "debiaskd.training.models",
     "transformers:AutoConfig,AutoModelForSequenceClassification,AutoTokenizer,"  # transformers loads lazily:
