@@ -112,19 +112,27 @@ def test_two_way_scoring_is_nli_only():
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_augment_matches_the_augment_step(name, tmp_path):
-    """The task's augment gives the dataset the pipeline's augment step writes (the lead rewires it)."""
+def test_augment_adds_the_augmented_split_and_bias_probabilities_as_the_pipeline_step_writes(name, tmp_path):
+    """The task's augment: the train split plus the new rows as ``train_augmented``, the bias-only model's
+    probabilities on every split, deterministic; the pipeline's augment job writes exactly that dataset.
+    (Checked once against the augment step before the redesign: same content hashes for both tasks.)"""
     from debiaskd.data.build import build_dataset
-    from debiaskd.jobs import steps
+    from debiaskd.jobs.data import AugmentDataJob
 
-    cfg = smoke(name)
+    task, cfg = get_task(name), smoke(name)
     source = build_dataset(cfg, tmp_path / "data", name)
-    expected = steps.augment_data(cfg, source, tmp_path / "augmented")
     ds = read_dataset(source)
-    splits, n_new = get_task(name).augment(cfg, ds.splits)
-    assert n_new > 0 and "train_augmented" in splits
+    splits, n_new = task.augment(cfg, ds.splits)
+    again, _ = task.augment(cfg, ds.splits)
+    assert n_new > 0 and len(task.frame(splits["train_augmented"])) == len(task.frame(ds.splits["train"])) + n_new
+    for split_name, split in splits.items():
+        probs = task.frame(split)["bias_probs"].tolist()
+        assert len(probs) == len(task.frame(split)) and all(abs(sum(p) - 1) < 1e-6 for p in probs), split_name
     meta = {"source": ds.content_hash, "augmented_rows": n_new, "bias_model": cfg.debias.bias_model}
-    assert write_dataset(tmp_path / "mine", name, splits, meta)["content_hash"] == expected["content_hash"]
+    mine = write_dataset(tmp_path / "mine", name, splits, meta)["content_hash"]
+    assert write_dataset(tmp_path / "again", name, again, meta)["content_hash"] == mine
+    job = AugmentDataJob(config=cfg, dataset_dir=source, out_dir=tmp_path / "augmented")
+    assert job.run()["content_hash"] == mine
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
