@@ -1,5 +1,7 @@
 """Data components: prepare (generate/load), validate (Great Expectations), augment."""
 
+# kfp ships each component function's source alone (a lightweight component), so every import its body
+# needs is made inside the function: the function-local imports in this file are required, not a choice.
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 

@@ -1,5 +1,7 @@
 """Collection and analysis components (each training task evaluates its own model)."""
 
+# kfp ships each component function's source alone (a lightweight component), so every import its body
+# needs is made inside the function: the function-local imports in this file are required, not a choice.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 

@@ -1,6 +1,7 @@
 """Tracking, summary/registration and promotion components."""
 
-
+# kfp ships each component function's source alone (a lightweight component), so every import its body
+# needs is made inside the function: the function-local imports in this file are required, not a choice.
 from kfp.dsl import HTML, Artifact, Input, Output, PipelineTaskFinalStatus
 
 

@@ -5,6 +5,8 @@ before it exits: one task per variant, so the libraries and the model are loaded
 metrics and the test split's confusion matrix come back in the job's result and are shown here.
 """
 
+# kfp ships each component function's source alone (a lightweight component), so every import its body
+# needs is made inside the function: the function-local imports in this file are required, not a choice.
 from typing import Optional
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output

@@ -7,6 +7,7 @@ records its message through ``$DEBIASKD_ERROR_FILE``; the run then ends with tha
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,12 +19,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kfp import local
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from debiaskd.core.config import StudyConfig, save_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.resources import peak_rss_mb
 from debiaskd.core.study import analysis_pairs, variant_specs
 from debiaskd.jobs.base import ERROR_FILE_ENV
 from debiaskd.jobs.data import preflight
+from debiaskd.pipeline.study_pipeline import build_pipeline
+from debiaskd.runtime import warm
+from debiaskd.tracking import service as tracking
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
@@ -37,8 +44,6 @@ def expected_tasks(cfg: StudyConfig) -> int:
 def study_key(cfg: StudyConfig, out: Path, uri: str) -> str:
     """The key the pipeline's exit task finds the study run by: the same for a re-run of the same
     ``DIR`` (whose cached first task reuses that run), different for another folder or store."""
-    import hashlib
-
     return hashlib.sha256(f"{cfg.config_hash()}|{out}|{uri}".encode()).hexdigest()[:16]
 
 
@@ -65,8 +70,6 @@ class _Tee:
 
 def _follow(log_path: Path, total: int, console, stop: threading.Event) -> None:
     """Tail the kfp log and advance a progress bar per finished task."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     done = 0
     with Progress(TextColumn("[bold]study[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console, transient=False) as progress:
@@ -96,12 +99,6 @@ def run_local(
     With ``warm_workers`` each task's step runs in a process forked from one that imported the
     heavy libraries once (:mod:`debiaskd.runtime.warm`; its log is ``DIR/warm.log``) instead of paying
     for those imports in every task."""
-    from kfp import local
-
-    from debiaskd.pipeline.study_pipeline import build_pipeline
-    from debiaskd.runtime import warm
-    from debiaskd.tracking import service as tracking
-
     out = Path(out_dir).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ the cache volume) are applied by :func:`apply_platform` at compile time.
 import json
 from typing import Any, List, NamedTuple  # noqa: UP035 (kfp needs typing.List for list parameters)
 
-from kfp import dsl
+from kfp import compiler, dsl, kubernetes
 
 from debiaskd.components import make_components
 from debiaskd.core.config import StudyConfig
@@ -37,8 +37,6 @@ RETRIED = ("train_model", "train_student", "analyze_model", "collect_evaluations
 
 def apply_platform(task: Any, cfg: StudyConfig, training: bool) -> None:
     """Kubernetes settings for one task (ignored, with kfp's warning, by the local runner)."""
-    from kfp import kubernetes
-
     c = cfg.cluster
     task.set_cpu_request(c.cpu_request).set_memory_request(c.memory_request).set_memory_limit(c.memory_limit)
     component = task.component_spec.name.replace("-", "_")
@@ -198,7 +196,5 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
 
 def compile_pipeline(cfg: StudyConfig, path: str, platform: bool = True) -> str:
     """Compile the pipeline to Kubeflow IR YAML."""
-    from kfp import compiler
-
     compiler.Compiler().compile(build_pipeline(cfg, platform=platform), package_path=str(path))
     return str(path)

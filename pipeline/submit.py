@@ -2,18 +2,20 @@
 
 import os
 import tempfile
+import time
 from pathlib import Path
+
+import kfp
 
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
+from debiaskd.pipeline.study_pipeline import compile_pipeline, pipeline_name
 
 #: a run in one of these states will not change any more (KFP v2 API)
 FINAL_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def _client(host: str, namespace: str | None):
-    import kfp
-
     return kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
 
 
@@ -24,8 +26,6 @@ def submit_run(cfg: StudyConfig, host: str, experiment: str, namespace: str | No
 
     Credentials come from the environment (``KF_PIPELINES_TOKEN``), never from the config.
     """
-    from debiaskd.pipeline.study_pipeline import compile_pipeline, pipeline_name
-
     with tempfile.TemporaryDirectory(prefix="debiaskd-submit-") as tmp:
         package = Path(tmp) / "pipeline.yaml"
         compile_pipeline(cfg, str(package), platform=True)
@@ -49,8 +49,6 @@ def wait_for_run(host: str, run_id: str, namespace: str | None = None, timeout: 
     """Follow a run until it reaches a final state (:data:`FINAL_STATES`) and return that state;
     ``on_state(state)`` hears each new state. Raises :class:`DebiaskdError` when the endpoint cannot be
     read or ``timeout`` seconds pass first."""
-    import time
-
     client = _client(host, namespace)
     started, last = time.monotonic(), None
     while True:

@@ -1,9 +1,12 @@
 """The layout as a contract: no import circles (function-local imports included), a pure core, kfp
-only in the Kubeflow layer, and no private name of another library anywhere."""
+only in the Kubeflow layer, no private name of another library anywhere, and a function-local import
+only with a comment giving its reason."""
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,85 @@ def test_the_private_name_check_sees_what_it_should(tmp_path):
     assert sorted(_private_uses(sample, "sample")) == sorted([
         "mlflow.utils._x", "kfp.local._y", "mlflow.tracking._ts", "a._b", "threading._shutdown", "ax._run_exitfuncs",
         "threading._shutdown"])
+
+
+#: comments that are tool directives, not a reason for importing inside a function
+NOT_A_REASON = ("noqa", "type:", "pragma", "fmt:")
+
+
+def _unexplained_local_imports(path: Path) -> list[int]:
+    """Lines of the function-local imports in ``path`` that carry no reason: a reason is a comment on the
+    import's own line(s), or on the line just above it or above the run of imports it opens with (the
+    statements before it in the same block being imports too, as isort groups them)."""
+    text = path.read_text(encoding="utf-8")
+    comments: dict[int, str] = {}  # line → its comment, without the '#'
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+    lines = text.splitlines()
+
+    def reason_on(line: int) -> bool:
+        return line in comments and bool(comments[line]) and not comments[line].startswith(NOT_A_REASON)
+
+    def comment_line_above(line: int) -> bool:
+        return line > 1 and lines[line - 2].lstrip().startswith("#") and reason_on(line - 1)
+
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(node, field, None)
+            if not isinstance(block, list):
+                continue
+            run_start = None  # the first import of the run of imports the current statement belongs to
+            for statement in block:
+                if isinstance(statement, ast.Import | ast.ImportFrom):
+                    run_start = run_start or statement
+                    if in_function and not (
+                            any(reason_on(n) for n in range(statement.lineno, statement.end_lineno + 1))
+                            or comment_line_above(statement.lineno) or comment_line_above(run_start.lineno)):
+                        found.append(statement.lineno)
+                else:
+                    run_start = None
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
+
+    visit(ast.parse(text), False)
+    return sorted(found)
+
+
+def test_every_function_local_import_says_why():
+    """A function-local import only where the module is slow and optional, with a one-line reason.
+    ``components/`` is exempt: kfp ships each component function's source alone, so its imports must
+    be inside the function (each components file says so once, at its top)."""
+    found = {m: lines for m, p in MODULES.items()
+             if not m.startswith("debiaskd.components") and (lines := _unexplained_local_imports(p))}
+    assert found == {}
+
+
+def test_the_reason_check_sees_what_it_should(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import json\n"                                     # 1 module level: not checked
+        "def a():\n"
+        "    import torch\n"                                # 3 no reason
+        "    import mlflow  # slow, only here\n"            # 4 reason on the same line
+        "def b():\n"
+        "    # pandas: slow, only here\n"
+        "    import pandas\n"                               # 7 reason just above
+        "    import numpy\n"                                # 8 in the run the comment opens
+        "\n"
+        "    from debiaskd import x\n"                       # 10 still that run (isort's blank line)
+        "    y = 1\n"
+        "    import sklearn\n"                              # 12 a new run: no reason
+        "    import scipy  # noqa: F401\n"                  # 13 a directive is no reason
+        "    s = '# not a comment'; import re\n"            # 14 a '#' in a string is no comment
+        "class C:\n"
+        "    import os\n"                                   # 16 class body, not a function: not checked
+        "    def m(self):\n"
+        "        if self:\n"
+        "            import kfp  # kfp: slow, only here\n"  # 19 reason, nested block
+        "        else:\n"
+        "            import yaml\n"                         # 21 no reason, nested block
+        "f = lambda: __import__('x')\n", encoding="utf-8")
+    assert _unexplained_local_imports(sample) == [3, 12, 13, 14, 21]

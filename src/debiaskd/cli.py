@@ -9,17 +9,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from debiaskd.core.config import load_config
 from debiaskd.core.errors import DebiaskdError, GateRefused
 from debiaskd.core.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
+from debiaskd.core.study import variant_specs
 from debiaskd.core.task import TASK_NAMES
+from debiaskd.tracking import service as tracking
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,24 +51,18 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", envvar="MLFLO
 
 
 def _config(preset: str, config: Path | None, overrides: list[str] | None, task: str | None = None):
-    from debiaskd.core.config import load_config
-
     return load_config(preset, config, overrides, task)
 
 
 def _check_tracking(uri: str | None) -> None:
     """A malformed --tracking-uri (or $MLFLOW_TRACKING_URI) is refused before any work."""
     if uri is not None:
-        from debiaskd.tracking.service import check_tracking_uri
-
-        check_tracking_uri(uri)
+        tracking.check_tracking_uri(uri)
 
 
 def _compile_to_text(cfg, out_file: Path) -> str:
     """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole)."""
-    import tempfile
-
-    from debiaskd.pipeline import compile_pipeline
+    from debiaskd.pipeline import compile_pipeline  # kfp: slow (~1 s), only compile needs it
 
     with tempfile.TemporaryDirectory(prefix="debiaskd-compile-") as tmp:
         path = Path(tmp) / "pipeline.yaml"  # with the platform spec, kfp serialises YAML only
@@ -101,6 +100,7 @@ def run(
     analysis → register → promotion gate. Writes DIR/summary.json, DIR/report.md and plots;
     re-running with the same DIR and config reuses finished steps (kfp caching).
     """
+    # kfp, and numpy for the results table: slow, and only this command runs the study
     from debiaskd.pipeline.local_run import run_local
     from debiaskd.reporting.report import results_headers, results_rows
 
@@ -145,6 +145,7 @@ def data_generate(
     overrides: SetOpt = None,
 ) -> None:
     """Write the embedded benchmark deterministically (same seed, same bytes)."""
+    # pandas and the generators: slow, only the data commands need them
     from debiaskd.data.build import build_dataset
     from debiaskd.data.store import check_dataset_target, read_dataset
 
@@ -166,7 +167,7 @@ def data_validate(
     report: Annotated[Path | None, typer.Option(help="write the JSON validation report here")] = None,
 ) -> None:
     """Run the Great Expectations suite on a data set; exit 2 naming file, rule and rows when invalid."""
-    from debiaskd.data.validate import validate_spec
+    from debiaskd.data.validate import validate_spec  # pandas, Great Expectations: slow, only for validate
 
     _check_task(task)
     check_output_file(report, "--report")
@@ -191,8 +192,7 @@ def evaluate(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Bias-stratified evaluation of one model (overall, per group, per heuristic and subcase)."""
-    from debiaskd.evaluation.evaluate import evaluate_spec
-    from debiaskd.tracking import service as tracking
+    from debiaskd.evaluation.evaluate import evaluate_spec  # torch, pandas: slow, only for evaluate
 
     if limit is not None and limit < 1:
         raise DebiaskdError(f"--limit must be a positive number of examples; got {limit}", rule="usage")
@@ -227,9 +227,9 @@ def analyze(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Attention-pattern and circuit analysis of a model (and, with --reference, its teacher)."""
+    # torch, pandas, matplotlib: slow, only for analyze
     from debiaskd.analysis.run import analyze as run_analysis
     from debiaskd.data.loaders import load_spec
-    from debiaskd.tracking import service as tracking
 
     check_output_dir(out_dir, "--out")
     _check_tracking(tracking_uri)
@@ -283,7 +283,7 @@ def submit(
 
     With --wait, follow it to its end: exit 0 when it succeeded, 1 when it failed, was skipped or
     canceled, 2 when the endpoint cannot be read or --wait-timeout passes."""
-    from debiaskd.pipeline.submit import submit_run, wait_for_run
+    from debiaskd.pipeline.submit import submit_run, wait_for_run  # kfp: slow (~1 s), only submit needs it
 
     _check_task(task)
     cfg = _config(preset, config, overrides, task)
@@ -313,8 +313,6 @@ def compare(
     """Table of the runs of a study: each variant and seed with its in-distribution and challenge accuracy
     (%), challenge AUC, worst-group accuracy (%), heuristic reliance and retention of its teacher's
     challenge accuracy. ``--groups`` adds one column per bias group; ``--json`` writes every metric."""
-    from debiaskd.tracking import service as tracking
-
     check_output_file(json_file, "--json")
     if out_dir is not None and tracking_uri is None:
         require_dir(out_dir, "a run folder (holding mlflow.db)", "run folder")
@@ -341,9 +339,6 @@ COMPARE_COLUMNS = (("ID", "test/accuracy", True), ("chall.", "challenge/accuracy
 def compare_table(rows: list[dict], title: str | None = None) -> Table:
     """The compare view: one line per variant run with the headline columns; retention is a student's
     challenge accuracy over its teacher's in the same seed."""
-    from debiaskd.core.config import load_config
-    from debiaskd.core.study import variant_specs
-
     teachers = {name: spec.teacher or "teacher_debiased" for name, spec in variant_specs(load_config("default")).items()
                 if spec.role == "student"}
     challenge = {(r["variant"], r["seed"]): r["metrics"].get("challenge/accuracy") for r in rows}
@@ -375,8 +370,6 @@ def group_table(rows: list[dict]) -> Table:
 
 
 def _compare_frame(title: str | None, columns: list[str]) -> Table:
-    from rich import box
-
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title_justify="left")
     table.add_column("variant", no_wrap=True)
     table.add_column("seed", justify="right")
@@ -416,8 +409,6 @@ def promote(
     The thresholds are the ones stored on the version when it was registered (`gate.threshold.*`);
     --preset/--config can only tighten them, never loosen them.
     """
-    from debiaskd.tracking import service as tracking
-
     cfg = _config(preset, config, None)
     uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out_dir or _default_run_dir())
     decision = tracking.promote(uri, model, version, cfg.gate, dry_run=dry_run)

@@ -10,10 +10,11 @@ import numpy as np
 
 
 def _plt():
+    # matplotlib: slow (~1 s) and only needed to draw; the backend is forced to Agg before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot picks its backend on import
 
     return plt
 

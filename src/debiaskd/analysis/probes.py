@@ -55,6 +55,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str = "cls") -
 
 def probe_accuracy(x: np.ndarray, y: Sequence[Any], folds: int = 5, seed: int = 0) -> float | None:
     """Stratified k-fold accuracy of a standardised logistic regression; ``None`` if a class is too rare."""
+    # scikit-learn: slow (~2.5 s) and only the layer probes need it (analysis.probes)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from debiaskd.core.errors import DebiaskdError, short_repr
 from debiaskd.core.objectives import choices
+from debiaskd.core.paths import require_file
 
 Task = Literal["nli", "vision"]  # the names of debiaskd.tasks (TASK_NAMES below)
 PresetName = Literal["smoke", "default", "paper"]
@@ -490,8 +491,6 @@ def load_config(
     if config_file is not None:
         path = Path(config_file)
         source = str(path)
-        from debiaskd.core.paths import require_file
-
         require_file(path, "a YAML config file", "config file")
         try:
             text = path.read_text(encoding="utf-8")

@@ -103,7 +103,7 @@ def colored_splits(
 
 def generate_vision(cfg: VisionDataConfig) -> dict[str, ImageSplit]:
     """Colored sklearn digits: train / validation / test / challenge, deterministic from the seed."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn: slow (~2.5 s), only the vision benchmark needs it
 
     digits = load_digits()
     gray = (digits.images / 16.0).astype(np.float32)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from debiaskd.core.config import StudyConfig, VisionDataConfig
 from debiaskd.core.errors import DebiaskdError, short_repr
@@ -379,7 +380,7 @@ def load_hf(arg: str, split: str) -> pd.DataFrame:
         raise DebiaskdError(f"the Hugging Face hub is not reachable ({why}); download the data and use a "
                             "file spec (mnli:PATH, hans:PATH, ...) instead", file=f"hf:{arg}", rule="hf reachable")
     try:
-        import datasets
+        import datasets  # Hugging Face datasets: slow (~1.5 s), only hf: specs need it
 
         ds = datasets.load_dataset(name, config, split=hf_split)
     except Exception as exc:  # the hub's errors are many; all mean "could not load"
@@ -480,8 +481,6 @@ def load_mnist_idx(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
 
 
 def load_waterbirds(arg: str, cfg: StudyConfig, split: str) -> ImageSplit:
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(arg)
     meta_path = root / "metadata.csv"
     text = _read_text(meta_path)

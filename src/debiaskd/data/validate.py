@@ -41,7 +41,9 @@ from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.checks import MAX_EXAMPLES, Failure
 from debiaskd.data.checks import as_text as _as_text
 from debiaskd.data.checks import example as _example
+from debiaskd.data.loaders import load_spec, parse_spec
 from debiaskd.data.schema import ImageSplit
+from debiaskd.data.store import Dataset, read_dataset
 from debiaskd.tasks import Task, get_task
 
 __all__ = ["Failure", "SplitReport", "ValidationReport", "cross_split_checks", "validate_dataset", "validate_spec",
@@ -115,11 +117,11 @@ class ValidationReport:
 # ------------------------------------------------------------------------------ GX
 @functools.lru_cache(maxsize=1)
 def _gx_context():
-    import great_expectations as gx
+    import great_expectations as gx  # Great Expectations: slow (~6 s), only a suite run needs it
 
     ctx = gx.get_context(mode="ephemeral")
     try:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.data_context.types.base import ProgressBarsConfig  # as gx above
 
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     except Exception:  # cosmetic only
@@ -138,7 +140,7 @@ def _key(kind: str, kwargs: dict) -> str:
 
 def _run_suite(frame: pd.DataFrame, rules: list[tuple[str, Any]], suite_name: str) -> list[tuple[str, Any]]:
     """Run expectations; return (rule, result) for each, mapped back by type + kwargs."""
-    import great_expectations as gx
+    import great_expectations as gx  # Great Expectations: slow (~6 s), only a suite run needs it
 
     _, source = _gx_context()
     asset = source.add_dataframe_asset(name=f"{suite_name}-{next(_counter)}")
@@ -313,8 +315,6 @@ def validate_splits(splits: dict[str, Split], task: str, cfg: ValidationConfig, 
 
 def validate_dataset(dataset_or_path: Any, cfg: StudyConfig) -> ValidationReport:
     """Per-split suites plus cross-split checks on a dataset folder (or a read :class:`Dataset`)."""
-    from debiaskd.data.store import Dataset, read_dataset
-
     try:
         ds = dataset_or_path if isinstance(dataset_or_path, Dataset) else read_dataset(dataset_or_path)
     except DebiaskdError as exc:
@@ -332,8 +332,6 @@ def _error_report(exc: DebiaskdError, task: str, source: str) -> ValidationRepor
 
 def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
     """Validate a dataset folder (with ``manifest.json``) or any loader ``SPEC``."""
-    from debiaskd.data.loaders import load_spec, parse_spec
-
     try:
         scheme, arg = parse_spec(spec)
     except DebiaskdError as exc:

@@ -28,6 +28,7 @@ import pandas as pd
 from debiaskd.core import metrics as M
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
+from debiaskd.data.loaders import load_spec
 from debiaskd.data.schema import TWO_WAY_LABELS, ImageSplit
 from debiaskd.evaluation.inference import predict_proba
 from debiaskd.tasks import get_task
@@ -313,8 +314,6 @@ def sample_split(data: pd.DataFrame | ImageSplit, limit: int | None, seed: int =
 
 
 def _load_spec(spec: str, task: str, cfg: StudyConfig) -> pd.DataFrame | ImageSplit:
-    from debiaskd.data.loaders import load_spec
-
     split = spec.split(":", 1)[1] if spec.startswith("generated:") else "test"
     return load_spec(spec, task, cfg, split)
 

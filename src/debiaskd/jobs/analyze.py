@@ -29,7 +29,8 @@ class AnalyzeJob(Job):
     def run(self) -> dict[str, Any]:
         if self.concurrent > 1:
             share_cpus(self.concurrent)
-        from debiaskd.analysis.run import analyze  # torch, matplotlib: slow, only where the job runs
+        # torch, matplotlib, pandas: slow, only where the job runs (importing the jobs must stay cheap)
+        from debiaskd.analysis.run import analyze
         from debiaskd.data.store import read_dataset
 
         trained = read_result(self.model)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.paths import describe
 from debiaskd.jobs.base import Job
 
 
@@ -39,8 +40,6 @@ def preflight(cfg: StudyConfig) -> None:
             continue
         path = Path(arg.split("#", 1)[0].rsplit(":", 1)[0] if scheme == "dataset" else arg.split("#", 1)[0])
         if not path.exists():
-            from debiaskd.core.paths import describe
-
             raise DebiaskdError(f"data path {describe(path)}", file=str(path),
                                 rule=f"{sections.names.data}.{split}")
     task.check_model_source(sections.model)
@@ -53,7 +52,8 @@ class PrepareDataJob(Job):
     out_dir: Path
 
     def run(self) -> dict[str, Any]:
-        from debiaskd.data.build import build_dataset  # pandas and the generators: slow, only where it runs
+        # pandas and the generators: slow, only where the job runs (importing the jobs must stay cheap)
+        from debiaskd.data.build import build_dataset
         from debiaskd.data.store import read_dataset
 
         path = build_dataset(self.config, self.out_dir)

@@ -12,6 +12,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import analysed, run_name, variant_specs
 from debiaskd.jobs.base import RESULT_FILE, Job, read_result, records_errors, share_cpus, write_json
@@ -26,9 +28,7 @@ def headline(evaluation: dict[str, Any]) -> dict[str, float]:
 def confusion_matrix(eval_dir: str | Path, split: str = "test") -> dict[str, list]:
     """The confusion matrix of ``split`` (rows gold, columns predicted) from an evaluation folder:
     ``{"labels": [...], "matrix": [[...], ...]}``."""
-    import numpy as np  # slow: only where an evaluation is read
-
-    from debiaskd.evaluation.evaluate import PREDICTIONS_FILE
+    from debiaskd.evaluation.evaluate import PREDICTIONS_FILE  # torch: slow, and importing the jobs must stay cheap
 
     eval_dir = Path(eval_dir)
     labels = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))["splits"][split]["label_names"]
@@ -85,7 +85,8 @@ class TrainJob(Job):
             return self._evaluate()
 
     def _train(self) -> dict[str, Any]:
-        from debiaskd.data.store import read_dataset  # pandas, torch: slow, only where the job runs
+        # pandas, torch: slow, only where the job runs (importing the jobs must stay cheap)
+        from debiaskd.data.store import read_dataset
         from debiaskd.training.variant import share_logits, train_split_name, train_variant_model
 
         cfg, variant, seed, tracker = self.config, self.variant, self.seed, self.tracker
@@ -139,7 +140,8 @@ class TrainJob(Job):
         return out
 
     def _evaluate(self) -> dict[str, Any]:
-        from debiaskd.data.store import read_dataset  # pandas, torch: slow, only where the job runs
+        # pandas, torch: slow, only where the job runs (importing the jobs must stay cheap)
+        from debiaskd.data.store import read_dataset
         from debiaskd.evaluation.evaluate import evaluate_model
 
         trained = read_result(self.model_dir)

@@ -15,6 +15,8 @@ import json
 import mimetypes
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
 #: the most characters of one JSON file a page shows
 JSON_CHARS = 20_000
 STYLE = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.45}
@@ -39,8 +41,6 @@ def _inside(folder: Path, name: str) -> Path | None:
 def render_markdown(text: str, folder: Path) -> tuple[str, set[str]]:
     """HTML of ``text`` with the images it references from ``folder`` inlined; returns the HTML and
     the names of the inlined files."""
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(text)
     used: set[str] = set()

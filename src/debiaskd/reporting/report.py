@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from debiaskd.analysis.plots import plot_group_accuracies, plot_retention
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.gate import GATE_KEYS, is_competent
 from debiaskd.core.study import variant_specs
@@ -37,7 +38,7 @@ def _std(values: list[float]) -> float | None:
 
 def _ci(values: list[float]) -> list[float] | None:
     """Student-t 95% interval of the mean over seeds (None with fewer than two seeds)."""
-    from debiaskd.core.metrics import mean_std_ci
+    from debiaskd.core.metrics import mean_std_ci  # pandas, SciPy: slow; jobs.registry imports this module
 
     stats = mean_std_ci([v for v in values if isinstance(v, int | float)])
     return [stats["ci_low"], stats["ci_high"]] if stats["n"] > 1 else None
@@ -102,7 +103,7 @@ def _retention_ci95(cfg: StudyConfig, student_runs: list[tuple[dict[str, Any], P
                     teacher_runs: list[tuple[dict[str, Any], Path]]) -> dict[str, Any]:
     """Per-group retention intervals: a Student-t interval of the per-seed ratios with several seeds
     (seed variance dominates), a paired bootstrap over the challenge examples with one."""
-    from debiaskd.core.metrics import mean_std_ci
+    from debiaskd.core.metrics import mean_std_ci  # pandas, SciPy: slow; jobs.registry imports this module
 
     teachers = {ev["seed"]: (ev, d) for ev, d in teacher_runs}
     pairs = [(ev, d, *teachers[ev["seed"]]) for ev, d in sorted(student_runs, key=lambda r: r[0]["seed"])
@@ -227,6 +228,7 @@ def _findings(cfg: StudyConfig, by_variant: dict[str, list[tuple[dict[str, Any],
     test pools examples across seeds: summing discordant pairs over seeds would count the same
     examples several times. With one seed there is no interval over seeds: those values are ``None``.
     """
+    # pandas, SciPy: slow, only the summary needs them; jobs.registry imports this module and must stay light
     from debiaskd.core.metrics import hierarchical_bootstrap_ci, mcnemar, seed_t_interval
 
     out: list[dict[str, Any]] = []
@@ -335,7 +337,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
 def anti_bias_retention(by_group: dict[str, float | None]) -> dict[str, float]:
     """The retention of each ``heuristic/label`` group whose heuristic predicts the wrong label
     (lexical overlap, subsequence, constituent: non-entailment; negation: entailment)."""
-    from debiaskd.data.generate_nli import bias_aligned
+    from debiaskd.data.generate_nli import bias_aligned  # pandas: slow; jobs.registry imports this module
 
     return {g: r for g, r in by_group.items()
             if r is not None and "/" in g and not bias_aligned(*g.split("/", 1))}
@@ -365,8 +367,6 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: list[str] = []
     try:
-        from debiaskd.analysis.plots import plot_group_accuracies, plot_retention
-
         plot_group_accuracies(summary["variants"], out_dir / "group_accuracy.png")
         plots.append("group_accuracy.png")
         if summary.get("transfer"):

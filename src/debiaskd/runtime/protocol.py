@@ -15,6 +15,8 @@ import struct
 import sys
 from typing import Any
 
+from debiaskd.core.errors import DebiaskdError, GateRefused
+
 #: where the server listens; unset means "no warm workers for this process"
 SOCKET_ENV = "DEBIASKD_WARM_SOCKET"
 HEADER = struct.Struct("!Q")
@@ -94,8 +96,6 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
 def rebuild_error(fields: dict[str, Any], kind: str) -> BaseException:
     """The job's exception as the task raises it: the user-facing kinds keep their type and fields
     (the CLI maps them to exit codes); any other comes back as a RuntimeError naming it."""
-    from debiaskd.core.errors import DebiaskdError, GateRefused  # light, and only on failure
-
     if fields["type"] == "DebiaskdError":
         return DebiaskdError(fields["message"], file=fields.get("file"), rule=fields.get("rule"),
                              examples=fields.get("examples"))

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -87,8 +88,6 @@ def serve(path: str, preload: tuple[str, ...] | None = None) -> None:
                 print(f"filled caches in {time.perf_counter() - started:.2f} s", flush=True)
             except Exception as exc:  # a library changed: jobs fill them themselves
                 print(f"could not fill caches: {exc!r}", flush=True)
-        import threading  # only to report that no thread was started before forking
-
         print(f"ready: {threading.active_count()} Python thread(s)", flush=True)
         while os.getppid() == parent:
             _serve_pending(listener, children, 0.5)
@@ -114,7 +113,7 @@ def _import(item: str) -> None:
 def fill_caches() -> None:
     """Fill the caches libraries build on first use, once for every task (no torch computation here:
     see the module docstring)."""
-    from transformers import conversion_mapping
+    from transformers import conversion_mapping  # transformers: slow (~1.5 s), only the warm server fills caches
 
     # (MLflow's module-to-package map is no longer filled here: logged models name their requirements,
     # so MLflow does not infer them, and the map was reachable only through a private function)

@@ -13,6 +13,10 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from debiaskd.data.schema import ImageSplit
+from debiaskd.evaluation.inference import predict_proba
+from debiaskd.training.models import load_model
+
 
 def probability_columns(label_names) -> list[str]:
     """The output columns holding each class's probability (``p_entailment``, ``p_3``)."""
@@ -21,14 +25,9 @@ def probability_columns(label_names) -> list[str]:
 
 class DebiaskdPyfunc(PythonModel):
     def load_context(self, context) -> None:
-        from debiaskd.training.models import load_model
-
         self.loaded = load_model(context.artifacts["model_dir"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from debiaskd.data.schema import ImageSplit
-        from debiaskd.evaluation.inference import predict_proba
-
         names = self.loaded.label_names
         if isinstance(model_input, np.ndarray):  # vision: uint8 images (N, 3, H, W)
             images = np.asarray(model_input, dtype=np.uint8)

@@ -8,17 +8,25 @@ is only ever moved by :func:`promote`, after the gate passed on those tags.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
+import re
+import sqlite3
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from debiaskd.core.config import GateConfig, StudyConfig
 from debiaskd.core.errors import DebiaskdError, GateRefused
 from debiaskd.core.gate import GATE_KEYS, GateDecision, effective_gate, evaluate_gate, thresholds_from_tags
+from debiaskd.core.paths import check_output_file, describe
 
 T = TypeVar("T")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -47,7 +55,7 @@ def resolve_tracking_uri(cfg: StudyConfig | None = None, out_dir: str | Path | N
 
 def _call(uri: str, what: str, fn: Callable[[], T], attempts: int = 3, backoff: float = 1.0) -> T:
     """Run one MLflow operation with retries; a clear error when the server keeps failing."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow: slow (~2.5 s), only this call needs it
 
     last: Exception | None = None
     for attempt in range(attempts):
@@ -83,11 +91,6 @@ def check_tracking_uri(uri: str | None, must_exist: bool = False) -> str | None:
     SQLite database (a text file, a folder, another program's database) raise a DebiaskdError
     naming the URI; with ``must_exist`` a ``sqlite:`` database must already be there (commands
     that only read, such as ``compare``, must not create an empty one)."""
-    import re
-    from urllib.parse import urlsplit
-
-    from debiaskd.core.paths import check_output_file, describe
-
     if uri is None:
         return None
     label = uri if len(uri) <= 300 else uri[:300] + "…"
@@ -123,8 +126,6 @@ def check_tracking_uri(uri: str | None, must_exist: bool = False) -> str | None:
 
 
 def _check_sqlite(uri: str, label: str, must_exist: bool, describe, check_output_file) -> None:
-    import sqlite3
-
     if uri in ("sqlite://", "sqlite:///:memory:"):
         return
     if not uri.startswith("sqlite:///"):
@@ -173,8 +174,7 @@ def _check_sqlite(uri: str, label: str, must_exist: bool, describe, check_output
 
 
 def client(uri: str):
-    import logging
-
+    # MLflow: slow (~2.5 s); the CLI and the jobs import this module long before (or without) talking to a server
     import mlflow
     from mlflow import MlflowClient
 
@@ -258,7 +258,7 @@ def start_variant_run(
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # MLflow: slow (~2.5 s), only this call needs it
 
     c = client(uri)
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
@@ -269,7 +269,7 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
     """Log finite numeric metrics (``None``/NaN are skipped), keys kept as given."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # MLflow: slow (~2.5 s), only this call needs it
 
     c = client(uri)
     now = int(time.time() * 1000)
@@ -284,7 +284,7 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None
 
 
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
-    from mlflow.entities import RunTag
+    from mlflow.entities import RunTag  # MLflow: slow (~2.5 s), only this call needs it
 
     c = client(uri)
     items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
@@ -307,7 +307,7 @@ def log_dict(uri: str, run_id: str, data: dict[str, Any], artifact_file: str) ->
 
 def log_dataset(uri: str, run_id: str, frame, name: str, digest: str, source: str, context: str) -> None:
     """Record a data set input (with its DVC/content hash) on a run."""
-    import mlflow
+    import mlflow  # MLflow: slow (~2.5 s), only this call needs it
 
     client(uri)
     dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
@@ -361,7 +361,7 @@ def end_study_run(uri: str, run_id: str, status: str) -> list[str]:
 
 def download_artifacts(uri: str, run_id: str, artifact_path: str, dst: str | Path) -> Path:
     """Download ``artifact_path`` of a run into the folder ``dst`` (created); returns the local path."""
-    import mlflow
+    import mlflow  # MLflow: slow (~2.5 s), only this call needs it
 
     client(uri)
     Path(dst).mkdir(parents=True, exist_ok=True)
@@ -378,9 +378,8 @@ def list_artifacts(uri: str, run_id: str, artifact_path: str | None = None) -> l
 
 def system_metrics(run_id: str):
     """Context manager: sample CPU/RAM (and GPU) into ``run_id`` while training."""
-    import contextlib
-
     try:
+        # MLflow: slow (~2.5 s), only training samples system metrics
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     except ImportError:  # pragma: no cover - optional in MLflow builds
         return contextlib.nullcontext()
@@ -405,15 +404,13 @@ def system_metrics(run_id: str):
 # ---------------------------------------------------------------------- models
 def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -> str:
     """Log the model folder as an MLflow pyfunc (models-from-code; no pickle); returns its URI."""
-    import mlflow
+    import mlflow  # MLflow: slow (~2.5 s), only this call needs it
 
     client(uri)
     signature, example = model_signature(model_dir, task)
 
     def log() -> str:
-        import tempfile
-        import warnings
-
+        # packaging (~15 ms): only logging a model needs it, and the CLI imports this module to start
         from debiaskd.tracking.requirements import model_requirements
 
         requirements, constraints = model_requirements()  # debiaskd==X plus the lock's versions
@@ -435,10 +432,11 @@ def log_model(uri: str, run_id: str, model_dir: str | Path, task: str = "nli") -
 def model_signature(model_dir: str | Path, task: str = "nli"):
     """``(signature, input example)`` of a logged model: premise/hypothesis strings (NLI) or uint8
     images ``(N, 3, H, W)`` (vision) in; label, confidence and one ``p_<label>`` per class out."""
+    # MLflow, pandas, torch: slow, and only logging a model needs them (the jobs import this module)
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from debiaskd.tasks import get_task  # pandas and the data modules: slow, as the imports above
+    from debiaskd.tasks import get_task
     from debiaskd.tracking.pyfunc import probability_columns
     from debiaskd.training.models import read_meta
 
@@ -452,7 +450,7 @@ def model_signature(model_dir: str | Path, task: str = "nli"):
 
 def register_model(uri: str, model_uri: str, name: str, tags: dict[str, Any]) -> str:
     """Create a registered version with all its evidence tags in one request; returns the version."""
-    import mlflow
+    import mlflow  # MLflow: slow (~2.5 s), only this call needs it
 
     client(uri)
     str_tags = {k: str(v) for k, v in tags.items()}
@@ -463,7 +461,7 @@ def register_model(uri: str, model_uri: str, name: str, tags: dict[str, Any]) ->
 
 def alias_version(uri: str, name: str, alias: str):
     """The version an alias points at, or None (``search_model_versions`` drops aliases)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow: slow (~2.5 s), only this call needs it
 
     c = client(uri)
     try:
@@ -515,7 +513,7 @@ def promote(uri: str, name: str, version: str | None, gate: GateConfig, dry_run:
             raise DebiaskdError(f"'{name}' has no '{CHALLENGER}' version; pass --version", file=uri,
                                 rule="registered model")
         version = str(challenger.version)
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow: slow (~2.5 s), only this call needs it
 
     try:
         mv = c.get_model_version(name, str(version))
@@ -549,9 +547,7 @@ def resolve_model(uri: str | None, model: str, dest: str | Path | None = None) -
     """A local model folder for a path or an MLflow URI (``models:/NAME@ALIAS``, ``runs:/…``)."""
     if "://" not in model and not model.startswith(("models:/", "runs:/")):
         return Path(model)
-    import tempfile
-
-    import mlflow
+    import mlflow  # MLflow: slow (~2.5 s), only for a models:/ or runs:/ URI
 
     if uri:
         client(uri)

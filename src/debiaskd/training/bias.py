@@ -194,7 +194,7 @@ def load_bias_model(path: str | Path) -> BiasModel:
 
 def _fit(kind: str, x: np.ndarray, y: np.ndarray, label_names: list[str], seed: int, c: float,
          vocabulary: dict[str, int] | None = None) -> BiasModel:
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # scikit-learn: slow (~2.5 s), only fitting needs it
 
     classes = sorted(set(int(v) for v in y))
     if len(classes) < 2:

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from debiaskd.core.config import NLIModelConfig, VisionModelConfig
-from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.errors import DebiaskdError, short_repr
+from debiaskd.core.paths import describe
 from debiaskd.data.schema import NLI_LABELS
 
 META_FILE = "debiaskd.json"
@@ -27,7 +30,7 @@ VISION_WEIGHTS = "model.safetensors"
 
 def quiet_transformers() -> None:
     """Silence transformers' per-load reports and progress bars (we print our own summary)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers: slow (~1.5 s), only NLI models need it
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -64,7 +67,7 @@ def resolve_source(name: str) -> str:
 
 
 def _tokenizer(source: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers: slow (~1.5 s), only NLI models need it
 
     quiet_transformers()
     try:
@@ -79,6 +82,7 @@ def _tokenizer(source: str):
 # ---------------------------------------------------------------------- NLI
 def build_nli_teacher(cfg: NLIModelConfig, seed: int, num_labels: int = len(NLI_LABELS)):
     """The teacher: pretrained (MiniLM, HF id or path) or tiny random (``teacher='tiny'``)."""
+    # transformers: slow (~1.5 s), only NLI models need it (vision builds none)
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
 
     quiet_transformers()
@@ -125,7 +129,7 @@ def student_config(teacher_config, cfg: NLIModelConfig, layers: int | None = Non
 
 def build_nli_student(teacher_config, cfg: NLIModelConfig, seed: int, layers: int | None = None):
     """A randomly initialised student of the teacher's family."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification  # transformers: slow, only NLI models need it
 
     torch.manual_seed(seed)
     return AutoModelForSequenceClassification.from_config(student_config(teacher_config, cfg, layers))
@@ -311,8 +315,6 @@ class LoadedModel:
 
 def save_model(model: nn.Module, out_dir: str | Path, meta: dict[str, Any], tokenizer: Any = None) -> Path:
     """Write safetensors weights, config/tokenizer (NLI) and ``debiaskd.json``."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if meta.get("task", "nli") == "nli":
@@ -344,8 +346,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def _check_meta(meta: dict[str, Any], label: str) -> None:
     """The keys the loaders read have the type :func:`save_model` writes: an edited or corrupt
     ``debiaskd.json`` is named, not crashed on later (``label_names: null``, ``width: "x"``…)."""
-    from debiaskd.core.errors import short_repr
-
     def bad(key: str, want: str) -> DebiaskdError:
         return DebiaskdError(f"{META_FILE}: '{key}' must be {want}; got {short_repr(meta[key], 80)}", file=label,
                              rule="model metadata")
@@ -372,13 +372,8 @@ def _check_meta(meta: dict[str, Any], label: str) -> None:
 
 def load_model(path: str | Path, attn_implementation: str | None = None) -> LoadedModel:
     """Load a model folder written by :func:`save_model` (or any HF sequence classifier folder)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_dir():
-        from debiaskd.core.paths import describe
-
         raise DebiaskdError(f"this path {describe(path)}; expected a model folder (one written by debiaskd or a "
                             "Hugging Face model folder)", file=str(path), rule="model path")
     meta = read_meta(path)
@@ -401,6 +396,7 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
         return LoadedModel(model, meta, None, path)
     if not (path / "config.json").is_file():
         raise DebiaskdError("model folder has no config.json", file=str(path), rule="model path")
+    # transformers (and its huggingface_hub): slow (~1.5 s), only NLI folders load through them
     from huggingface_hub.errors import StrictDataclassError  # a config.json value of the wrong type
     from transformers import AutoModelForSequenceClassification
 
