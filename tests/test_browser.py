@@ -281,9 +281,13 @@ def test_the_registered_students_page_shows_its_champion_alias(browser, ui, summ
     wait(browser, page_says(f"Version {champion}"),
          "the model version page did not open")
     close_assistant(browser)
-    aliases = wait(browser, ec.visibility_of_element_located(
-        (By.XPATH, "//*[normalize-space(text())='Aliases']/following::*[contains(normalize-space(), 'champion')][1]")),
-        "the version page shows no champion alias")
-    assert "champion" in aliases.text
+    aliases = ("//div[@data-testid='descriptions-item'][.//div[@data-testid='descriptions-item-label']"
+               "[normalize-space()='Aliases']]//div[@data-testid='descriptions-item-content']")
+    chip = wait(browser, ec.visibility_of_element_located((By.XPATH, f"{aliases}//*[@title='champion']")),
+                "the version page shows no champion alias")
+    assert "champion" in chip.text
+    shown = {e.get_attribute("title") for e in browser.find_elements(By.XPATH, f"{aliases}//*[@title]")}
+    expected = {a for a, v in c.get_registered_model(name).aliases.items() if str(v) == champion}
+    assert shown == expected and "champion" in shown, (shown, expected)
     assert f"{name} v{champion}" in browser.title
     browser.save_screenshot(str(screenshots / "mlflow-model-version.png"))
