@@ -72,7 +72,10 @@ def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
     reg = summary["registration"]
     student = c.get_model_version(reg["student"]["name"], reg["student"]["version"])
     assert student.tags["run_id"] == summary["variants"][reg["student"]["variant"]]["mlflow_run_id"]
-    assert "teacher.challenge_accuracy" in student.tags and "data_hash" in student.tags
+    assert "teacher.challenge_accuracy" in student.tags
+    # the data version: the dataset's content hash, the same the training run logged as a parameter
+    trained_on = c.get_run(student.tags["run_id"]).data.params["data.content_hash"]
+    assert student.tags["data_hash"] == summary["data_hash"] == trained_on and len(trained_on) >= 12
     # the version carries its own seed's evidence and the thresholds it was registered with
     assert student.tags["seed"] == "0" and "gate.threshold.min_kappa" in student.tags
     # the smoke thresholds are loose, but a student no better than the majority class (tiny smoke students

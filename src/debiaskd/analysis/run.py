@@ -29,6 +29,7 @@ from debiaskd.core.config import StudyConfig
 from debiaskd.core.metrics import gold_indices, is_two_way
 from debiaskd.data.schema import NO_HEURISTIC, TWO_WAY_LABELS, ImageSplit
 from debiaskd.evaluation.evaluate import _json_safe, sample_split
+from debiaskd.tasks import task_of
 from debiaskd.training.models import LoadedModel, load_model
 
 ANALYSIS_FILE = "analysis.json"
@@ -139,7 +140,7 @@ def _digest(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _analyze_nli(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path, cfg: StudyConfig, seed: int
+def analyze_nli(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path, cfg: StudyConfig, seed: int
                  ) -> dict[str, Any]:
     result: dict[str, Any] = {"task": "nli", "n_examples": len(frame),
                               "subsets": {k: int(v.sum()) for k, v in _subsets(frame).items()}, "models": {}}
@@ -179,7 +180,7 @@ def _analyze_nli(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path,
     return result
 
 
-def _analyze_vision(models: dict[str, LoadedModel], data: ImageSplit, out: Path, cfg: StudyConfig, seed: int
+def analyze_vision(models: dict[str, LoadedModel], data: ImageSplit, out: Path, cfg: StudyConfig, seed: int
                     ) -> dict[str, Any]:
     frame = data.frame
     subsets = _subsets(frame)
@@ -224,12 +225,18 @@ def analyze(
         models["reference"] = _load(reference)
     sample = sample_split(data, cfg.analysis.n_examples, seed)
     torch.manual_seed(seed)
-    if isinstance(sample, ImageSplit):
-        result = _analyze_vision(models, sample, out, cfg, seed)
-    else:
-        result = _analyze_nli(models, sample.reset_index(drop=True), out, cfg, seed)
+    result = BY_TASK[task_of(sample).name](models, sample, out, cfg, seed)
     result["model_names"] = {role: _name(m, role) for role, m in models.items()}
     result.update(_digest(result))
     result = _json_safe(result)
     (out / ANALYSIS_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
+
+
+def _analyze_pairs(models: dict[str, LoadedModel], sample: pd.DataFrame, out: Path, cfg: StudyConfig,
+                   seed: int) -> dict[str, Any]:
+    return analyze_nli(models, sample.reset_index(drop=True), out, cfg, seed)
+
+
+#: the analysis of each task, by task name (a registry: a new task adds its analysis here)
+BY_TASK = {"nli": _analyze_pairs, "vision": analyze_vision}

@@ -85,6 +85,14 @@ class Task(ABC):
         """The rows of a split (its frame)."""
 
     @abstractmethod
+    def take(self, split: Any, index: Any) -> Any:
+        """The rows ``index`` of a split, as a split of the same type (row order as given)."""
+
+    @abstractmethod
+    def input_digest(self, split: Any, max_length: int | None = None) -> str:
+        """Content hash of what a model sees of a split (its cache key for computed logits)."""
+
+    @abstractmethod
     def group_name(self, bias: Any, label: Any) -> str:
         """The bias group of a row (``lexical_overlap/non-entailment``, ``3/red``)."""
 

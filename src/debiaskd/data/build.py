@@ -18,9 +18,9 @@ from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.data import loaders
 from debiaskd.data.generate_vision import conflicting
-from debiaskd.data.schema import SPLITS, ImageSplit
+from debiaskd.data.schema import SPLITS
 from debiaskd.data.store import Split, check_dataset_target, read_manifest, write_dataset
-from debiaskd.tasks import TASK_NAMES, Task, get_task
+from debiaskd.tasks import TASK_NAMES, Task, get_task, task_of
 
 
 def _is_generated(spec: str) -> bool:
@@ -40,9 +40,7 @@ def _holdout_indices(n: int, fractions: list[float], seed: int) -> list[np.ndarr
 
 
 def _take(split: Split, idx: np.ndarray) -> Split:
-    if isinstance(split, ImageSplit):
-        return split.subset(idx)
-    return split.iloc[idx].reset_index(drop=True)
+    return task_of(split).take(split, idx)
 
 
 def build_dataset(cfg: StudyConfig, out_dir: str | Path, task: str | Task | None = None) -> Path:

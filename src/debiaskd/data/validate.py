@@ -44,7 +44,7 @@ from debiaskd.data.checks import example as _example
 from debiaskd.data.loaders import load_spec, parse_spec
 from debiaskd.data.schema import ImageSplit
 from debiaskd.data.store import Dataset, read_dataset
-from debiaskd.tasks import Task, get_task
+from debiaskd.tasks import Task, get_task, task_of
 
 __all__ = ["Failure", "SplitReport", "ValidationReport", "cross_split_checks", "validate_dataset", "validate_spec",
            "validate_split", "validate_splits"]
@@ -200,7 +200,7 @@ def validate_split(df_or_split: Split, task: str | Task, split_name: str, file_l
 
 # ------------------------------------------------------------------ cross-split checks
 def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConfig) -> list[Failure]:
-    frame = split.frame if isinstance(split, ImageSplit) else split
+    frame = task_of(split).frame(split)
     if "label" not in frame.columns or frame.empty:
         return []
     shares = _as_text(frame["label"]).value_counts(normalize=True)
@@ -214,8 +214,8 @@ def _label_balance(name: str, split: Split, file_label: str, cfg: ValidationConf
 
 def _leaks(train: Split, other: Split, name: str, file_label: str, kind: Task) -> list[Failure]:
     out = []
-    tf = train.frame if isinstance(train, ImageSplit) else train
-    of = other.frame if isinstance(other, ImageSplit) else other
+    tf = task_of(train).frame(train)
+    of = task_of(other).frame(other)
     id_col = kind.id_column
     if id_col in tf.columns and id_col in of.columns:
         shared = of[_as_text(of[id_col]).isin(set(_as_text(tf[id_col])))]
@@ -237,7 +237,7 @@ def _leaks(train: Split, other: Split, name: str, file_label: str, kind: Task) -
 
 
 def _challenge_groups(split: Split, file_label: str, kind: Task, cfg: ValidationConfig) -> list[Failure]:
-    frame = split.frame if isinstance(split, ImageSplit) else split
+    frame = task_of(split).frame(split)
     if not {"label", "bias_aligned"} <= set(frame.columns) or frame.empty:
         return []
     counts = kind.challenge_group_counts(split)
@@ -270,7 +270,7 @@ def cross_split_checks(splits: dict[str, Split], task: str | Task, files: dict[s
 
 
 def _constructions(split: Split, seen: bool | None = None) -> set[str]:
-    frame = split.frame if isinstance(split, ImageSplit) else split
+    frame = task_of(split).frame(split)
     if "construction" not in frame.columns:
         return set()
     sel = frame["construction"].notna().to_numpy()

@@ -31,7 +31,7 @@ from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.loaders import load_spec
 from debiaskd.data.schema import TWO_WAY_LABELS, ImageSplit
 from debiaskd.evaluation.inference import predict_proba
-from debiaskd.tasks import get_task
+from debiaskd.tasks import get_task, task_of
 from debiaskd.training.models import LoadedModel, load_model
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -140,7 +140,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _frame(data: pd.DataFrame | ImageSplit) -> pd.DataFrame:
-    return data.frame if isinstance(data, ImageSplit) else data
+    return task_of(data).frame(data)
 
 
 def _label_names(loaded: LoadedModel, data: pd.DataFrame | ImageSplit) -> list[str]:
@@ -308,9 +308,7 @@ def sample_split(data: pd.DataFrame | ImageSplit, limit: int | None, seed: int =
         return data
     groups = frame["group"] if "group" in frame.columns else pd.Series(["all"] * len(frame))
     index = M.stratified_sample_index(groups.tolist(), limit, seed)
-    if isinstance(data, ImageSplit):
-        return data.subset(index)
-    return data.iloc[index].reset_index(drop=True)
+    return task_of(data).take(data, index)
 
 
 def _load_spec(spec: str, task: str, cfg: StudyConfig) -> pd.DataFrame | ImageSplit:

@@ -145,16 +145,27 @@ def predict_proba(
     device: str = "auto",
     fixed_padding: bool = False,
 ) -> np.ndarray:
-    """Class probabilities ``(N, num_labels)`` in the data's row order.
+    """Class probabilities ``(N, num_labels)`` in the data's row order: images scaled to [0, 1] for an
+    image split, text pairs tokenised once with dynamic padding for an NLI frame."""
+    if isinstance(data, ImageSplit):  # the split's type, not a task name, picks the encoding
+        return predict_image_proba(loaded, data, batch_size, device)
+    return predict_pair_proba(loaded, data, batch_size, max_length, device, fixed_padding)
 
-    NLI: tokenise once, length-sorted batches, dynamic padding, ``torch.inference_mode``.
-    ``fixed_padding=True`` pads every batch to ``max_length`` in data order (baseline only).
-    Vision: images scaled to [0, 1].
-    """
+
+def predict_image_proba(loaded: LoadedModel, data: ImageSplit, batch_size: int = 128,
+                        device: str = "auto") -> np.ndarray:
+    """Vision: images scaled to [0, 1], in batches."""
     dev = resolve_device(device)
     model = loaded.model.to(dev)
-    if isinstance(data, ImageSplit):
-        return softmax(predict_logits_images(model, data.images, batch_size, dev))
+    return softmax(predict_logits_images(model, data.images, batch_size, dev))
+
+
+def predict_pair_proba(loaded: LoadedModel, data: pd.DataFrame, batch_size: int = 128, max_length: int = 64,
+                       device: str = "auto", fixed_padding: bool = False) -> np.ndarray:
+    """NLI: tokenise once, length-sorted batches, dynamic padding, ``torch.inference_mode``.
+    ``fixed_padding=True`` pads every batch to ``max_length`` in data order (baseline only)."""
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
     if len(data) == 0:
         return np.zeros((0, len(loaded.label_names)))
     if loaded.tokenizer is None:

@@ -152,6 +152,7 @@ class TrainJob(Job):
         summary = result.to_dict()
         summary.update({k: trained[k] for k in ("variant", "seed", "role", "run_id", "run_name")})
         summary["model_uri"] = trained.get("model_uri")
+        summary["data_hash"] = ds.content_hash  # the dataset version it was trained and evaluated on
         run_id = trained.get("run_id")
         write_json(self.eval_dir / RESULT_FILE, summary)
         if self.tracker.uri and run_id:

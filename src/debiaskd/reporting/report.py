@@ -194,8 +194,11 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         }
         transfer[name].update(_retention_ci95(cfg, by_variant.get(name, []), by_variant.get(ref, [])))
 
+    data_hashes = sorted({str(ev["data_hash"]) for ev in evals if ev.get("data_hash")})
     summary = {
         "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
+        # the dataset's content hash (every variant saw the same one; "" if they disagree or none recorded it)
+        "data_hash": data_hashes[0] if len(data_hashes) == 1 else "",
         "variants": variants, "transfer": transfer,
         "findings": _findings(cfg, by_variant),
         "candidate": _candidate(cfg, variants),

@@ -4,6 +4,7 @@ constituent, negation); BERT/MiniLM teachers and shallower students."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -77,6 +78,15 @@ class NLITask(Task):
 
     def frame(self, split: Any) -> pd.DataFrame:
         return split
+
+    def take(self, split: Any, index: Any) -> pd.DataFrame:
+        return split.iloc[index].reset_index(drop=True)
+
+    def input_digest(self, split: Any, max_length: int | None = None) -> str:
+        h = hashlib.sha256(f"max_length={max_length}\n".encode())
+        for p, q in zip(split["premise"].tolist(), split["hypothesis"].tolist(), strict=True):
+            h.update(f"{p}\t{q}\n".encode())
+        return h.hexdigest()[:20]
 
     def group_name(self, bias: Any, label: Any) -> str:
         return nli_group(bias, label)

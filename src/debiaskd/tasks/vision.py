@@ -4,6 +4,7 @@ small ResNet teachers and CNN students."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,14 @@ class VisionTask(Task):
 
     def frame(self, split: Any) -> pd.DataFrame:
         return split.frame
+
+    def take(self, split: Any, index: Any) -> ImageSplit:
+        return split.subset(index)
+
+    def input_digest(self, split: Any, max_length: int | None = None) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+        h.update(str(split.images.shape).encode())
+        return h.hexdigest()[:20]
 
     def group_name(self, bias: Any, label: Any) -> str:
         return f"{label}/{bias}"

@@ -34,15 +34,7 @@ _KEY_MEMO: dict[tuple[str, int, int], str] = {}
 
 def data_hash(data: pd.DataFrame | ImageSplit, max_length: int | None = None) -> str:
     """Content hash of what a model sees: the text pairs (+ max length) or the image bytes."""
-    h = hashlib.sha256()
-    if isinstance(data, ImageSplit):
-        h.update(np.ascontiguousarray(data.images).tobytes())
-        h.update(str(data.images.shape).encode())
-    else:
-        h.update(f"max_length={max_length}\n".encode())
-        for p, q in zip(data["premise"].tolist(), data["hypothesis"].tolist(), strict=True):
-            h.update(f"{p}\t{q}\n".encode())
-    return h.hexdigest()[:20]
+    return task_of(data).input_digest(data, max_length)
 
 
 def model_key(model_dir: str | Path) -> str:
