@@ -18,9 +18,7 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                 reference: Optional[Input[Model]] = None) -> str:  # noqa: UP045
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id.
     ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg)."""
-    import json
-    from pathlib import Path
-
+    from debiaskd.components.outputs import show_training
     from debiaskd.runtime.dispatch import execute
 
     result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
@@ -29,13 +27,7 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     run_id = result["trained"]["run_id"] or ""
     model.metadata.update({"variant": variant, "seed": seed, "run_id": run_id})
-    for key, value in result["headline"].items():
-        metrics.log_metric(key, value)
-    labels, matrix = result["confusion"]["labels"], result["confusion"]["matrix"]
-    confusion.log_confusion_matrix([str(label) for label in labels], matrix)
-    for artifact, shown in ((metrics, result["headline"]), (confusion, {"labels": labels, "matrix": matrix})):
-        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)  # a file behind each lets kfp cache the task
-        Path(artifact.path).write_text(json.dumps(shown), encoding="utf-8")
+    show_training(result, metrics, confusion)
     return run_id
 
 
@@ -52,9 +44,7 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
     its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
     metadata.
     """
-    import json
-    from pathlib import Path
-
+    from debiaskd.components.outputs import show_training
     from debiaskd.runtime.dispatch import execute
 
     seed = int(teacher.metadata["seed"])
@@ -63,11 +53,5 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
                      teacher=teacher.path, reference=reference.path if reference is not None else None,
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["trained"]["run_id"] or ""})
-    for key, value in result["headline"].items():
-        metrics.log_metric(key, value)
-    labels, matrix = result["confusion"]["labels"], result["confusion"]["matrix"]
-    confusion.log_confusion_matrix([str(label) for label in labels], matrix)
-    for artifact, shown in ((metrics, result["headline"]), (confusion, {"labels": labels, "matrix": matrix})):
-        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)  # a file behind each lets kfp cache the task
-        Path(artifact.path).write_text(json.dumps(shown), encoding="utf-8")
+    show_training(result, metrics, confusion)
     return result["analysed"]
