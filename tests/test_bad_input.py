@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli_checks import fails_cleanly, squash
 from debiaskd.cli import main
 from debiaskd.core.config import load_config
 from debiaskd.data.build import build_dataset
@@ -416,11 +416,6 @@ PARAMS = [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=
           for c in CASES]
 
 
-def _squash(text: str) -> str:
-    """Rich wraps long lines (and paths) at the console width: compare without whitespace."""
-    return re.sub(r"\s+", "", text)
-
-
 def test_the_table_covers_at_least_25_corruptions():
     assert len({c.id for c in CASES}) == len(CASES) >= 25
 
@@ -429,14 +424,7 @@ def test_the_table_covers_at_least_25_corruptions():
 def test_corruption_exits_2_naming_file_and_rule(case: Case, base, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv, needles = case.build(tmp_path, base)
-    code = main(argv)
-    captured = capsys.readouterr()
-    text = captured.err + captured.out
-    assert code == 2, text[-3000:]
-    assert "Traceback" not in text
-    assert "error:" in captured.err
-    for needle in needles:
-        assert _squash(needle) in _squash(text), f"{needle!r} not in:\n{text[-3000:]}"
+    fails_cleanly(argv, needles, capsys)
     # config and path errors stop before anything is written or trained
     if argv[0] == "run":
         assert not (tmp_path / "o" / "summary.json").exists()
@@ -464,7 +452,7 @@ def test_bad_training_file_stops_the_pipeline_before_registration(base, tmp_path
     text = proc.stderr + proc.stdout
     assert proc.returncode == 2, text[-4000:]
     assert "Traceback" not in proc.stderr
-    assert str(bad) in _squash(text) or _squash(str(bad)) in _squash(text)
+    assert str(bad) in squash(text) or squash(str(bad)) in squash(text)
     assert "label set" in text
     assert not (out / "summary.json").exists()
     if (out / "m.db").exists():

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 import traceback
@@ -40,9 +39,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import debiaskd.cli as cli
+from cli_checks import MAX_MESSAGE
+from cli_checks import squash as _squash
 from data_fixtures import tree_snapshot
 
-MAX_MESSAGE = 4096
 LABELS = ("entailment", "neutral", "contradiction")
 
 # One profile for the whole file: reproducible (derandomize; no example database), no deadline
@@ -92,10 +92,6 @@ def run_cli(argv: list[str]) -> Outcome:
     finally:
         cli.err, cli.out = saved
     return Outcome(code, err.getvalue() + sys_err.getvalue(), out.getvalue() + sys_out.getvalue(), trace)
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
 
 
 def check_outcome(argv: list[str], root: Path, names: list[str], output: Path | None,

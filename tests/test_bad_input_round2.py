@@ -8,36 +8,13 @@ deleted (the user's files keep their content; no output appears).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
+from cli_checks import fails_cleanly as _fails_cleanly
 from data_fixtures import tree_snapshot
 from debiaskd.cli import main
-
-MAX_MESSAGE = 4096
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
-
-
-def _fails_cleanly(argv: list[str], needles: list[str], capsys, root: Path | None = None) -> str:
-    """Run ``argv``: exit 2, no traceback, a bounded message naming every needle; nothing under ``root`` changed."""
-    before = tree_snapshot(root) if root is not None else None
-    code = main(argv)
-    captured = capsys.readouterr()
-    text = captured.err + captured.out
-    assert code == 2, text[-3000:]
-    assert "Traceback" not in text
-    assert "error:" in captured.err
-    assert len(captured.err.encode()) <= MAX_MESSAGE, f"{len(captured.err)} bytes:\n{captured.err[:2000]}"
-    for needle in needles:
-        assert _squash(needle) in _squash(text), f"{needle!r} not in:\n{text[-3000:]}"
-    if root is not None:
-        assert tree_snapshot(root) == before, "the failed command changed files"
-    return captured.err
 
 
 def _generate(out: Path | str) -> list[str]:

@@ -260,13 +260,9 @@ def stratified_metrics(
     return out
 
 
-def _stratified(
-    frame: pd.DataFrame,
-    probs: np.ndarray,
-    label_names: Sequence[str],
-    two_way: bool,
-    ece_bins: int = 10,
-) -> dict[str, Any]:
+def _stratified(frame: pd.DataFrame, probs: np.ndarray, label_names: Sequence[str], two_way: bool,
+                ece_bins: int = 10) -> dict[str, Any]:
+    """:func:`stratified_metrics` of one set of rows (no construction split)."""
     names = [str(n) for n in label_names]
     if two_way:
         probs = collapse_two_way(probs, names)

@@ -25,30 +25,17 @@ Signature = tuple[str, str, tuple[int, ...]]
 @functools.lru_cache(maxsize=1)
 def categories() -> dict[str, str]:
     """Lower-cased lexicon word → category (later assignments win, so "knew" is ``FACT``)."""
+    verbs = [form for v in (*g.INTRANSITIVE, *g.TRANSITIVE) for form in (v.base, v.past, v.participle)]
+    table = (  # in this order: a later category wins for a word in two lists
+        ("N", g.NOUNS), ("N", [w.lower() for w in g.NAMES]), ("ADJ", (*g.ADJECTIVES, *g.PRED_ADJECTIVES)),
+        ("V", verbs), ("PLACE", g.PLACES), ("ADVM", g.MANNER_ADVERBS), ("ADVC", g.CERTAIN_ADVERBS),
+        ("ADVU", g.UNCERTAIN_ADVERBS), ("FACT", g.FACTIVE_VERBS), ("NONF", g.NONFACTIVE_VERBS),
+        ("DET", ("a", "an", "the")),
+    )
     cats: dict[str, str] = {}
-    for w in g.NOUNS:
-        cats[w] = "N"
-    for w in g.NAMES:
-        cats[w.lower()] = "N"
-    for w in (*g.ADJECTIVES, *g.PRED_ADJECTIVES):
-        cats[w] = "ADJ"
-    for v in (*g.INTRANSITIVE, *g.TRANSITIVE):
-        for form in (v.base, v.past, v.participle):
-            cats[form] = "V"
-    for w in g.PLACES:
-        cats[w] = "PLACE"
-    for w in g.MANNER_ADVERBS:
-        cats[w] = "ADVM"
-    for w in g.CERTAIN_ADVERBS:
-        cats[w] = "ADVC"
-    for w in g.UNCERTAIN_ADVERBS:
-        cats[w] = "ADVU"
-    for w in g.FACTIVE_VERBS:
-        cats[w] = "FACT"
-    for w in g.NONFACTIVE_VERBS:
-        cats[w] = "NONF"
-    for w in ("a", "an", "the"):
-        cats[w] = "DET"
+    for category, words in table:
+        for w in words:
+            cats[w] = category
     return cats
 
 
