@@ -16,7 +16,7 @@ from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.metrics import is_two_way
 from debiaskd.core.task import Loader, Task
 from debiaskd.data.augment import augment_nli
-from debiaskd.data.checks import as_text, is_type
+from debiaskd.data.checks import as_text, group_and_id_rules, is_type
 from debiaskd.data.encoding import frame_to_hans_tsv, frame_to_jsonl
 from debiaskd.data.generate_nli import generate_nli, subcase_table
 from debiaskd.data.schema import (
@@ -169,14 +169,7 @@ class NLITask(Task):
             frame["_heuristic"] = frame["heuristic"].map(lambda v: v if isinstance(v, str) else "<missing>")
             rules.append(("heuristic set", E.ExpectColumnValuesToBeInSet(
                 column="_heuristic", value_set=sorted({*BIAS_TYPES, NO_HEURISTIC}))))
-        if {"heuristic", "label", "group"} <= set(frame.columns):
-            frame["_group_consistent"] = [g == f"{h}/{lab}" for g, h, lab in
-                                          zip(frame["group"], frame["heuristic"], frame["label"], strict=True)]
-            rules.append(("group = heuristic/label",
-                          E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
-        if "pair_id" in frame.columns:
-            frame["_pair_id"] = as_text(frame["pair_id"])
-            rules.append(("unique pair_id", E.ExpectColumnValuesToBeUnique(column="_pair_id")))
+        rules += group_and_id_rules(frame, E, ("heuristic", "label"), "group = heuristic/label", "pair_id", as_text)
         if "construction" in frame.columns:  # optional; rows without a mark (None) are allowed
             frame["_construction_ok"] = frame["construction"].map(lambda v: v is None or isinstance(v, str) or (
                 isinstance(v, float) and np.isnan(v)))

@@ -15,7 +15,7 @@ from debiaskd.core.config import StudyConfig, ValidationConfig, VisionDataConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.task import Loader, Task
 from debiaskd.data.augment import augment_vision
-from debiaskd.data.checks import Failure, is_type
+from debiaskd.data.checks import Failure, group_and_id_rules, is_type
 from debiaskd.data.encoding import frame_to_jsonl, npy_bytes
 from debiaskd.data.generate_vision import generate_vision
 from debiaskd.data.schema import VISION_COLUMNS, ImageSplit
@@ -159,14 +159,8 @@ class VisionTask(Task):
             frame["_bias_aligned_is_bool"] = is_type(frame["bias_aligned"], (bool, np.bool_))
             rules.append(("type: bias_aligned is boolean",
                           E.ExpectColumnValuesToBeInSet(column="_bias_aligned_is_bool", value_set=[True])))
-        if {"label", "color", "group"} <= set(frame.columns):
-            frame["_group_consistent"] = [g == f"{lab}/{c}" for g, lab, c in
-                                          zip(frame["group"], frame["label"], frame["color"], strict=True)]
-            rules.append(("group = label/colour",
-                          E.ExpectColumnValuesToBeInSet(column="_group_consistent", value_set=[True])))
-        if "image_id" in frame.columns:
-            frame["_image_id"] = frame["image_id"].astype(str)
-            rules.append(("unique image_id", E.ExpectColumnValuesToBeUnique(column="_image_id")))
+        rules += group_and_id_rules(frame, E, ("label", "color"), "group = label/colour", "image_id",
+                                    lambda ids: ids.astype(str))
         return frame, rules
 
     def challenge_group_counts(self, split: Any) -> dict[str, int] | None:
