@@ -147,9 +147,7 @@ def _label_names(loaded: LoadedModel, data: pd.DataFrame | ImageSplit) -> list[s
     names = loaded.meta.get("label_names")
     if names:
         return [str(n) for n in names]
-    if isinstance(data, ImageSplit):
-        return [str(n) for n in data.class_names]
-    return list(loaded.label_names)
+    return task_of(data).label_names(data)  # an image split's classes; the NLI labels
 
 
 def _as_loaded(model: LoadedModel | str | Path) -> LoadedModel:

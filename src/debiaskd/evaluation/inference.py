@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from debiaskd.data.schema import ImageSplit
+from debiaskd.tasks import task_of
 from debiaskd.training.models import LoadedModel
 
 
@@ -147,14 +148,12 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities ``(N, num_labels)`` in the data's row order: images scaled to [0, 1] for an
     image split, text pairs tokenised once with dynamic padding for an NLI frame."""
-    if isinstance(data, ImageSplit):  # the split's type, not a task name, picks the encoding
-        return predict_image_proba(loaded, data, batch_size, device)
-    return predict_pair_proba(loaded, data, batch_size, max_length, device, fixed_padding)
+    return PREDICTORS[task_of(data).name](loaded, data, batch_size, max_length, device, fixed_padding)
 
 
-def predict_image_proba(loaded: LoadedModel, data: ImageSplit, batch_size: int = 128,
-                        device: str = "auto") -> np.ndarray:
-    """Vision: images scaled to [0, 1], in batches."""
+def predict_image_proba(loaded: LoadedModel, data: ImageSplit, batch_size: int = 128, max_length: int = 64,
+                        device: str = "auto", fixed_padding: bool = False) -> np.ndarray:
+    """Vision: images scaled to [0, 1], in batches (``max_length`` and ``fixed_padding`` concern text only)."""
     dev = resolve_device(device)
     model = loaded.model.to(dev)
     return softmax(predict_logits_images(model, data.images, batch_size, dev))
@@ -173,3 +172,7 @@ def predict_pair_proba(loaded: LoadedModel, data: pd.DataFrame, batch_size: int 
     encoded = encode_pairs(loaded.tokenizer, data, max_length)
     logits = predict_logits_encoded(model, encoded, batch_size, dev, max_length if fixed_padding else None)
     return softmax(logits)
+
+
+#: how each task's model predicts a split, by task name (a registry: a new task adds its predictor here)
+PREDICTORS = {"nli": predict_pair_proba, "vision": predict_image_proba}
