@@ -220,77 +220,50 @@ def _c_hans_missing_column(tmp, b):
     return _validate(f"hans:{f}"), [str(f), "required columns", "subcase"]
 
 
-def _c_vision_nan_pixels(tmp, b):
-    def mutate(s):
-        t = s["test"]
-        img = t.images.astype(np.float32)
-        img[2, 0, 0, 0] = np.nan
-        s["test"] = _vision_split(t, images=img)
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "test_images.npy"), "image dtype uint8"]
+def _vision_case(split: str, change: Callable[[dict], ImageSplit], file: str, *needles: str):
+    """A case that replaces one split of the generated vision dataset with ``change(splits)``; validation must
+    name the rewritten file (``<split><file>``) and every needle."""
+    def build(tmp, b):
+        def mutate(s):
+            s[split] = change(s)
+        out = _rewrite(b["vision"], tmp, "vision", mutate)
+        return _validate(str(out), "vision"), [str(out / f"{split}{file}"), *needles]
+    return build
 
 
-def _c_vision_wrong_shape(tmp, b):
-    def mutate(s):
-        t = s["validation"]
-        s["validation"] = _vision_split(t, images=np.ascontiguousarray(t.images[:, :1]))
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "validation_images.npy"), "image shape (N, 3, H, W)"]
+def _with_cell(split: ImageSplit, row: int, column: str, value) -> ImageSplit:
+    frame = split.frame.copy()
+    frame.loc[row, column] = value
+    return _vision_split(split, frame=frame)
 
 
-def _c_vision_count_mismatch(tmp, b):
-    def mutate(s):
-        t = s["test"]
-        s["test"] = _vision_split(t, images=np.ascontiguousarray(t.images[:-2]))
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "test_images.npy"), "one image per row"]
+def _nan_pixel(split: ImageSplit) -> ImageSplit:
+    img = split.images.astype(np.float32)
+    img[2, 0, 0, 0] = np.nan
+    return _vision_split(split, images=img)
 
 
-def _c_vision_unknown_label(tmp, b):
-    def mutate(s):
-        t = s["test"]
-        frame = t.frame.copy()
-        frame.loc[0, "label"] = 42
-        s["test"] = _vision_split(t, frame=frame)
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "test.jsonl"), "label set 0.."]
-
-
-def _c_vision_duplicate_ids(tmp, b):
-    def mutate(s):
-        t = s["validation"]
-        frame = t.frame.copy()
-        frame.loc[1, "image_id"] = frame.loc[0, "image_id"]
-        s["validation"] = _vision_split(t, frame=frame)
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "validation.jsonl"), "unique image_id"]
-
-
-def _c_vision_missing_column(tmp, b):
-    def mutate(s):
-        t = s["test"]
-        s["test"] = _vision_split(t, frame=t.frame.drop(columns=["color"]))
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "test.jsonl"), "schema: required columns"]
-
-
-def _c_vision_leakage(tmp, b):
-    def mutate(s):
-        t, tr = s["test"], s["train"]
-        frame = t.frame.copy()
-        frame.loc[0, "image_id"] = tr.frame.loc[0, "image_id"]
-        s["test"] = _vision_split(t, frame=frame)
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "test.jsonl"), "no image_id shared between train and test"]
-
-
-def _c_vision_group_missing(tmp, b):
-    def mutate(s):
-        ch = s["challenge"]
-        keep = np.flatnonzero(ch.frame["label"].to_numpy() != 1)
-        s["challenge"] = ch.subset(keep)
-    out = _rewrite(b["vision"], tmp, "vision", mutate)
-    return _validate(str(out), "vision"), [str(out / "challenge.jsonl"), "every bias group present", "1/conflicting"]
+_c_vision_nan_pixels = _vision_case("test", lambda s: _nan_pixel(s["test"]), "_images.npy", "image dtype uint8")
+_c_vision_wrong_shape = _vision_case(
+    "validation", lambda s: _vision_split(s["validation"], images=np.ascontiguousarray(s["validation"].images[:, :1])),
+    "_images.npy", "image shape (N, 3, H, W)")
+_c_vision_count_mismatch = _vision_case(
+    "test", lambda s: _vision_split(s["test"], images=np.ascontiguousarray(s["test"].images[:-2])),
+    "_images.npy", "one image per row")
+_c_vision_unknown_label = _vision_case("test", lambda s: _with_cell(s["test"], 0, "label", 42), ".jsonl",
+                                       "label set 0..")
+_c_vision_duplicate_ids = _vision_case(
+    "validation", lambda s: _with_cell(s["validation"], 1, "image_id", s["validation"].frame.loc[0, "image_id"]),
+    ".jsonl", "unique image_id")
+_c_vision_missing_column = _vision_case(
+    "test", lambda s: _vision_split(s["test"], frame=s["test"].frame.drop(columns=["color"])), ".jsonl",
+    "schema: required columns")
+_c_vision_leakage = _vision_case(
+    "test", lambda s: _with_cell(s["test"], 0, "image_id", s["train"].frame.loc[0, "image_id"]), ".jsonl",
+    "no image_id shared between train and test")
+_c_vision_group_missing = _vision_case(
+    "challenge", lambda s: s["challenge"].subset(np.flatnonzero(s["challenge"].frame["label"].to_numpy() != 1)),
+    ".jsonl", "every bias group present", "1/conflicting")
 
 
 def _mnist_pair(tmp: Path) -> tuple[Path, bytes, bytes]:

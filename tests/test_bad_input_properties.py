@@ -30,7 +30,7 @@ import random
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -418,16 +418,24 @@ def _rehash(folder: Path, name: str) -> None:
     manifest_file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
+@contextlib.contextmanager
+def _corrupted_copy(base: Path, folder_name: str, name: str, corrupted: bytes) -> Iterator[tuple[Path, Path]]:
+    """A temporary copy of the folder ``base`` with its file ``name`` replaced by ``corrupted``:
+    ``(the temporary root, the copied folder)``."""
+    with tempfile.TemporaryDirectory(prefix="debiaskd-prop-") as tmp:
+        root = Path(tmp)
+        folder = root / folder_name
+        shutil.copytree(base, folder)
+        (folder / name).write_bytes(corrupted)
+        yield root, folder
+
+
 @_settings(15)
 @given(data=st.data())
 def test_corrupted_dataset_folder_is_read_or_refused_cleanly(bases, data):
     """``data validate --task nli DIR`` on a generated smoke dataset with its manifest or a split file corrupted."""
     name, corrupted = data.draw(dataset_corruption(bases["dataset"]), label="file")
-    with tempfile.TemporaryDirectory(prefix="debiaskd-prop-") as tmp:
-        root = Path(tmp)
-        folder = root / "ds"
-        shutil.copytree(bases["dataset"], folder)
-        (folder / name).write_bytes(corrupted)
+    with _corrupted_copy(bases["dataset"], "ds", name, corrupted) as (root, folder):
         if name != "manifest.json" and data.draw(st.booleans(), label="manifest re-hashed"):
             _rehash(folder, name)
         check_outcome(["data", "validate", "--task", "nli", "--preset", "smoke", str(folder)], root,
@@ -462,11 +470,7 @@ def test_corrupted_model_folder_is_loaded_or_refused_cleanly(bases, data):
     """``evaluate --model DIR --data mnli:FILE --limit 8 --json OUT`` with debiaskd.json, config.json or the
     weights corrupted."""
     name, corrupted = data.draw(model_corruption(bases["model"]), label="file")
-    with tempfile.TemporaryDirectory(prefix="debiaskd-prop-") as tmp:
-        root = Path(tmp)
-        folder = root / "model"
-        shutil.copytree(bases["model"], folder)
-        (folder / name).write_bytes(corrupted)
+    with _corrupted_copy(bases["model"], "model", name, corrupted) as (root, folder):
         spec = bases["root"] / "mnli-plain.tsv"
         out = root / "metrics.json"
         check_outcome(["evaluate", "--preset", "smoke", "--model", str(folder), "--data", f"mnli:{spec}",
