@@ -68,7 +68,7 @@ def share_cpus(concurrent: int) -> int:
     (the local runner's fan-out over students); returns the torch thread count now in use.
 
     One thread per task beats two tasks fighting over two threads each; a configured
-    ``*_train.num_threads`` still wins inside :func:`debiaskd.training.loop.train_model`."""
+    ``*_train.num_threads`` still wins inside :func:`debiaskd.training.loop.fit`."""
     import torch  # slow: only the training and analysis jobs need it, where they run
 
     if concurrent > 1:

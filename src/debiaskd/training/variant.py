@@ -15,6 +15,7 @@ import numpy as np
 
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.study import VariantSpec
+from debiaskd.training import bias
 from debiaskd.training.distill import (
     cached_teacher_logits,
     distill_student,
@@ -31,11 +32,9 @@ def train_split_name(spec: VariantSpec, splits: dict[str, Any]) -> str:
 
 
 def bias_probs_of(split: Any) -> np.ndarray | None:
-    """The bias-only model's probabilities stored with a split (``bias_probs`` column), or None."""
-    frame = getattr(split, "frame", split)
-    if "bias_probs" not in frame.columns:
-        return None
-    return np.asarray(frame["bias_probs"].tolist(), dtype="float32")
+    """The bias-only model's probabilities stored with a split (its frame's ``bias_probs``), as float32."""
+    probs = bias.bias_probs_of(getattr(split, "frame", split))
+    return None if probs is None else probs.astype("float32")
 
 
 def train_variant_model(
