@@ -5,30 +5,31 @@
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 
-def prepare_data(config: str, dataset: Output[Dataset]):
-    """Generate the embedded benchmark or load the configured files into a dataset folder."""
+def prepare_data(config: str, seed: int, dataset: Output[Dataset]):
+    """Generate the embedded benchmark or load the configured files into a dataset folder: the data of
+    training seed ``seed`` (each seed draws its own unless the config says ``vary_data_with_seed: false``)."""
     from debiaskd.runtime.dispatch import execute
 
-    manifest = execute("prepare_data", config=config, out_dir=dataset.path)
+    manifest = execute("prepare_data", config=config, seed=seed, out_dir=dataset.path)
     dataset.metadata["content_hash"] = manifest["content_hash"]
 
 
-def validate_data(config: str, dataset: Input[Dataset], tracking_uri: str, study: Input[Artifact],
+def validate_data(config: str, seed: int, dataset: Input[Dataset], tracking_uri: str, study: Input[Artifact],
                   report: Output[Markdown]):
     """Run the GX suites; fail the pipeline (before training) when the data breaks a rule."""
     from pathlib import Path
 
     from debiaskd.runtime.dispatch import execute
 
-    result = execute("validate_data", config=config, dataset_dir=dataset.path,
+    result = execute("validate_data", config=config, seed=seed, dataset_dir=dataset.path,
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     Path(report.path).write_text(result["page"], encoding="utf-8")
     report.metadata["ok"] = bool(result["report"].get("ok", True))
 
 
-def augment_data(config: str, dataset: Input[Dataset], augmented: Output[Dataset]):
+def augment_data(config: str, seed: int, dataset: Input[Dataset], augmented: Output[Dataset]):
     """Bias-model predictions stored with the data, plus the bias-aware augmented train split."""
     from debiaskd.runtime.dispatch import execute
 
-    manifest = execute("augment_data", config=config, dataset_dir=dataset.path, out_dir=augmented.path)
+    manifest = execute("augment_data", config=config, seed=seed, dataset_dir=dataset.path, out_dir=augmented.path)
     augmented.metadata["content_hash"] = manifest["content_hash"]

@@ -1,9 +1,9 @@
 """The study as a Kubeflow pipeline: wiring only (which component feeds which).
 
-validate → augment → per seed (``dsl.ParallelFor``): teachers → a ``dsl.ParallelFor`` fan-out over the
-students (two at a time under the local runner; each training task evaluates its model, and the
-analysed students are analysed inside the fan-out) → collect → summary + registration → ``dsl.If`` gate →
-promotion.
+per seed (``dsl.ParallelFor``; each seed draws its own data): prepare → validate → augment → teachers →
+a ``dsl.ParallelFor`` fan-out over the students (two at a time under the local runner; each training
+task evaluates its model, and the analysed students are analysed inside the fan-out) → collect →
+summary + registration → ``dsl.If`` gate → promotion.
 Cluster settings (images, GPU requests, node selectors, tolerations, the MLflow secret,
 the cache volume) are applied by :func:`apply_platform` at compile time.
 """
@@ -106,14 +106,16 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
         return task
 
     def wire_study(config, tracking_uri, seeds, study) -> None:
-        """validate → augment → per seed: teachers, students, analyses → summary → gate → promotion."""
-        prep = setup(comps.prepare_data(config=config), "prepare data")
-        valid = setup(comps.validate_data(config=config, dataset=prep.outputs["dataset"], tracking_uri=tracking_uri,
-                                          study=study), "validate data (Great Expectations)")
-        aug = setup(comps.augment_data(config=config, dataset=prep.outputs["dataset"]).after(valid),
-                    "bias model + bias-aware augmentation")
-        data = aug.outputs["augmented"]
+        """per seed: prepare, validate, augment, teachers, students, analyses → summary → gate → promotion."""
         with dsl.ParallelFor(seeds, parallelism=0 if platform else 1, name="seeds") as seed:
+            # each seed draws its own data (StudyConfig.for_seed), so the seed replicates data sampling too
+            prep = setup(comps.prepare_data(config=config, seed=seed), "prepare data")
+            valid = setup(comps.validate_data(config=config, seed=seed, dataset=prep.outputs["dataset"],
+                                              tracking_uri=tracking_uri, study=study),
+                          "validate data (Great Expectations)")
+            aug = setup(comps.augment_data(config=config, seed=seed, dataset=prep.outputs["dataset"]).after(valid),
+                        "bias model + bias-aware augmentation")
+            data = aug.outputs["augmented"]
             teachers: dict[str, Any] = {}
             done = []
             def reference(spec) -> dict[str, Any]:  # the model an objective reads logits of (conf_reg)

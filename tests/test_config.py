@@ -89,3 +89,15 @@ def test_saved_yaml_is_plain(tmp_path):
     path = save_config(load_config("smoke"), tmp_path / "r.yaml")
     data = yaml.safe_load(path.read_text())
     assert data["preset"] == "smoke" and data["nli_model"]["teacher"] == "tiny"
+
+
+def test_each_seed_draws_its_own_data_seed_zero_keeps_the_configured_one():
+    cfg = load_config("default", overrides=["nli_data.seed=5", "augment.seed=7"])
+    assert cfg.for_seed(0) == cfg  # one seed: exactly the data `data generate` writes
+    three = cfg.for_seed(3)
+    assert (three.nli_data.seed, three.vision_data.seed, three.augment.seed) == (8, 3, 10)
+    assert three.teacher_train == cfg.teacher_train and three.seeds == cfg.seeds  # only the data seeds move
+    top = load_config("default", overrides=["nli_data.seed=4294967295"]).for_seed(2)
+    assert top.nli_data.seed == 1  # wraps within the seed range
+    fixed = load_config("default", overrides=["vary_data_with_seed=false"])
+    assert fixed.for_seed(3) == fixed

@@ -61,6 +61,21 @@ def test_every_component_and_variant_is_wired(compiled):
     assert "robustness-gate-passed" in str(spec["components"])
 
 
+def test_each_seed_prepares_validates_and_augments_its_own_data(compiled):
+    """The data steps run inside the seeds loop and take the loop's seed: the seed replicates data
+    sampling as well as training."""
+    _, (spec, _) = compiled
+    root = spec["root"]["dag"]["tasks"]
+    study = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert not {"prepare-data", "validate-data", "augment-data"} & set(study)
+    seeds_loop = spec["components"][study["for-loop-2"]["componentRef"]["name"]]["dag"]["tasks"]
+    for name in ("prepare-data", "validate-data", "augment-data"):
+        seed_input = seeds_loop[name]["inputs"]["parameters"]["seed"]
+        assert seed_input["componentInputParameter"].startswith("pipelinechannel--seeds-loop-item"), name
+    train = seeds_loop["train-model"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+    assert train["producerTask"] == "augment-data"
+
+
 def test_an_exit_handler_ends_the_study_run_whatever_happens(compiled):
     """The study runs inside a ``dsl.ExitHandler`` whose exit task ends the MLflow run (FINISHED or
     FAILED from the pipeline's final status) and returns the report; it and the task that starts the
@@ -78,9 +93,10 @@ def test_an_exit_handler_ends_the_study_run_whatever_happens(compiled):
     assert outputs["files"]["artifactSelectors"] == [{"outputArtifactKey": "files", "producerSubtask": "end-study"}]
     assert spec["root"]["outputDefinitions"]["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     guarded = spec["components"][root[handler]["componentRef"]["name"]]["dag"]["tasks"]
-    assert {"start-study", "prepare-data", "summarize-study"} <= set(guarded)
+    assert {"start-study", "for-loop-2", "summarize-study"} <= set(guarded)
     assert not guarded["start-study"]["cachingOptions"].get("enableCache")
-    assert guarded["prepare-data"]["cachingOptions"]["enableCache"] is True
+    seeds_loop = spec["components"][guarded["for-loop-2"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert seeds_loop["prepare-data"]["cachingOptions"]["enableCache"] is True
 
 
 def test_training_tasks_request_gpus_on_the_cuda_image(compiled):

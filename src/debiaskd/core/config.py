@@ -264,6 +264,11 @@ class StudyConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    vary_data_with_seed: bool = Field(
+        True, description="each seed draws its own data: the data and augmentation seeds are offset by the "
+        "training seed (generated splits, held-out carves of real files, augmentation), so an interval over "
+        "seeds covers data sampling as well as training randomness",
+    )
     student_parallelism: int = Field(
         2, ge=1, description="students of one seed trained at once by the local runner (its ParallelFor runs "
         "at most 2), each on its share of the cores; on a cluster every student starts at once",
@@ -295,6 +300,24 @@ class StudyConfig(_Strict):
     @property
     def model_prefix(self) -> str:
         return self.tracking.model_prefix or f"debiaskd-{self.task}"
+
+    def for_seed(self, seed: int) -> StudyConfig:
+        """The config the data of training seed ``seed`` are built with.
+
+        With ``vary_data_with_seed`` (the default) the data seeds (``nli_data.seed``,
+        ``vision_data.seed``) and ``augment.seed`` are offset by ``seed`` (modulo the seed range), so
+        each replicate of the study draws its own training, validation and challenge examples: seed 0
+        keeps the configured data seeds, and a one-seed study builds exactly the data of
+        ``debiaskd data generate``. Without it every seed shares seed 0's data.
+        """
+        if not self.vary_data_with_seed or seed == 0:
+            return self
+
+        def shifted(section: Any) -> Any:
+            return section.model_copy(update={"seed": (section.seed + seed) % (SEED_MAX + 1)})
+
+        return self.model_copy(update={"nli_data": shifted(self.nli_data), "vision_data": shifted(self.vision_data),
+                                       "augment": shifted(self.augment)})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -46,28 +46,31 @@ def preflight(cfg: StudyConfig) -> None:
 
 
 class PrepareDataJob(Job):
-    """Generate or load the four splits into a dataset folder (with its manifest); returns the manifest."""
+    """Generate or load the splits of training seed ``seed`` into a dataset folder (with its manifest);
+    returns the manifest. Each seed draws its own data (:meth:`StudyConfig.for_seed`)."""
 
     KIND: Literal["prepare_data"] = "prepare_data"
     out_dir: Path
+    seed: int = 0
 
     def run(self) -> dict[str, Any]:
         # pandas and the generators: slow, only where the job runs (importing the jobs must stay cheap)
         from debiaskd.data.build import build_dataset
         from debiaskd.data.store import read_dataset
 
-        path = build_dataset(self.config, self.out_dir)
+        path = build_dataset(self.config.for_seed(self.seed), self.out_dir)
         return read_dataset(path).manifest
 
 
 class ValidateDataJob(Job):
     """Run the Great Expectations suites; write the JSON report (into ``report_dir``, and the study run);
     raise on failure. Returns ``{"report": the report, "page": a Markdown page of it (the Kubeflow UI's
-    view)}``."""
+    view)}``. The report of seed ``seed``'s data lands in the study run under ``validation/seed-<seed>``."""
 
     KIND: Literal["validate_data"] = "validate_data"
     dataset_dir: Path
     report_dir: Path | None = None
+    seed: int = 0
 
     def run(self) -> dict[str, Any]:
         from debiaskd.data.validate import validate_dataset  # Great Expectations: slow, only where it runs
@@ -78,7 +81,7 @@ class ValidateDataJob(Job):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "validation.json").write_text(report.to_json(), encoding="utf-8")
             if self.tracker.active:
-                self.tracker.log_artifacts(folder / "validation.json", "validation")
+                self.tracker.log_artifacts(folder / "validation.json", f"validation/seed-{self.seed}")
                 self.tracker.set_tags({"debiaskd.validation": "passed" if report.ok else "failed"})
         report.raise_for_failures()
         verdict = "passed" if report.ok else "failed"
@@ -88,18 +91,20 @@ class ValidateDataJob(Job):
 
 class AugmentDataJob(Job):
     """Fit the bias-only model, store its predictions with the data, add the augmented train split;
-    returns the new dataset's manifest."""
+    returns the new dataset's manifest. ``seed`` is the training seed whose data these are (the
+    augmentation seed moves with it, :meth:`StudyConfig.for_seed`)."""
 
     KIND: Literal["augment_data"] = "augment_data"
     dataset_dir: Path
     out_dir: Path
+    seed: int = 0
 
     def run(self) -> dict[str, Any]:
         # pandas, scikit-learn and the data modules: slow, only where the job runs
         from debiaskd.data.store import read_dataset, write_dataset
         from debiaskd.tasks import get_task
 
-        cfg = self.config
+        cfg = self.config.for_seed(self.seed)
         ds = read_dataset(self.dataset_dir)
         splits, n_new = get_task(ds.task).augment(cfg, ds.splits)
         meta = {"source": ds.content_hash, "augmented_rows": n_new, "bias_model": cfg.debias.bias_model}

@@ -56,12 +56,13 @@ def run_inprocess(cfg: StudyConfig, out_dir: str | Path, tracking_uri: str | Non
 
 
 def _run_jobs(cfg: StudyConfig, out: Path, tracker: Tracker, progress: bool, promote: bool) -> dict[str, Any]:
-    data, augmented = out / "data", out / "augmented"
-    _run(PrepareDataJob(config=cfg, out_dir=data))
-    _run(ValidateDataJob(config=cfg, tracker=tracker, dataset_dir=data, report_dir=out / "validation"))
-    _run(AugmentDataJob(config=cfg, dataset_dir=data, out_dir=augmented))
     evals, analyses = [], []
-    for seed in cfg.seeds:
+    for seed in cfg.seeds:  # each seed draws its own data, as in the pipeline
+        data, augmented = out / "data" / f"seed-{seed}", out / "augmented" / f"seed-{seed}"
+        _run(PrepareDataJob(config=cfg, seed=seed, out_dir=data))
+        _run(ValidateDataJob(config=cfg, seed=seed, tracker=tracker, dataset_dir=data,
+                             report_dir=out / "validation" / f"seed-{seed}"))
+        _run(AugmentDataJob(config=cfg, seed=seed, dataset_dir=data, out_dir=augmented))
         trained: dict[str, Path] = {}
         for name, spec in variant_specs(cfg).items():
             tdir, edir = out / "train" / run_name(name, seed), out / "eval" / run_name(name, seed)

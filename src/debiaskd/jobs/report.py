@@ -149,6 +149,9 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
         return {**{k: entry.get(k) for k in GATE_KEYS}, "by_group": entry.get("by_group") or {},
                 "mlflow_run_id": entry.get("mlflow_run_id"), "model_uri": entry.get("model_uri")}
 
+    def data_of(seed: str) -> str:  # the dataset version the registered seed trained and was evaluated on
+        return (summary.get("data_hashes") or {}).get(seed) or summary.get("data_hash", "")
+
     def first_seed(entry: dict[str, Any]) -> str:
         seeds = entry.get("seeds") or sorted(int(k) for k in (entry.get("per_seed") or {"0": None}))
         return str(seeds[0])
@@ -158,7 +161,7 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     t_tags = {f"metric.{k}": t_own.get(k) for k in GATE_KEYS}
     t_tags.update({f"mean.metric.{k}": teacher.get(k) for k in GATE_KEYS})
     t_tags.update({"run_id": t_own.get("mlflow_run_id") or teacher["mlflow_run_id"], "variant": "teacher_debiased",
-                   "seed": t_seed, "data_hash": summary.get("data_hash", ""), "study_run_id": study_run_id})
+                   "seed": t_seed, "data_hash": data_of(t_seed), "study_run_id": study_run_id})
     t_version = tracker.register(t_own.get("model_uri") or teacher["model_uri"], teacher_name, t_tags)
     out["teacher"] = {"name": teacher_name, "version": t_version, "seed": t_seed}
     if not candidate:
@@ -175,7 +178,7 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     s_tags.update({f"mean.teacher.{k}": teacher.get(k) for k in GATE_KEYS})
     s_tags.update({"run_id": s_own["mlflow_run_id"], "variant": candidate, "seed": seed,
                    "teacher_version": t_version, "teacher_seed": seed, "teacher_run_id": t_same.get("mlflow_run_id"),
-                   "teacher_name": teacher_name, "data_hash": summary.get("data_hash", ""),
+                   "teacher_name": teacher_name, "data_hash": data_of(seed),
                    "study_run_id": study_run_id})
     s_ch, t_ch = s_own.get("challenge_accuracy"), t_same.get("challenge_accuracy")
     s_tags["retention"] = (s_ch / t_ch) if s_ch is not None and t_ch else None

@@ -167,7 +167,8 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         # numbers (and its teacher's of the same seed), not the mean over seeds
         entry["per_seed"] = {
             str(r[0]["seed"]): {**{k: r[0].get(k) for k in GATE_KEYS}, "by_group": dict(r[0].get("by_group") or {}),
-                                "mlflow_run_id": r[0].get("run_id"), "model_uri": r[0].get("model_uri")}
+                                "mlflow_run_id": r[0].get("run_id"), "model_uri": r[0].get("model_uri"),
+                                "data_hash": r[0].get("data_hash")}
             for r in runs
         }
         entry["competent"] = is_competent(entry, cfg.gate)
@@ -194,11 +195,17 @@ def build_summary(cfg: StudyConfig, evals: list[dict[str, Any]], eval_dirs: list
         }
         transfer[name].update(_retention_ci95(cfg, by_variant.get(name, []), by_variant.get(ref, [])))
 
-    data_hashes = sorted({str(ev["data_hash"]) for ev in evals if ev.get("data_hash")})
+    by_seed_hash: dict[str, set[str]] = {}
+    for ev in evals:
+        if ev.get("data_hash"):
+            by_seed_hash.setdefault(str(ev["seed"]), set()).add(str(ev["data_hash"]))
+    data_hashes = sorted({h for hashes in by_seed_hash.values() for h in hashes})
     summary = {
         "preset": cfg.preset, "task": cfg.task, "seeds": list(cfg.seeds), "config_hash": cfg.config_hash(),
-        # the dataset's content hash (every variant saw the same one; "" if they disagree or none recorded it)
+        # the dataset's content hash when every variant of every seed saw the same one, else ""; each
+        # seed's own under "data_hashes" (each seed draws its own data: StudyConfig.for_seed)
         "data_hash": data_hashes[0] if len(data_hashes) == 1 else "",
+        "data_hashes": {seed: (sorted(h)[0] if len(h) == 1 else "") for seed, h in sorted(by_seed_hash.items())},
         "variants": variants, "transfer": transfer,
         "findings": _findings(cfg, by_variant),
         "candidate": _candidate(cfg, variants),
