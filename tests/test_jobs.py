@@ -14,6 +14,7 @@ from debiaskd.core.config import StudyConfig, load_config
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.jobs.base import ERROR_FILE_ENV
 from debiaskd.jobs.registry import JOBS, make_job, run_job
+from debiaskd.jobs.report import GROUP_TABLE, RETENTION_TABLE, report_figures, summary_tables
 from debiaskd.jobs.study import EndStudyJob
 from debiaskd.jobs.train import TrainJob
 from debiaskd.tracking.tracker import Tracker
@@ -101,3 +102,41 @@ def test_the_exit_task_records_the_champion_only_if_it_is_this_studys_candidate(
     written = json.loads(summary.read_text())
     assert written["promoted"] == expected
     assert list(written) == ["preset", "registration", "promoted"]  # the report's key order is kept
+
+
+SUMMARY = {
+    "plots": ["group_accuracy.png", "retention.png", "student_kd-s0__attention_heatmap.png"],
+    "variants": {
+        "teacher_debiased": {"role": "teacher", "seeds": [0, 1],
+                             "by_group": {"lexical_overlap/non-entailment": 0.6, "lexical_overlap/entailment": 0.9},
+                             "by_group_std": {"lexical_overlap/non-entailment": 0.05}},
+        "student_kd": {"role": "student", "seeds": [0, 1],
+                       "by_group": {"lexical_overlap/non-entailment": 0.3, "lexical_overlap/entailment": None}},
+    },
+    "transfer": {"student_kd": {"teacher": "teacher_debiased", "meaningful": False,
+                                "by_group_retention": {"lexical_overlap/non-entailment": 0.5,
+                                                       "lexical_overlap/entailment": None},
+                                "by_group_retention_ci95": {"lexical_overlap/non-entailment": [0.4, 0.6]}}},
+}
+
+
+def test_the_summary_tables_have_one_row_per_variant_and_group() -> None:
+    """What the summary step logs with log_table: every measured (variant, group) and (student, group)."""
+    tables = summary_tables(SUMMARY)
+    assert set(tables) == {GROUP_TABLE, RETENTION_TABLE}
+    groups = tables[GROUP_TABLE]
+    rows = list(zip(*groups.values(), strict=True))
+    assert list(groups) == ["variant", "role", "group", "accuracy", "accuracy_std", "n_seeds"]
+    assert rows == [("teacher_debiased", "teacher", "lexical_overlap/entailment", 0.9, None, 2),
+                    ("teacher_debiased", "teacher", "lexical_overlap/non-entailment", 0.6, 0.05, 2),
+                    ("student_kd", "student", "lexical_overlap/non-entailment", 0.3, None, 2)]  # no None row
+    retention = tables[RETENTION_TABLE]
+    assert list(zip(*retention.values(), strict=True)) == [
+        ("student_kd", "teacher_debiased", "lexical_overlap/non-entailment", 0.5, 0.4, 0.6, False)]
+    assert RETENTION_TABLE not in summary_tables({**SUMMARY, "transfer": {}})  # a study without students
+
+
+def test_the_report_plots_become_image_keys(tmp_path) -> None:
+    assert report_figures(tmp_path, SUMMARY) == {
+        "group_accuracy": tmp_path / "group_accuracy.png", "retention": tmp_path / "retention.png",
+        "mechanism/student_kd-s0/attention_heatmap": tmp_path / "student_kd-s0__attention_heatmap.png"}

@@ -132,3 +132,43 @@ def test_promote_command_exits_3_when_refused_and_0_when_passing(mlflow_server, 
     assert main(["promote", "--model", name, "--version", bad, "--tracking-uri", uri]) == 3
     assert "promotion refused" in capsys.readouterr().err
     assert str(tracking.alias_version(uri, name, "champion").version) == good
+
+
+def _png(path, colour):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), colour).save(path)
+    return path
+
+
+def test_figures_and_tables_reach_the_study_run_once(mlflow_server, tmp_path):
+    """Figures become MLflow images (keys, step 0) and tables MLflow tables; logging them again (a summary
+    step run a second time on the same study run) adds nothing: log_table would append rows."""
+    import pandas as pd
+    from PIL import Image
+
+    from debiaskd.tracking.tracker import Tracker
+
+    uri = mlflow_server.uri
+    tracker = Tracker(uri=uri, study_run_id=tracking.start_study_run(
+        uri, load_config("smoke", overrides=["tracking.experiment=figures-test"]), "study"))
+    figures = {"group_accuracy": _png(tmp_path / "g.png", "red"),
+               "mechanism/student_kd-s0/attention": _png(tmp_path / "a.png", "blue"),
+               "retention": tmp_path / "missing.png"}  # a plot the report could not draw is left out
+    assert sorted(tracker.log_figures(figures)) == ["group_accuracy", "mechanism/student_kd-s0/attention"]
+    assert tracker.log_figures(figures) == []
+    c = tracking.client(uri)
+    run = c.get_run(tracker.study_run_id)
+    assert run.data.tags[tracking.FIGURES_TAG] == "group_accuracy,mechanism/student_kd-s0/attention"
+    assert run.data.tags["mlflow.loggedImages"].lower() == "true"  # MLflow's mark: the UI shows image charts
+    images = sorted(a.path for a in c.list_artifacts(tracker.study_run_id, "images") if a.path.endswith(".png"))
+    assert len(images) == 2  # one per key, not one per call
+    local = tracking.download_artifacts(uri, tracker.study_run_id, images[0], tmp_path / "dl")
+    assert Image.open(local).getpixel((0, 0)) in ((255, 0, 0), (0, 0, 255))
+
+    table = {"variant": ["teacher_debiased", "student_kd"], "group": ["lexical_overlap/non-entailment"] * 2,
+             "accuracy": [0.6, 0.5], "ci_low": [None, 0.4]}
+    assert tracker.log_table(table, "tables/group_accuracy.json") is True
+    assert tracker.log_table(table, "tables/group_accuracy.json") is False
+    loaded = c.load_table(run.info.experiment_id, "tables/group_accuracy.json", run_ids=[tracker.study_run_id])
+    pd.testing.assert_frame_equal(loaded.reset_index(drop=True), pd.DataFrame(table), check_dtype=False)

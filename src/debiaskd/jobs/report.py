@@ -108,7 +108,59 @@ class SummarizeJob(Job):
         if tracker.active:
             tracker.log_metrics(summary_metrics(summary))
             tracker.log_artifacts(self.out_dir, "report")
+            # what the MLflow UI shows as images and tables, beside the report folder's files
+            tracker.log_figures(report_figures(self.out_dir, summary))
+            for artifact_file, table in summary_tables(summary).items():
+                tracker.log_table(table, artifact_file)
         return {"summary": summary, "gate": gate_decision(summary), "page": page}
+
+
+#: the study run's tables (MLflow ``log_table`` artifacts)
+GROUP_TABLE, RETENTION_TABLE = "tables/group_accuracy.json", "tables/retention.json"
+
+
+def report_figures(out_dir: Path, summary: dict[str, Any]) -> dict[str, Path]:
+    """The report's plots as MLflow image keys: ``group_accuracy``, ``retention``, and each analysis plot
+    (``<run>__<plot>.png``, copied by the report) as ``mechanism/<run>/<plot>``."""
+    figures = {}
+    for name in summary.get("plots") or []:
+        stem = Path(name).stem
+        run, sep, plot = stem.partition("__")
+        figures[f"mechanism/{run}/{plot}" if sep else stem] = Path(out_dir) / name
+    return figures
+
+
+def summary_tables(summary: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """The per-group tables of a summary, one row per (variant, group) and per (student, group):
+    :data:`GROUP_TABLE` (challenge accuracy of every variant by bias group) and, when the study has
+    students, :data:`RETENTION_TABLE` (student / teacher accuracy by group, with its 95% interval where
+    there is one). Long tables: MLflow's table view sorts and filters them, ``mlflow.load_table`` stacks
+    them across runs."""
+    groups: dict[str, list[Any]] = {"variant": [], "role": [], "group": [], "accuracy": [], "accuracy_std": [],
+                                    "n_seeds": []}
+    for name, entry in summary["variants"].items():
+        stds = entry.get("by_group_std") or {}
+        for group, accuracy in sorted((entry.get("by_group") or {}).items()):
+            if accuracy is None:
+                continue
+            for column, value in zip(groups, (name, entry.get("role"), group, accuracy, stds.get(group),
+                                              len(entry.get("seeds") or [])), strict=True):
+                groups[column].append(value)
+    tables = {GROUP_TABLE: groups}
+    retention: dict[str, list[Any]] = {"student": [], "teacher": [], "group": [], "retention": [], "ci_low": [],
+                                       "ci_high": [], "meaningful": []}
+    for name, entry in (summary.get("transfer") or {}).items():
+        cis = entry.get("by_group_retention_ci95") or {}
+        for group, value in sorted((entry.get("by_group_retention") or {}).items()):
+            if value is None:
+                continue
+            ci = cis.get(group) or (None, None)
+            for column, cell in zip(retention, (name, entry.get("teacher"), group, value, ci[0], ci[1],
+                                                bool(entry.get("meaningful"))), strict=True):
+                retention[column].append(cell)
+    if retention["student"]:
+        tables[RETENTION_TABLE] = retention
+    return tables
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:

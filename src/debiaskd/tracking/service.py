@@ -320,6 +320,52 @@ def log_dataset(uri: str, run_id: str, frame, name: str, digest: str, source: st
     _call(uri, "log the data set input", log)
 
 
+#: a run's tag listing the figure keys :func:`log_figures` logged into it (so a second call adds none twice)
+FIGURES_TAG = "debiaskd.figures"
+_IMAGE_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def log_figures(uri: str, run_id: str, figures: dict[str, str | Path]) -> list[str]:
+    """Log PNG files as MLflow images (``log_image`` with a key, step 0): the experiment's chart view shows
+    them side by side across runs (*Image grid*). A key already logged into the run (:data:`FIGURES_TAG`)
+    is skipped; returns the keys logged now."""
+    import mlflow  # MLflow: slow (~2.5 s), only this call needs it
+
+    c = client(uri)
+    done = set(filter(None, _call(uri, "read the run", lambda: c.get_run(run_id)).data.tags.get(
+        FIGURES_TAG, "").split(",")))
+    logged = []
+    for key, png in figures.items():
+        key = _IMAGE_KEY.sub("_", key)
+        if key in done or not Path(png).is_file():
+            continue
+        image = mlflow.Image(str(png))
+        _call(uri, f"log the figure {key}", lambda key=key, image=image: c.log_image(
+            run_id, image, key=key, step=0, synchronous=True))
+        logged.append(key)
+        done.add(key)
+        set_tags(uri, run_id, {FIGURES_TAG: ",".join(sorted(done))})
+    return logged
+
+
+def log_table(uri: str, run_id: str, data: dict[str, list[Any]], artifact_file: str) -> bool:
+    """Log a table (columns of equal length) with MLflow's ``log_table``: the run's artifact view shows it
+    as a table, ``mlflow.load_table`` stacks it across runs. ``log_table`` appends to a table already
+    there, so a table the run holds already is left as it is; returns whether it was logged now."""
+    c = client(uri)
+    folder, _, name = artifact_file.rpartition("/")
+    if artifact_file in list_artifacts(uri, run_id, folder or None):
+        return False
+
+    def log() -> None:
+        with warnings.catch_warnings():  # pandas 3 warns about a dtype test inside log_table
+            warnings.filterwarnings("ignore", message=".*'str' dtypes are included by select_dtypes.*")
+            c.log_table(run_id, data=data, artifact_file=artifact_file)
+
+    _call(uri, f"log the table {name}", log)
+    return True
+
+
 def _keep_running(uri: str, run_id: str) -> None:
     """Put a run back to RUNNING after a fluent ``with mlflow.start_run(run_id)`` block closed it."""
     client(uri).update_run(run_id, status="RUNNING")

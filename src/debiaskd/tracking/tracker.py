@@ -102,6 +102,14 @@ class Tracker(BaseModel):
     def log_dataset(self, run_id: str, frame: Any, name: str, digest: str, source: str, context: str) -> None:
         service.log_dataset(self.require_uri(), run_id, frame, name, digest, source, context)
 
+    def log_figures(self, figures: dict[str, str | Path], run_id: str | None = None) -> list[str]:
+        """Log PNG files as MLflow images under their keys (once per key and run); returns the keys logged."""
+        return service.log_figures(self.require_uri(), self._run(run_id), figures)
+
+    def log_table(self, data: dict[str, list[Any]], artifact_file: str, run_id: str | None = None) -> bool:
+        """Log a table (columns of equal length) as an MLflow table, unless the run holds it already."""
+        return service.log_table(self.require_uri(), self._run(run_id), data, artifact_file)
+
     def log_model(self, run_id: str, model_dir: str | Path, task: str) -> str:
         return service.log_model(self.require_uri(), run_id, model_dir, task)
 
