@@ -172,3 +172,24 @@ def test_figures_and_tables_reach_the_study_run_once(mlflow_server, tmp_path):
     assert tracker.log_table(table, "tables/group_accuracy.json") is False
     loaded = c.load_table(run.info.experiment_id, "tables/group_accuracy.json", run_ids=[tracker.study_run_id])
     pd.testing.assert_frame_equal(loaded.reset_index(drop=True), pd.DataFrame(table), check_dtype=False)
+
+
+def test_the_data_set_input_names_the_data_version(mlflow_server):
+    """The training data set's source is the data version (no path inside a task's container)."""
+    import json
+
+    import pandas as pd
+
+    from debiaskd.tracking.lineage import data_version
+
+    uri = mlflow_server.uri
+    cfg = load_config("smoke", overrides=["tracking.experiment=lineage-test"])
+    run = tracking.start_variant_run(uri, tracking.start_study_run(uri, cfg, "study"), "student_kd", 0, "student")
+    version = data_version("ab" * 32, "cd" * 20, "ef" * 16 + ".dir")
+    frame = pd.DataFrame({"premise": ["A man sleeps."], "hypothesis": ["A man rests."], "label": [0]})
+    tracking.log_dataset(uri, run, frame, "train", "ab" * 32, version, "training")
+    got = tracking.client(uri).get_run(run)
+    [inp] = got.inputs.dataset_inputs
+    assert json.loads(inp.dataset.source) == {"uri": version}
+    assert inp.dataset.digest == ("ab" * 32)[:36] and inp.dataset.name == "train"
+    assert got.info.status == "RUNNING"  # logging the input leaves the run open for its evaluation

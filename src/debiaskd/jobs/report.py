@@ -15,6 +15,7 @@ from debiaskd.core.study import analysis_pairs, run_name, variant_specs
 from debiaskd.jobs.base import Job, read_result
 from debiaskd.reporting.html import folder_page
 from debiaskd.reporting.report import HEADLINE, build_summary, write_report
+from debiaskd.tracking.lineage import current_data_version
 from debiaskd.tracking.service import CHALLENGER
 from debiaskd.tracking.tracker import Tracker
 
@@ -183,7 +184,9 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     so is the evidence the gate reads: ``metric.*`` is that seed's evaluation, ``teacher.*`` the
     teacher's on the same seed; the means over seeds go under ``mean.metric.*`` / ``mean.teacher.*``
     for the record only. The gate's thresholds are stored as ``gate.threshold.*``, so a later
-    ``promote`` re-applies them.
+    ``promote`` re-applies them. ``data_hash`` is the content hash of the registered seed's data and
+    ``data_version`` the version its training run logged (:mod:`debiaskd.tracking.lineage`: git revision,
+    DVC hash of ``data/``, content hash).
     """
     variants = summary["variants"]
     teacher_name, student_name = f"{cfg.model_prefix}-teacher", f"{cfg.model_prefix}-student"
@@ -204,6 +207,11 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     def data_of(seed: str) -> str:  # the dataset version the registered seed trained and was evaluated on
         return (summary.get("data_hashes") or {}).get(seed) or summary.get("data_hash", "")
 
+    def version_of(run_id: str | None, data_hash: str) -> str:
+        # the data version the training run logged; computed here for a run that logged none
+        logged = tracker.run_params(run_id).get("data.version") if run_id else None
+        return logged or current_data_version(data_hash)
+
     def first_seed(entry: dict[str, Any]) -> str:
         seeds = entry.get("seeds") or sorted(int(k) for k in (entry.get("per_seed") or {"0": None}))
         return str(seeds[0])
@@ -212,8 +220,9 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     t_own = own(teacher, t_seed)
     t_tags = {f"metric.{k}": t_own.get(k) for k in GATE_KEYS}
     t_tags.update({f"mean.metric.{k}": teacher.get(k) for k in GATE_KEYS})
-    t_tags.update({"run_id": t_own.get("mlflow_run_id") or teacher["mlflow_run_id"], "variant": "teacher_debiased",
-                   "seed": t_seed, "data_hash": data_of(t_seed), "study_run_id": study_run_id})
+    t_run = t_own.get("mlflow_run_id") or teacher["mlflow_run_id"]
+    t_tags.update({"run_id": t_run, "variant": "teacher_debiased", "seed": t_seed, "data_hash": data_of(t_seed),
+                   "data_version": version_of(t_run, data_of(t_seed)), "study_run_id": study_run_id})
     t_version = tracker.register(t_own.get("model_uri") or teacher["model_uri"], teacher_name, t_tags)
     out["teacher"] = {"name": teacher_name, "version": t_version, "seed": t_seed}
     if not candidate:
@@ -231,7 +240,7 @@ def register_candidates(cfg: StudyConfig, summary: dict[str, Any], tracker: Trac
     s_tags.update({"run_id": s_own["mlflow_run_id"], "variant": candidate, "seed": seed,
                    "teacher_version": t_version, "teacher_seed": seed, "teacher_run_id": t_same.get("mlflow_run_id"),
                    "teacher_name": teacher_name, "data_hash": data_of(seed),
-                   "study_run_id": study_run_id})
+                   "data_version": version_of(s_own["mlflow_run_id"], data_of(seed)), "study_run_id": study_run_id})
     s_ch, t_ch = s_own.get("challenge_accuracy"), t_same.get("challenge_accuracy")
     s_tags["retention"] = (s_ch / t_ch) if s_ch is not None and t_ch else None
     t_groups, s_groups = t_same.get("by_group") or {}, s_own.get("by_group") or {}

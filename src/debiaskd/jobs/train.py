@@ -18,6 +18,7 @@ from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import analysed, run_name, variant_specs
 from debiaskd.jobs.base import RESULT_FILE, Job, read_result, records_errors, share_cpus, write_json
 from debiaskd.reporting.report import HEADLINE
+from debiaskd.tracking.lineage import current_data_version
 
 
 def headline(evaluation: dict[str, Any]) -> dict[str, float]:
@@ -106,12 +107,16 @@ class TrainJob(Job):
         train = ds.splits[train_name]
         run_id = None
         if tracker.active:
+            # the data set's source names its version (git revision, DVC hash of data/, content hash), not
+            # a folder inside this task's container
+            version = current_data_version(ds.content_hash)
             params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
-            params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash})
+            params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash,
+                           "data.version": version})
             run_id = tracker.start_variant(variant, seed, spec.role, params)
             tracker.log_dataset(run_id, getattr(train, "frame", train).drop(columns=["bias_probs"],
                                 errors="ignore").head(1000), f"{train_name}", ds.content_hash,
-                                str(self.dataset_dir.resolve()), "training")
+                                version, "training")
         monitor = tracker.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
         try:
             with monitor:

@@ -320,6 +320,12 @@ def log_dataset(uri: str, run_id: str, frame, name: str, digest: str, source: st
     _call(uri, "log the data set input", log)
 
 
+def run_params(uri: str, run_id: str) -> dict[str, str]:
+    """The parameters a run logged."""
+    c = client(uri)
+    return dict(_call(uri, "read the run", lambda: c.get_run(run_id)).data.params)
+
+
 #: a run's tag listing the figure keys :func:`log_figures` logged into it (so a second call adds none twice)
 FIGURES_TAG = "debiaskd.figures"
 _IMAGE_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")

@@ -102,6 +102,10 @@ class Tracker(BaseModel):
     def log_dataset(self, run_id: str, frame: Any, name: str, digest: str, source: str, context: str) -> None:
         service.log_dataset(self.require_uri(), run_id, frame, name, digest, source, context)
 
+    def run_params(self, run_id: str | None = None) -> dict[str, str]:
+        """The parameters the run logged."""
+        return service.run_params(self.require_uri(), self._run(run_id))
+
     def log_figures(self, figures: dict[str, str | Path], run_id: str | None = None) -> list[str]:
         """Log PNG files as MLflow images under their keys (once per key and run); returns the keys logged."""
         return service.log_figures(self.require_uri(), self._run(run_id), figures)
