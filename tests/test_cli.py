@@ -142,3 +142,28 @@ def test_submit_wait_gives_up_after_its_timeout(fake_kfp, capsys):
 def test_submit_to_unreachable_endpoint_is_a_clear_error(capsys):
     assert main(["submit", "--host", "http://127.0.0.1:9", "--preset", "smoke"]) == 2
     assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_run_takes_seeds_and_ends_with_how_to_open_the_mlflow_ui(tmp_path, capsys, monkeypatch):
+    """`--seed` repeats (dvc.yaml's study stage passes params.yaml's seeds so) and wins over --set; after the
+    results, the `mlflow ui` command for the run's sqlite store and the link to its experiment's training
+    runs. The study itself is stood in for: the smoke run in test_pipeline_run.py checks the http case."""
+    from debiaskd.pipeline import local_run
+    from debiaskd.tracking import service as tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.ensure_experiment(uri, "cli-hint")
+    seen = {}
+
+    def run_local(cfg, out_dir, tracking_uri=None, **kwargs):
+        seen["seeds"] = list(cfg.seeds)
+        return {"variants": {}, "promoted": None, "tracking_uri": uri}
+
+    monkeypatch.setattr(local_run, "run_local", run_local)
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "run"), "--set", "tracking.experiment=cli-hint",
+                 "--set", "seeds=[9]", "--seed", "3", "--seeds", "5"]) == 0
+    assert seen["seeds"] == [3, 5]
+    out = capsys.readouterr().out
+    assert f"MLflow UI: mlflow ui --backend-store-uri {uri}" in out
+    link = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert link in out.splitlines()[-1]  # one line, unbroken, whatever the terminal's width

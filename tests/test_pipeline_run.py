@@ -98,6 +98,46 @@ def test_mlflow_holds_runs_metrics_artifacts_and_registry(smoke_run):
     assert teacher.tags["variant"] == "teacher_debiased"
 
 
+def test_mlflow_shows_figures_tables_and_data_versions_and_run_says_where(smoke_run):
+    """After the results, `run` prints the server and the link to the experiment's training runs; the study
+    run holds the report's plots as MLflow images and the per-group tables as MLflow tables; the training
+    runs' data set inputs and the registered versions name the data version."""
+    from debiaskd.tracking import lineage
+
+    out, proc, uri = smoke_run
+    summary = json.loads((out / "summary.json").read_text())
+    c = tracking.client(uri)
+    experiment_id = c.get_experiment_by_name("e2e-smoke").experiment_id
+    assert f"MLflow UI: {uri}" in proc.stdout
+    assert f"{uri}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in proc.stdout
+
+    study_id = c.get_run(summary["variants"]["student_kd"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    keys = set(c.get_run(study_id).data.tags[tracking.FIGURES_TAG].split(","))
+    assert {"group_accuracy", "retention"} <= keys
+    assert len(keys) == len(summary["plots"])  # the analysis plots too, as mechanism/<run>/<plot>
+    assert summary.get("analysis") and any(key.startswith("mechanism/") for key in keys)
+    assert len([a for a in c.list_artifacts(study_id, "images") if a.path.endswith(".png")]) == len(keys)
+    groups = c.load_table(experiment_id, "tables/group_accuracy.json", run_ids=[study_id])
+    expected = {(name, group): acc for name, entry in summary["variants"].items()
+                for group, acc in entry["by_group"].items() if acc is not None}
+    assert len(groups) == len(expected)
+    assert {(r.variant, r.group): r.accuracy for r in groups.itertuples()} == pytest.approx(expected)
+    retention = c.load_table(experiment_id, "tables/retention.json", run_ids=[study_id])
+    assert set(retention["student"]) == {name for name, entry in summary["transfer"].items()
+                                         if any(v is not None for v in entry["by_group_retention"].values())}
+
+    root = lineage.checkout_root()
+    for reg in summary["registration"].values():
+        version = c.get_model_version(reg["name"], reg["version"])
+        trained = c.get_run(version.tags["run_id"])
+        assert version.tags["data_version"] == trained.data.params["data.version"]
+        parts = lineage.parse_data_version(version.tags["data_version"])
+        assert parts == {"git": lineage.git_revision(root), "dvc": lineage.dvc_data_hash(root),
+                         "data": trained.data.params["data.content_hash"]}
+        [data_set] = trained.inputs.dataset_inputs
+        assert json.loads(data_set.dataset.source) == {"uri": version.tags["data_version"]}
+
+
 def _task_outputs(out: Path, task: str) -> list[dict]:
     """What a task's executor reported for its artifacts (the metadata the Kubeflow UI reads)."""
     found = []

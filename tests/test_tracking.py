@@ -193,3 +193,28 @@ def test_the_data_set_input_names_the_data_version(mlflow_server):
     assert json.loads(inp.dataset.source) == {"uri": version}
     assert inp.dataset.digest == ("ab" * 32)[:36] and inp.dataset.name == "train"
     assert got.info.status == "RUNNING"  # logging the input leaves the run open for its evaluation
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("sqlite:////runs/my run/mlflow.db",
+     ["MLflow UI: mlflow ui --backend-store-uri 'sqlite:////runs/my run/mlflow.db'   (serves http://127.0.0.1:5000)",
+      "  runs: http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"]),
+    ("http://mlflow.example:5000/",
+     ["MLflow UI: http://mlflow.example:5000",
+      "  runs: http://mlflow.example:5000/#/experiments/7/runs?workflowType=machine_learning"]),
+    ("https://user:secret@mlflow.example",
+     ["MLflow UI: https://mlflow.example",
+      "  runs: https://mlflow.example/#/experiments/7/runs?workflowType=machine_learning"]),
+    ("postgresql://mlflow:secret@db:5432/mlflow",
+     ["MLflow UI: mlflow ui --backend-store-uri 'postgresql://mlflow:***@db:5432/mlflow'   "
+      "(serves http://127.0.0.1:5000)",
+      "  runs: http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"]),
+])
+def test_the_ui_hint_opens_the_experiments_training_runs(uri, expected):
+    assert tracking.ui_hint(uri, "7") == expected
+    assert "secret" not in "\n".join(tracking.ui_hint(uri, "7"))
+
+
+def test_the_ui_hint_without_an_experiment_gives_the_ui_only():
+    assert tracking.ui_hint("sqlite:////r/mlflow.db", None) == [
+        "MLflow UI: mlflow ui --backend-store-uri sqlite:////r/mlflow.db   (serves http://127.0.0.1:5000)"]

@@ -88,6 +88,8 @@ def run(
     = None,
     tracking_uri: TrackingOpt = None,
     overrides: SetOpt = None,
+    seeds: Annotated[list[int] | None, typer.Option(
+        "--seed", "--seeds", help="a training seed (repeatable: --seed 0 --seed 1 is --set seeds=[0,1])")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream the kfp task logs")] = False,
     warm_workers: Annotated[bool, typer.Option(
         "--warm/--no-warm", envvar="DEBIASKD_WARM",
@@ -105,6 +107,8 @@ def run(
     from debiaskd.reporting.report import results_headers, results_rows
 
     _check_task(task, (*TASK_NAMES, ALL_TASKS))
+    if seeds:  # after every --set: the explicit option wins
+        overrides = [*(overrides or []), f"seeds=[{', '.join(str(seed) for seed in seeds)}]"]
     every = task == ALL_TASKS
     tasks = list(TASK_NAMES) if every else [task]
     _check_tracking(tracking_uri)
@@ -131,8 +135,20 @@ def run(
             reg = (summary.get("registration") or {}).get("student")
             why = "; ".join(r for r in reg["gate"]["reasons"]) if reg else "no student registered"
             out.print(f"[yellow]no student promoted[/]: {why}")
-        out.print(f"report: {Path(target) / 'report.md'}   summary: {Path(target) / 'summary.json'}   "
-                  f"MLflow: mlflow ui --backend-store-uri {summary.get('tracking_uri', '')}")
+        out.print(f"report: {Path(target) / 'report.md'}   summary: {Path(target) / 'summary.json'}")
+        _print_ui_hint(summary.get("tracking_uri") or "", cfg.experiment_name)
+
+
+def _print_ui_hint(uri: str, experiment: str) -> None:
+    """How to open the MLflow UI on the study's runs (the link left out when the store cannot be read)."""
+    if not uri:
+        return
+    try:
+        experiment_id = tracking.experiment_id(uri, experiment)
+    except DebiaskdError:
+        experiment_id = None
+    for line in tracking.ui_hint(uri, experiment_id):
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 # ----------------------------------------------------------------------- data

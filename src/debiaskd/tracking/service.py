@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sqlite3
 import tempfile
 import time
@@ -380,6 +381,43 @@ def _keep_running(uri: str, run_id: str) -> None:
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     c = client(uri)
     _call(uri, "end the run", lambda: c.set_terminated(run_id, status))
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the experiment ``name``, or None when there is none."""
+    c = client(uri)
+    exp = _call(uri, "find the experiment", lambda: c.get_experiment_by_name(name))
+    return None if exp is None else exp.experiment_id
+
+
+#: where ``mlflow ui`` serves by default
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def ui_hint(uri: str, experiment: str | None = None) -> list[str]:
+    """How to open the MLflow UI on an experiment's training runs: the ``mlflow ui`` command for a store
+    it reads directly (sqlite, a folder, a database; a password shown as ``***``), or the server itself for
+    an ``http(s)`` store; then the link to the experiment's runs in the *Model training* view (MLflow 3
+    opens an experiment in its GenAI view otherwise)."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    lines = []
+    if scheme in ("http", "https"):
+        base = uri.rstrip("/")
+        if parts.username or parts.password:
+            base = base.replace(parts.netloc, parts.hostname + (f":{parts.port}" if parts.port else ""), 1)
+        lines.append(f"MLflow UI: {base}")
+    elif scheme.startswith("databricks") or scheme == "uc":
+        return [f"MLflow: {uri} (experiment {experiment or '?'})"]
+    else:
+        shown = uri
+        if parts.password:
+            shown = uri.replace(f":{parts.password}@", ":***@", 1)
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {shlex.quote(shown)}   (serves {MLFLOW_UI})")
+        base = MLFLOW_UI
+    if experiment is not None:
+        lines.append(f"  runs: {base}/#/experiments/{experiment}/runs?workflowType=machine_learning")
+    return lines
 
 
 def find_study_run(uri: str, experiment: str, key: str) -> str | None:
