@@ -127,6 +127,10 @@ def test_mlflow_shows_figures_tables_and_data_versions_and_run_says_where(smoke_
                                          if any(v is not None for v in entry["by_group_retention"].values())}
 
     root = lineage.checkout_root()
+    # the data step records the version of the data it validated, per seed, on the study run
+    validated = lineage.parse_data_version(c.get_run(study_id).data.tags["debiaskd.data_version.seed-0"])
+    assert validated["git"] == lineage.git_revision(root) and validated["dvc"] == lineage.dvc_data_hash(root)
+    assert validated["data"] and len(validated["data"]) >= 12
     for reg in summary["registration"].values():
         version = c.get_model_version(reg["name"], reg["version"])
         trained = c.get_run(version.tags["run_id"])

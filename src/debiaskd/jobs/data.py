@@ -15,6 +15,7 @@ from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.paths import describe
 from debiaskd.jobs.base import Job
+from debiaskd.tracking.lineage import current_data_version
 
 
 def preflight(cfg: StudyConfig) -> None:
@@ -82,11 +83,18 @@ class ValidateDataJob(Job):
             (folder / "validation.json").write_text(report.to_json(), encoding="utf-8")
             if self.tracker.active:
                 self.tracker.log_artifacts(folder / "validation.json", f"validation/seed-{self.seed}")
-                self.tracker.set_tags({"debiaskd.validation": "passed" if report.ok else "failed"})
+                self.tracker.set_tags({"debiaskd.validation": "passed" if report.ok else "failed",
+                                       f"debiaskd.data_version.seed-{self.seed}": self.data_version()})
         report.raise_for_failures()
         verdict = "passed" if report.ok else "failed"
         page = f"# Data validation: {verdict}\n\n```json\n{report.to_json()[:20000]}\n```\n"
         return {"report": json.loads(report.to_json()), "page": page}
+
+    def data_version(self) -> str:
+        """The version of the data validated: git revision, DVC hash of ``data/``, content hash."""
+        from debiaskd.data.store import read_manifest  # the data layer: only where the job runs
+
+        return current_data_version(str(read_manifest(self.dataset_dir).get("content_hash", "")))
 
 
 class AugmentDataJob(Job):
