@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,9 +218,12 @@ def test_bias_temperature_softens_the_bias_model_in_the_debiasing_loss(tmp_path)
     assert any(not torch.equal(runs[1.0][k], runs[2.0][k]) for k in runs[1.0])
 
 
-def test_default_preset_debiases_with_a_softened_hypothesis_only_bias_model() -> None:
+def test_default_preset_debiases_with_the_recipe_chosen_on_challenge_dev() -> None:
     cfg = load_config("default")
-    assert (cfg.debias.bias_model, cfg.debias.bias_temperature) == ("hypothesis_only", 2.0)
+    chosen = json.loads((Path(__file__).parents[1] / "benchmarks" / "results-select-recipe.json").read_text())
+    assert "challenge_dev" in chosen["rule"] and chosen["chosen"] == "poe_hypothesis_t1"
+    assert {f"debias.{k}": v for k, v in cfg.debias.model_dump().items()
+            if f"debias.{k}" in chosen["chosen_overrides"]} == chosen["chosen_overrides"]
     assert (load_config("smoke").debias.bias_temperature, load_config("paper").debias.bias_model) == (1.0, "features")
 
 
