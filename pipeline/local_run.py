@@ -99,6 +99,7 @@ def run_local(
     With ``warm_workers`` each task's step runs in a process forked from one that imported the
     heavy libraries once (:mod:`debiaskd.runtime.warm`; its log is ``DIR/warm.log``) instead of paying
     for those imports in every task."""
+    preflight(cfg)  # before the output folder: a config that cannot run leaves nothing behind
     out = Path(out_dir).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,6 @@ def run_local(
     _check_writable(out)
     for name in OUTPUTS:  # a stale result must not pass for this run's
         (out / name).unlink(missing_ok=True)
-    preflight(cfg)
     save_config(cfg, out / "resolved_config.yaml")
     uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out)
     error_file = out / "errors.jsonl"

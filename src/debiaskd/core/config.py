@@ -99,7 +99,9 @@ class VisionModelConfig(_Strict):
     student: Literal["cnn_small"] = "cnn_small"
     teacher_width: int = Field(32, ge=4)
     student_width: int = Field(8, ge=2)
-    pretrained_path: str | None = Field(None, description="local torchvision weights (safetensors)")
+    pretrained_path: str | None = Field(
+        None, description="start the teacher from these weights instead of a random initialisation: a "
+        ".safetensors state dict or a debiaskd vision model folder of the same architecture and width")
 
 
 # --------------------------------------------------------------------- methods

@@ -13,6 +13,7 @@ import pandas as pd
 
 from debiaskd.core.config import StudyConfig, ValidationConfig, VisionDataConfig
 from debiaskd.core.errors import DebiaskdError
+from debiaskd.core.paths import describe
 from debiaskd.core.task import Loader, Task
 from debiaskd.data.augment import augment_vision
 from debiaskd.data.checks import Failure, group_and_id_rules, is_type
@@ -209,6 +210,14 @@ class VisionTask(Task):
         inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))])  # any size: the nets pool globally
         return inputs, np.zeros((1, 3, 16, 16), dtype=np.uint8)
 
+    def check_model_source(self, model_cfg: Any) -> None:
+        if model_cfg.pretrained_path:
+            path = Path(model_cfg.pretrained_path).expanduser()
+            if not (path.is_file() or (path / "model.safetensors").is_file()):
+                raise DebiaskdError(f"pretrained weights: this path {describe(path)}; expected a .safetensors "
+                                    "file or a debiaskd vision model folder", file=str(path),
+                                    rule="vision_model.pretrained_path")
+
     # -- training
     def make_inputs(self, data: Any, label_names: list[str], tokenizer: Any = None, max_length: int = 64) -> Any:
         from debiaskd.training.inputs import ImageInputs  # torch: slow, and only needed to train
@@ -219,11 +228,18 @@ class VisionTask(Task):
                     teacher_model: Any = None, layers: int | None = None, layer_map: list[int] | None = None,
                     num_classes: int = 10, tokenizer: Any = None) -> tuple[Any, Any, dict[str, Any]]:
         # torch: slow, and only needed to train
-        from debiaskd.training.models import build_vision_model, init_vision_from_teacher, vision_arch
+        from debiaskd.training.models import (
+            build_vision_model,
+            init_vision_from_teacher,
+            load_vision_weights,
+            vision_arch,
+        )
 
         arch, width = vision_arch(model_cfg, role)
         model = build_vision_model(arch, width, num_classes, seed)
         meta: dict[str, Any] = {"arch": arch, "width": width, "num_classes": num_classes}
+        if role == "teacher" and model_cfg.pretrained_path:
+            meta["pretrained_from"] = load_vision_weights(model, model_cfg.pretrained_path, arch, width)
         if init_from is not None:
             meta["init_copied"] = init_vision_from_teacher(model, init_from.model)
         return model, None, meta

@@ -192,27 +192,29 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, layer_map: list[in
 
 
 # ------------------------------------------------------------------- vision
-class _Block(nn.Module):
-    """A ResNet basic block (two 3×3 convs with a projection shortcut when needed)."""
+def basic_block(cin: int, cout: int, stride: int) -> nn.Module:
+    """torchvision's ResNet ``BasicBlock`` (two 3×3 convs, batch norm, ReLU after the sum) with a 1×1
+    projection shortcut where the shape changes. The shortcut is built after the block, so the
+    parameters draw from the random stream in the order conv1, conv2, shortcut."""
+    # torchvision (~0.3 s to import): only vision models are built from its blocks, NLI runs skip it
+    from torchvision.models.resnet import BasicBlock
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout else nn.Identity()
-        )
+    block = BasicBlock(cin, cout, stride)
+    if stride != 1 or cin != cout:
+        block.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return block
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+def upgrade_vision_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights saved before the blocks came from torchvision name the shortcut ``short``; it is
+    torchvision's ``downsample`` now (same tensors, same order)."""
+    return {key.replace(".short.", ".downsample."): value for key, value in state.items()}
 
 
 class SmallResNet(nn.Module):
-    """ResNet-style classifier for small images; ``blocks`` per stage, widths w, 2w, 4w."""
+    """A ResNet for small images from torchvision's ``BasicBlock``: a 3×3 stem (no 7×7 conv or max
+    pool, which would shrink a 16×16 digit to 4×4 before the first block), ``blocks`` blocks a stage,
+    widths w, 2w, 4w, global average pooling and a linear head."""
 
     def __init__(self, num_classes: int = 10, width: int = 32, blocks: int = 1, in_channels: int = 3) -> None:
         super().__init__()
@@ -221,7 +223,7 @@ class SmallResNet(nn.Module):
         stages, cin = [], width
         for i, mult in enumerate((1, 2, 4)):
             for j in range(blocks):
-                stages.append(_Block(cin, width * mult, 2 if (i > 0 and j == 0) else 1))
+                stages.append(basic_block(cin, width * mult, 2 if (i > 0 and j == 0) else 1))
                 cin = width * mult
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(cin, num_classes)
@@ -268,6 +270,31 @@ def build_vision_model(arch: str, width: int, num_classes: int, seed: int) -> nn
 
 def vision_arch(cfg: VisionModelConfig, role: str) -> tuple[str, int]:
     return (cfg.teacher, cfg.teacher_width) if role == "teacher" else (cfg.student, cfg.student_width)
+
+
+def load_vision_weights(model: nn.Module, source: str | Path, arch: str, width: int) -> str:
+    """Start a vision model from saved weights (``vision_model.pretrained_path``): a ``.safetensors``
+    state dict, or a debiaskd vision model folder (its ``model.safetensors``), of the same
+    architecture, width and number of classes. Returns the file read."""
+    path = Path(source).expanduser()
+    weights = path / VISION_WEIGHTS if path.is_dir() else path
+    rule = "vision_model.pretrained_path"
+    if not weights.is_file():
+        raise DebiaskdError(f"pretrained weights: this path {describe(weights)}; expected a .safetensors file "
+                            "or a debiaskd vision model folder", file=str(path), rule=rule)
+    try:
+        state = upgrade_vision_state(load_file(str(weights)))
+    except SafetensorError as exc:
+        raise DebiaskdError(f"weights file is truncated or corrupt ({str(exc)[:200]})", file=str(weights),
+                            rule=rule) from exc
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DebiaskdError(
+            f"weights do not fit the configured teacher ({arch}, width {width}): {str(exc).splitlines()[0]}",
+            file=str(weights), rule=rule,
+        ) from exc
+    return str(weights)
 
 
 def init_vision_from_teacher(student: nn.Module, teacher: nn.Module) -> list[str]:
@@ -383,7 +410,7 @@ def load_model(path: str | Path, attn_implementation: str | None = None) -> Load
             raise DebiaskdError(f"no {VISION_WEIGHTS} in the model folder", file=str(path), rule="model path")
         model = build_vision_model(meta["arch"], int(meta["width"]), int(meta.get("num_classes", 10)), 0)
         try:
-            model.load_state_dict(load_file(str(weights)))
+            model.load_state_dict(upgrade_vision_state(load_file(str(weights))))
         except SafetensorError as exc:
             raise DebiaskdError(f"weights file is truncated or corrupt ({str(exc)[:200]})", file=str(weights),
                                 rule="model weights") from exc
