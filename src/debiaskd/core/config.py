@@ -151,6 +151,10 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     num_threads: int | None = Field(None, ge=1)
+    processes: int = Field(
+        1, ge=1, description="data-parallel processes training each model of this role (torchrun; 1: this "
+        "process). The global batch stays batch_size × grad_accum: make grad_accum a multiple of it",
+    )
 
 
 class EvalConfig(_Strict):
@@ -326,7 +330,13 @@ class StudyConfig(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """What is trained, not by how many processes: ``*_train.processes`` is left out (a checkpoint
+        resumes under another count)."""
+        data = self.to_dict()
+        for section in data.values():
+            if isinstance(section, dict) and "grad_accum" in section:
+                section.pop("processes", None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
