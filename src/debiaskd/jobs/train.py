@@ -1,8 +1,9 @@
 """Train one variant (a teacher, or a student with its whole recipe) and evaluate it, in one job.
 
 One pipeline task per variant: the model is evaluated while the libraries are loaded, instead of in
-a second task. Training calls :func:`debiaskd.training.variant.train_variant_model` and nothing else
-of the training package; the torch/pandas stack is imported where the job runs.
+a second task. Training calls :func:`debiaskd.training.variant.train_variant_model` (with
+``*_train.processes`` above 1, through :func:`debiaskd.training.launch.train_in_processes`: the same call
+in each of N processes under torchrun); the torch/pandas stack is imported where the job runs.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class TrainJob(Job):
     def _train(self) -> dict[str, Any]:
         # pandas, torch: slow, only where the job runs (importing the jobs must stay cheap)
         from debiaskd.data.store import read_dataset
+        from debiaskd.training.launch import train_in_processes
         from debiaskd.training.variant import share_logits, train_split_name, train_variant_model
 
         cfg, variant, seed, tracker = self.config, self.variant, self.seed, self.tracker
@@ -120,8 +122,14 @@ class TrainJob(Job):
         monitor = tracker.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
         try:
             with monitor:
-                result = train_variant_model(spec, cfg, ds.splits, seed, self.model_dir, teacher_dir=teacher_dir,
-                                             reference_dir=reference_dir, progress=self.progress)
+                processes = cfg.train_config(spec.role).processes
+                if processes > 1:  # the same call, in each of N data-parallel processes under torchrun
+                    result = train_in_processes(processes, variant, cfg, seed, self.dataset_dir, self.model_dir,
+                                                teacher_dir=teacher_dir, reference_dir=reference_dir,
+                                                progress=self.progress)
+                else:
+                    result = train_variant_model(spec, cfg, ds.splits, seed, self.model_dir, teacher_dir=teacher_dir,
+                                                 reference_dir=reference_dir, progress=self.progress)
         except BaseException:
             if run_id:
                 tracker.end_run(run_id, "FAILED")
