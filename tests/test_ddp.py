@@ -195,4 +195,5 @@ def test_debiaskd_run_trains_a_teacher_with_two_processes_end_to_end(tmp_path) -
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert "teacher_erm" in summary["variants"]
     metas = [json.loads(p.read_text(encoding="utf-8")) for p in out.rglob(META_FILE)]
-    assert [m["train"]["processes"] for m in metas if m.get("variant") == "teacher_erm"] == [2]
+    trained = [m["train"]["processes"] for m in metas if m.get("variant") == "teacher_erm"]  # (+ MLflow's copy)
+    assert trained and set(trained) == {2}
