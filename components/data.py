@@ -2,7 +2,7 @@
 
 # kfp ships each component function's source alone (a lightweight component), so every import its body
 # needs is made inside the function: the function-local imports in this file are required, not a choice.
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 
 def prepare_data(config: str, seed: int, dataset: Output[Dataset]):
@@ -15,8 +15,10 @@ def prepare_data(config: str, seed: int, dataset: Output[Dataset]):
 
 
 def validate_data(config: str, seed: int, dataset: Input[Dataset], tracking_uri: str, study: Input[Artifact],
-                  report: Output[Markdown]):
-    """Run the GX suites; fail the pipeline (before training) when the data breaks a rule."""
+                  report: Output[Markdown], data_docs: Output[HTML]):
+    """Run the GX suites (one Checkpoint); fail the pipeline (before training) when the data breaks a rule.
+    ``report`` is the JSON report as Markdown, ``data_docs`` the Great Expectations Data Docs of this
+    validation as one self-contained HTML page (the full site is in the study run's artifacts)."""
     from pathlib import Path
 
     from debiaskd.runtime.dispatch import execute
@@ -25,6 +27,8 @@ def validate_data(config: str, seed: int, dataset: Input[Dataset], tracking_uri:
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     Path(report.path).write_text(result["page"], encoding="utf-8")
     report.metadata["ok"] = bool(result["report"].get("ok", True))
+    Path(data_docs.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(data_docs.path).write_text(result["html"], encoding="utf-8")  # a validation that passed built its docs
 
 
 def augment_data(config: str, seed: int, dataset: Input[Dataset], augmented: Output[Dataset]):

@@ -169,6 +169,9 @@ def test_kubeflow_ui_artifacts_are_single_files_metrics_and_confusion_matrices(s
     assert "student_kd_all" in (root / "end-study" / "report").read_text(encoding="utf-8")
     markdown = next(root.glob("for-loop-2-iteration-0/validate-data/report")).read_text(encoding="utf-8")
     assert markdown.startswith("# Data validation: passed")
+    docs = next(root.glob("for-loop-2-iteration-0/validate-data/data_docs")).read_text(encoding="utf-8")
+    assert docs.startswith("<!DOCTYPE html>") and "nli_train" in docs and "Data validation" in docs
+    assert not re.findall(r'<script|<link|(?:src|href)="(?!#|data:)', docs)  # one file that loads nothing
     trained = _task_outputs(out, "train-model") + _task_outputs(out, "train-student")
     assert len(trained) == len(VARIANTS)
     totals = set()

@@ -205,3 +205,20 @@ def test_uneven_transfer_reads_each_heuristics_anti_bias_group() -> None:
         "none/entailment": 0.9, "3/red": 0.7,
     })
     assert per == {"lexical_overlap/non-entailment": 0.5, "negation/entailment": 0.1}
+
+
+def test_seeds_with_their_own_number_of_challenge_examples_get_a_bootstrap_interval(tmp_path: Path) -> None:
+    """Each seed draws its own data: the vision challenge (colour-conflicting test images) differs in size."""
+    cfg = load_config("smoke", overrides=["seeds=[0,1,2]", "variants=[teacher_erm,teacher_debiased]"])
+    rng = np.random.default_rng(3)
+    evals, dirs = [], []
+    for seed, n in zip((0, 1, 2), (200, 150, 180), strict=True):
+        erm = rng.random(n) < 0.5
+        debiased = erm | (rng.random(n) < 0.3)
+        for variant, correct in (("teacher_erm", erm), ("teacher_debiased", debiased)):
+            ev, d = _eval(tmp_path, variant, seed, correct, 0.8)
+            evals.append(ev)
+            dirs.append(d)
+    f = _finding(build_summary(cfg, evals, dirs), "debiased_vs_erm_teacher")
+    assert f["bootstrap_ci_low"] is not None and f["bootstrap_ci_low"] < f["mean_difference"] < f["bootstrap_ci_high"]
+    assert f["bootstrap_ci_low"] > 0  # every seed gains about 15 points

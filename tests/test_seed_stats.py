@@ -86,3 +86,37 @@ def test_hierarchical_bootstrap_is_wider_than_one_that_ignores_seed_variance() -
     within = M.hierarchical_bootstrap_ci(a, b, 1000, 0.95, seed=0, resample_seeds=False)
     assert nested["mean"] == within["mean"]
     assert nested["ci_high"] - nested["ci_low"] > 2 * (within["ci_high"] - within["ci_low"])
+
+
+def test_ragged_bootstrap_for_seeds_with_their_own_number_of_examples() -> None:
+    """Each seed draws its own data, so seeds may hold different numbers of challenge examples."""
+    rng = np.random.default_rng(5)
+    a, b = _synthetic(rng, 5, 400, 0.04, 0.02)
+    # equal lengths: the same estimate, an interval of about the same place and width as the rectangular one
+    rect = M.hierarchical_bootstrap_ci(a, b, 2000, 0.95, seed=0)
+    ragged = M.hierarchical_bootstrap_ci_ragged(list(a), list(b), 2000, 0.95, seed=0)
+    assert ragged["mean"] == pytest.approx(rect["mean"])
+    assert ragged["ci_low"] == pytest.approx(rect["ci_low"], abs=0.006)
+    assert ragged["ci_high"] == pytest.approx(rect["ci_high"], abs=0.006)
+    # different lengths: the statistic is the mean of the seeds' means, not the pooled mean
+    rows_a = [np.ones(10), np.zeros(90)]
+    rows_b = [np.zeros(10), np.zeros(90)]
+    out = M.hierarchical_bootstrap_ci_ragged(rows_a, rows_b, 500, seed=0)
+    assert out["mean"] == pytest.approx(0.5) and out["n_seeds"] == 2
+    assert out["ci_low"] == 0.0 and out["ci_high"] == 1.0  # two seeds of constant difference 1 and 0
+    same = [np.ones(7), np.ones(3)]
+    assert M.hierarchical_bootstrap_ci_ragged(same, same, 100)["ci_high"] == 0.0
+    with pytest.raises(ValueError):
+        M.hierarchical_bootstrap_ci_ragged([np.ones(5)], [np.ones(6)])
+
+
+def test_ragged_bootstrap_covers_the_true_difference() -> None:
+    rng = np.random.default_rng(9)
+    mu, hits, reps = 0.05, 0, 40
+    for r in range(reps):
+        a, b = _synthetic(rng, 6, 300, mu, 0.01)
+        sizes = rng.integers(150, 300, size=6)
+        out = M.hierarchical_bootstrap_ci_ragged([x[:n] for x, n in zip(a, sizes, strict=True)],
+                                                 [x[:n] for x, n in zip(b, sizes, strict=True)], 400, 0.95, seed=r)
+        hits += out["ci_low"] <= mu <= out["ci_high"]
+    assert hits / reps >= 0.85

@@ -190,18 +190,33 @@ def data_validate(
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON validation report here")] = None,
+    docs: Annotated[Path | None, typer.Option(
+        help="build the Great Expectations Data Docs site of this validation in this folder (new, empty, or an "
+             "earlier site, which it replaces); without it the site is built only for invalid data, in a "
+             "temporary folder the error names")] = None,
 ) -> None:
-    """Run the Great Expectations suite on a data set; exit 2 naming file, rule and rows when invalid."""
+    """Run the Great Expectations suite on a data set; exit 2 naming file, rule, rows and the Data Docs page
+    when invalid."""
+    from debiaskd.data.docs import check_docs_dir  # next to the validation it serves (cheap: standard library)
     from debiaskd.data.validate import validate_spec  # pandas, Great Expectations: slow, only for validate
 
     _check_task(task)
     check_output_file(report, "--report")
+    if docs is not None:
+        check_docs_dir(docs, "--docs")
     cfg = _config(preset, config, None, task)
-    result = validate_spec(spec, task, cfg)
+    target = docs if docs is not None else Path(tempfile.mkdtemp(prefix="debiaskd-data-docs-"))
+    try:
+        result = validate_spec(spec, task, cfg, target, docs_if_failed=docs is None)
+    finally:
+        if docs is None and not any(target.iterdir()):
+            target.rmdir()  # no site was built: leave nothing behind
     if report is not None:
         write_text_atomic(report, result.to_json(), "--report")
     result.raise_for_failures()
-    out.print(f"[green]valid[/]: {spec} passed every expectation of the {task} suite")
+    out.print(f"[green]valid[/]: {escape(spec)} passed every expectation of the {task} suite")
+    if result.docs is not None:
+        out.print(f"Great Expectations Data Docs: {escape(str(result.docs))}", highlight=False)
 
 
 # ------------------------------------------------------------------- evaluate

@@ -481,6 +481,48 @@ def hierarchical_bootstrap_ci(
     return out
 
 
+def hierarchical_bootstrap_ci_ragged(
+    values_a: Sequence[np.ndarray], values_b: Sequence[np.ndarray], n_boot: int = 1000, confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`hierarchical_bootstrap_ci` for seeds with different numbers of examples.
+
+    When each seed draws its own data, its challenge split may hold another number of examples (the
+    vision challenge is the colour-conflicting part of each seed's test split). ``values_a[s]`` and
+    ``values_b[s]`` are seed ``s``'s paired per-example values (same length within a seed). The
+    statistic is the same: the mean over seeds of each seed's mean paired difference. Each resample
+    draws ``n_seeds`` seeds with replacement and, for every drawn slot (a seed drawn twice counts as
+    two independent slots), resamples that seed's examples with replacement.
+    """
+    diffs = []
+    for a, b in zip(values_a, values_b, strict=True):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape or a.ndim != 1:
+            raise ValueError(f"each seed needs paired 1-D arrays of one length, got {a.shape} and {b.shape}")
+        diffs.append(a - b)
+    n_seeds = len(diffs)
+    out: dict[str, Any] = {"mean": float(np.mean([d.mean() for d in diffs])) if n_seeds and all(len(d) for d in diffs)
+                           else None, "ci_low": None, "ci_high": None, "n_seeds": n_seeds, "n_boot": int(n_boot)}
+    if out["mean"] is None or n_boot <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # which seed fills each slot of each resample
+    slot_means = np.empty((n_boot, n_seeds))
+    for s, d in enumerate(diffs):  # every slot that drew seed s resamples s's examples afresh
+        where = np.nonzero(drawn == s)
+        k = len(where[0])
+        chunk = max(1, 2_000_000 // len(d))
+        means = np.empty(k)
+        for start in range(0, k, chunk):
+            size = min(k, start + chunk) - start
+            means[start:start + size] = d[rng.integers(0, len(d), size=(size, len(d)))].mean(axis=1)
+        slot_means[where] = means
+    stats_ = slot_means.mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    out["ci_low"], out["ci_high"] = float(np.quantile(stats_, alpha)), float(np.quantile(stats_, 1.0 - alpha))
+    return out
+
+
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 

@@ -1,10 +1,13 @@
 """Data validation with Great Expectations Core 1.x, and a readable failure report.
 
-Each split runs a GX expectation suite (ephemeral context, pandas data source) over a
-*validation frame*: the split's rows plus derived check columns (``_premise_is_str``,
-``_group_consistent``, per-image ``_pixel_max`` …) so that type and consistency rules are GX
-expectations too and every failure comes back with the offending row indices. GX returns
-results out of insertion order, so results are mapped back to rules by expectation type + kwargs.
+Each split runs a GX expectation suite over a *validation frame*: the split's rows plus derived
+check columns (``_premise_is_str``, ``_group_consistent``, per-image ``_pixel_max`` …) so that type
+and consistency rules are GX expectations too and every failure comes back with the offending row
+indices. A validation is a GX project of its own: a file-backed context in a temporary folder, the
+suites (``<task>_<split>``, built by :mod:`debiaskd.data.suites`, the same code that wrote the suites
+saved in ``debiaskd/gx/``), one Validation Definition per split and one Checkpoint running them; on
+request its Data Docs site is built into a folder the caller names (:mod:`debiaskd.data.docs`).
+Each expectation carries its rule's name in ``meta.rule``, so results map back to rules by name.
 
 Per split (NLI): required columns; no nulls; string / bool types; non-empty text of at most
 ``max_text_chars``; labels in the label set; heuristics known; ``group`` consistent with
@@ -26,12 +29,14 @@ challenge construction.
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import json
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import pandas as pd
@@ -41,13 +46,15 @@ from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.checks import MAX_EXAMPLES, Failure
 from debiaskd.data.checks import as_text as _as_text
 from debiaskd.data.checks import example as _example
+from debiaskd.data.docs import discard, prune_static, publish, single_page, staging_dir
 from debiaskd.data.loaders import load_spec, parse_spec
 from debiaskd.data.schema import ImageSplit
 from debiaskd.data.store import Dataset, read_dataset
+from debiaskd.data.suites import build_suite, suite_name
 from debiaskd.tasks import Task, get_task, task_of
 
-__all__ = ["Failure", "SplitReport", "ValidationReport", "cross_split_checks", "validate_dataset", "validate_spec",
-           "validate_split", "validate_splits"]
+__all__ = ["Failure", "SplitReport", "ValidationReport", "cross_split_checks", "docs_page", "validate_dataset",
+           "validate_spec", "validate_split", "validate_splits"]
 
 Split = pd.DataFrame | ImageSplit
 
@@ -67,12 +74,16 @@ class SplitReport:
 
 @dataclass
 class ValidationReport:
-    """Everything one validation found; saved as the JSON validation artifact."""
+    """Everything one validation found; saved as the JSON validation artifact. ``docs`` is the index
+    page of its Data Docs site and ``docs_pages`` each split's page there, when one was built (they
+    are not part of the JSON: a path is where this run put the site, not a property of the data)."""
 
     task: str
     source: str
     splits: list[SplitReport] = field(default_factory=list)
     cross: list[Failure] = field(default_factory=list)
+    docs: Path | None = None
+    docs_pages: dict[str, Path] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Failure]:
@@ -101,81 +112,127 @@ class ValidationReport:
             return f"{self.source}: valid ({len(self.splits)} split(s), {rows} rows)"
         return "\n".join(f.line() for f in self.failures)
 
-    def raise_for_failures(self) -> None:
-        """One :class:`DebiaskdError` listing every failure, with the first one's example rows."""
+    def raise_for_failures(self, docs_note: str | None = None) -> None:
+        """One :class:`DebiaskdError` listing every failure, with the first one's example rows; the
+        Data Docs page (when built) is named first, so no cut of a long message loses it. ``docs_note``
+        says where else the docs are (e.g. the MLflow run's artifacts)."""
         if self.ok:
             return
         fails = self.failures
         first = fails[0]
         listing = "\n".join(f"  * {f.line()}" for f in fails)
         rules = "; ".join(dict.fromkeys(f.rule for f in fails))
-        raise DebiaskdError(f"data validation failed ({len(fails)} rule(s) broken):\n{listing}\n"
+        docs = ""
+        if self.docs is not None:
+            docs = f"; Great Expectations Data Docs: {self.docs}"
+            split = next((s.split for s in self.splits if s.failures and s.split in self.docs_pages), None)
+            if split is not None:
+                docs += f" (split '{split}': {self.docs_pages[split]})"
+        if docs_note:
+            docs += f"; {docs_note}"
+        raise DebiaskdError(f"data validation failed ({len(fails)} rule(s) broken{docs}):\n{listing}\n"
                             f"first failure: {first.rule} in {first.file}",
                             file=first.file, rule=rules, examples=first.examples[:MAX_EXAMPLES])
 
 
 # ------------------------------------------------------------------------------ GX
-@functools.lru_cache(maxsize=1)
-def _gx_context():
-    import great_expectations as gx  # Great Expectations: slow (~6 s), only a suite run needs it
-
-    ctx = gx.get_context(mode="ephemeral")
-    try:
-        from great_expectations.data_context.types.base import ProgressBarsConfig  # as gx above
-
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    except Exception:  # cosmetic only
-        pass
-    source = ctx.data_sources.add_pandas("debiaskd")
-    return ctx, source
+#: how much of each failing expectation GX reports (the examples come from its row indices)
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
 
 
-_counter = itertools.count()
+class _Checkpoint:
+    """One validation's file-backed GX context in a temporary folder: a pandas data source with one
+    asset per split (the split's validation frame, pickled: a Checkpoint hands every Validation
+    Definition the same batch parameters, so each split's data must be its own asset), the splits'
+    suites, one Validation Definition per split, one Checkpoint running them all; then, on request,
+    the Data Docs site of the results. The folder is removed on :meth:`close`."""
 
+    def __init__(self, task: str) -> None:
+        import great_expectations as gx  # Great Expectations: slow (~4 s), only a suite run needs it
 
-def _key(kind: str, kwargs: dict) -> str:
-    clean = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format")}
-    return kind + json.dumps(clean, sort_keys=True, default=str)
+        self.task = task
+        self.root = Path(tempfile.mkdtemp(prefix="debiaskd-gx-"))
+        self.context = gx.get_context(mode="file", project_root_dir=self.root)
+        with contextlib.suppress(Exception):  # cosmetic only: no progress bars in logs
+            from great_expectations.data_context.types.base import ProgressBarsConfig  # as gx above
 
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.results: dict[str, Any] = {}  # split -> (its result identifier, its validation result)
 
-def _run_suite(frame: pd.DataFrame, rules: list[tuple[str, Any]], suite_name: str) -> list[tuple[str, Any]]:
-    """Run expectations; return (rule, result) for each, mapped back by type + kwargs."""
-    import great_expectations as gx  # Great Expectations: slow (~6 s), only a suite run needs it
+    def run(self, prepared: dict[str, tuple[pd.DataFrame, list[tuple[str, Any]]]]) -> dict[str, list[tuple[str, Any]]]:
+        """Run every split's suite in one Checkpoint; returns each split's ``(rule, result)`` pairs."""
+        import great_expectations as gx  # as in __init__
 
-    _, source = _gx_context()
-    asset = source.add_dataframe_asset(name=f"{suite_name}-{next(_counter)}")
-    batch_def = asset.add_batch_definition_whole_dataframe("whole")
-    suite = gx.ExpectationSuite(name=suite_name)
-    by_key: dict[str, str] = {}
-    for rule, exp in rules:
-        suite.add_expectation(exp)
-        by_key[_key(exp.expectation_type, exp.configuration.kwargs)] = rule
-    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20})
-    out = []
-    for res in result.results:
-        cfg = res.expectation_config
-        out.append((by_key.get(_key(cfg.type, cfg.kwargs), cfg.type), res))
-    with contextlib.suppress(Exception):  # best-effort cleanup
-        source.delete_asset(asset.name)
-    return out
+        source = self.context.data_sources.add_pandas("debiaskd")
+        frames = self.root / "frames"
+        frames.mkdir()
+        definitions, splits_of = [], {}
+        for split, (frame, rules) in prepared.items():
+            path = frames / f"{len(definitions)}.pkl"
+            frame.to_pickle(path)
+            batch = source.add_pickle_asset(name=split, filepath_or_buffer=path).add_batch_definition_whole_dataframe(
+                split)
+            suite = self.context.suites.add(build_suite(suite_name(self.task, split), rules))
+            definitions.append(self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)))
+            splits_of[suite.name] = split
+        checkpoint = self.context.checkpoints.add(gx.Checkpoint(
+            name=f"{self.task}_validation", validation_definitions=definitions, result_format=RESULT_FORMAT))
+        outcome = checkpoint.run()
+        out: dict[str, list[tuple[str, Any]]] = {}
+        for key, result in outcome.run_results.items():
+            split = splits_of[result.suite_name]
+            self.results[split] = (key, result)
+            out[split] = [((res.expectation_config.meta or {}).get("rule", res.expectation_config.type), res)
+                          for res in result.results]
+        return out
+
+    def build_docs(self, target: Path) -> tuple[Path, dict[str, Path]]:
+        """Build the Data Docs site of the results into ``target`` (replacing an earlier site there);
+        returns its index page and each split's validation page."""
+        staging = staging_dir(target)
+        try:
+            self.context.update_data_docs_site("local_site", {
+                "class_name": "SiteBuilder", "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+            self.context.build_data_docs(site_names=["local_site"])
+            pages = {}
+            for split, (key, _) in self.results.items():
+                urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name="local_site")
+                url = next((u["site_url"] for u in urls if u.get("site_url")), None)
+                if url:
+                    pages[split] = Path(url2pathname(urlparse(url).path)).relative_to(staging)
+            prune_static(staging)
+            publish(staging, target)
+        except BaseException:
+            discard(staging)
+            raise
+        return target / "index.html", {split: target / page for split, page in pages.items()}
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------ suites
-def validate_split(df_or_split: Split, task: str | Task, split_name: str, file_label: str,
-                   cfg: ValidationConfig) -> SplitReport:
-    """Run the task's suite on one split; failures name ``file_label`` and the rule."""
-    kind = get_task(task)
+def _prepare(df_or_split: Split, kind: Task, split_name: str, file_label: str,
+             cfg: ValidationConfig) -> tuple[SplitReport, pd.DataFrame | None, list[tuple[str, Any]]]:
+    """A split's report with the failures found before GX (the split's type, the image array), its
+    validation frame and its rules (no frame when the split is not one the task can check)."""
     if not kind.is_split(df_or_split):
         rule, message = kind.split_type_rule
         return SplitReport(split_name, file_label, len(df_or_split), 0,
-                           [Failure(file_label, rule, "type check", message)])
+                           [Failure(file_label, rule, "type check", message)]), None, []
     report = SplitReport(split_name, file_label, len(df_or_split))
     report.failures += kind.split_failures(df_or_split, file_label)
     frame, rules = kind.validation_rules(df_or_split, cfg)
-    cols = kind.example_columns
-    results = _run_suite(frame, rules, f"{kind.name}-{split_name}")
+    return report, frame, rules
+
+
+def _record(report: SplitReport, frame: pd.DataFrame, results: list[tuple[str, Any]], cols: tuple[str, ...]) -> None:
+    """Add each failed expectation of ``results`` to ``report``, with example rows from ``frame``."""
     report.evaluated = len(results)
+    file_label = report.file
     for rule, res in sorted(results, key=lambda r: r[0]):
         if res.success:
             continue
@@ -195,7 +252,15 @@ def validate_split(df_or_split: Split, task: str | Task, split_name: str, file_l
             msg = f"observed {observed!r}" + (f"; {mismatch}" if mismatch else "")
             examples = [mismatch] if mismatch else [{"observed": observed}]
         report.failures.append(Failure(file_label, rule, res.expectation_config.type, msg, examples))
-    return report
+
+
+def validate_split(df_or_split: Split, task: str | Task, split_name: str, file_label: str,
+                   cfg: ValidationConfig) -> SplitReport:
+    """Run the task's suite on one split; failures name ``file_label`` and the rule."""
+    kind = get_task(task)
+    report = validate_splits({split_name: df_or_split}, kind.name, cfg, file_label, {split_name: file_label},
+                             cross=False)
+    return report.splits[0]
 
 
 # ------------------------------------------------------------------ cross-split checks
@@ -304,23 +369,52 @@ def _construction_checks(splits: dict[str, Split], files: dict[str, str]) -> lis
 
 # ------------------------------------------------------------------------ entry points
 def validate_splits(splits: dict[str, Split], task: str, cfg: ValidationConfig, source: str,
-                    files: dict[str, str] | None = None) -> ValidationReport:
+                    files: dict[str, str] | None = None, docs_dir: str | Path | None = None, *,
+                    docs_if_failed: bool = False, cross: bool = True) -> ValidationReport:
+    """Every split's suite (one Checkpoint in a file-backed GX context) and the cross-split checks.
+
+    With ``docs_dir``, the Data Docs site of the results is built there (replacing an earlier site
+    there; :func:`debiaskd.data.docs.check_docs_dir`), or, with ``docs_if_failed``, only when the
+    data broke a rule; ``report.docs`` then names its index page and ``report.docs_pages`` each
+    split's page. ``cross=False`` leaves out the cross-split checks (one split on its own)."""
+    kind = get_task(task)
     files = files or {name: f"{source}:{name}" for name in splits}
-    report = ValidationReport(task, source)
+    report = ValidationReport(kind.name, source)
+    prepared: dict[str, tuple[pd.DataFrame, list[tuple[str, Any]]]] = {}
     for name, split in splits.items():
-        report.splits.append(validate_split(split, task, name, files[name], cfg))
-    report.cross = cross_split_checks(splits, task, files, cfg)
+        split_report, frame, rules = _prepare(split, kind, name, files[name], cfg)
+        report.splits.append(split_report)
+        if frame is not None:
+            prepared[name] = (frame, rules)
+    checkpoint = _Checkpoint(kind.name) if prepared else None
+    try:
+        if checkpoint is not None:
+            results = checkpoint.run(prepared)
+            for split_report in report.splits:
+                if split_report.split in prepared:
+                    _record(split_report, prepared[split_report.split][0], results.get(split_report.split, []),
+                            kind.example_columns)
+        if cross:
+            report.cross = cross_split_checks(splits, kind, files, cfg)
+        if checkpoint is not None and docs_dir is not None and not (docs_if_failed and report.ok):
+            report.docs, report.docs_pages = checkpoint.build_docs(Path(docs_dir))
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
     return report
 
 
-def validate_dataset(dataset_or_path: Any, cfg: StudyConfig) -> ValidationReport:
-    """Per-split suites plus cross-split checks on a dataset folder (or a read :class:`Dataset`)."""
+def validate_dataset(dataset_or_path: Any, cfg: StudyConfig, docs_dir: str | Path | None = None, *,
+                     docs_if_failed: bool = False) -> ValidationReport:
+    """Per-split suites plus cross-split checks on a dataset folder (or a read :class:`Dataset`);
+    ``docs_dir`` / ``docs_if_failed`` as in :func:`validate_splits`."""
     try:
         ds = dataset_or_path if isinstance(dataset_or_path, Dataset) else read_dataset(dataset_or_path)
     except DebiaskdError as exc:
         return _error_report(exc, cfg.task, str(dataset_or_path))
     files = {name: str(Path(ds.path) / f"{name}.jsonl") for name in ds.splits}
-    return validate_splits(ds.splits, ds.task, cfg.validation, str(ds.path), files)
+    return validate_splits(ds.splits, ds.task, cfg.validation, str(ds.path), files, docs_dir,
+                           docs_if_failed=docs_if_failed)
 
 
 def _error_report(exc: DebiaskdError, task: str, source: str) -> ValidationReport:
@@ -330,14 +424,16 @@ def _error_report(exc: DebiaskdError, task: str, source: str) -> ValidationRepor
     return report
 
 
-def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
-    """Validate a dataset folder (with ``manifest.json``) or any loader ``SPEC``."""
+def validate_spec(spec: str, task: str, cfg: StudyConfig, docs_dir: str | Path | None = None, *,
+                  docs_if_failed: bool = False) -> ValidationReport:
+    """Validate a dataset folder (with ``manifest.json``) or any loader ``SPEC``; ``docs_dir`` /
+    ``docs_if_failed`` as in :func:`validate_splits`."""
     try:
         scheme, arg = parse_spec(spec)
     except DebiaskdError as exc:
         return _error_report(exc, task, spec)
     if scheme == "dataset" and (Path(arg) / "manifest.json").is_file():
-        report = validate_dataset(arg, cfg)
+        report = validate_dataset(arg, cfg, docs_dir, docs_if_failed=docs_if_failed)
         if report.task != task and report.ok:
             report.cross.append(Failure(arg, "task", "manifest", f"dataset task is {report.task}, not {task}"))
         return report
@@ -346,4 +442,12 @@ def validate_spec(spec: str, task: str, cfg: StudyConfig) -> ValidationReport:
     except DebiaskdError as exc:
         return _error_report(exc, task, spec)
     name = get_task(task).spec_split_name(split)
-    return validate_splits({name: split}, task, cfg.validation, spec, {name: arg or spec})
+    return validate_splits({name: split}, task, cfg.validation, spec, {name: arg or spec}, docs_dir,
+                           docs_if_failed=docs_if_failed)
+
+
+def docs_page(report: ValidationReport, title: str = "Data validation") -> str | None:
+    """One self-contained HTML page of the report's Data Docs (None when no site was built)."""
+    if report.docs is None:
+        return None
+    return single_page(report.docs.parent, report.to_dict(), report.docs_pages, title)

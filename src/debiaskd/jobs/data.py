@@ -7,6 +7,7 @@ the jobs (the registry, the CLI's preflight) stays cheap, and the work pays for 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -64,9 +65,12 @@ class PrepareDataJob(Job):
 
 
 class ValidateDataJob(Job):
-    """Run the Great Expectations suites; write the JSON report (into ``report_dir``, and the study run);
-    raise on failure. Returns ``{"report": the report, "page": a Markdown page of it (the Kubeflow UI's
-    view)}``. The report of seed ``seed``'s data lands in the study run under ``validation/seed-<seed>``."""
+    """Run the Great Expectations suites (one Checkpoint) and build their Data Docs; write the JSON
+    report, the Data Docs site (``data_docs/``) and one self-contained page of it (``data_docs.html``)
+    into ``report_dir`` and the study run; raise on failure, naming the Data Docs. Returns ``{"report":
+    the report, "page": a Markdown page of it, "html": the Data Docs as one HTML page}`` (the Kubeflow
+    UI's views). Seed ``seed``'s files land in the study run under ``validation/seed-<seed>``; without
+    ``report_dir`` they are written to a temporary folder, kept only when the data is invalid."""
 
     KIND: Literal["validate_data"] = "validate_data"
     dataset_dir: Path
@@ -74,21 +78,40 @@ class ValidateDataJob(Job):
     seed: int = 0
 
     def run(self) -> dict[str, Any]:
-        from debiaskd.data.validate import validate_dataset  # Great Expectations: slow, only where it runs
+        # Great Expectations: slow, only where it runs
+        from debiaskd.data.validate import docs_page, validate_dataset
 
-        report = validate_dataset(self.dataset_dir, self.config)
-        with tempfile.TemporaryDirectory(prefix="debiaskd-validation-") as tmp:
-            folder = self.report_dir if self.report_dir is not None else Path(tmp)
+        folder = self.report_dir if self.report_dir is not None else Path(
+            tempfile.mkdtemp(prefix="debiaskd-validation-"))
+        try:
             folder.mkdir(parents=True, exist_ok=True)
+            report = validate_dataset(self.dataset_dir, self.config, folder / "data_docs")
+            html = docs_page(report, f"Data validation ({self.config.task}, seed {self.seed})")
             (folder / "validation.json").write_text(report.to_json(), encoding="utf-8")
+            if html is not None:
+                (folder / "data_docs.html").write_text(html, encoding="utf-8")
+            where = f"validation/seed-{self.seed}"
+            note = None
             if self.tracker.active:
-                self.tracker.log_artifacts(folder / "validation.json", f"validation/seed-{self.seed}")
+                self.tracker.log_artifacts(folder / "validation.json", where)
+                if report.docs is not None:
+                    self.tracker.log_artifacts(folder / "data_docs.html", where)
+                    self.tracker.log_artifacts(report.docs.parent, f"{where}/data_docs")
+                    note = f"also in the study run's artifacts: {where}/data_docs.html and {where}/data_docs/"
                 self.tracker.set_tags({"debiaskd.validation": "passed" if report.ok else "failed",
                                        f"debiaskd.data_version.seed-{self.seed}": self.data_version()})
-        report.raise_for_failures()
+            report.raise_for_failures(note)
+        except BaseException:
+            if self.report_dir is None and not (folder / "data_docs").is_dir():
+                shutil.rmtree(folder, ignore_errors=True)  # nothing there a user could look at
+            raise
+        if self.report_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
         verdict = "passed" if report.ok else "failed"
-        page = f"# Data validation: {verdict}\n\n```json\n{report.to_json()[:20000]}\n```\n"
-        return {"report": json.loads(report.to_json()), "page": page}
+        page = (f"# Data validation: {verdict}\n\nThe Great Expectations Data Docs of this validation are the task's "
+                f"`data_docs` output and the study run's `{where}/data_docs.html`.\n\n"
+                f"```json\n{report.to_json()[:20000]}\n```\n")
+        return {"report": json.loads(report.to_json()), "page": page, "html": html}
 
     def data_version(self) -> str:
         """The version of the data validated: git revision, DVC hash of ``data/``, content hash."""

@@ -239,7 +239,12 @@ def _findings(cfg: StudyConfig, by_variant: dict[str, list[tuple[dict[str, Any],
     examples several times. With one seed there is no interval over seeds: those values are ``None``.
     """
     # pandas, SciPy: slow, only the summary needs them; jobs.registry imports this module and must stay light
-    from debiaskd.core.metrics import hierarchical_bootstrap_ci, mcnemar, seed_t_interval
+    from debiaskd.core.metrics import (
+        hierarchical_bootstrap_ci,
+        hierarchical_bootstrap_ci_ragged,
+        mcnemar,
+        seed_t_interval,
+    )
 
     out: list[dict[str, Any]] = []
     for key, a, b in COMPARISONS:
@@ -272,10 +277,13 @@ def _findings(cfg: StudyConfig, by_variant: dict[str, list[tuple[dict[str, Any],
             "interval": "t over seeds" if len(per_seed) > 1 else None,
             "per_seed": per_seed,
         }
-        same_examples = len({len(r) for r in rows_a}) == 1
-        if len(per_seed) > 1 and same_examples and cfg.eval.bootstrap > 0:
-            boot = hierarchical_bootstrap_ci(np.stack(rows_a), np.stack(rows_b), cfg.eval.bootstrap,
-                                             cfg.eval.confidence, seed=0)
+        same_size = len({len(r) for r in rows_a}) == 1
+        if len(per_seed) > 1 and cfg.eval.bootstrap > 0:
+            # each seed draws its own data, so seeds may hold different numbers of challenge examples
+            boot = (hierarchical_bootstrap_ci(np.stack(rows_a), np.stack(rows_b), cfg.eval.bootstrap,
+                                              cfg.eval.confidence, seed=0) if same_size else
+                    hierarchical_bootstrap_ci_ragged(rows_a, rows_b, cfg.eval.bootstrap, cfg.eval.confidence,
+                                                     seed=0))
             finding["bootstrap_ci_low"], finding["bootstrap_ci_high"] = boot["ci_low"], boot["ci_high"]
             finding["bootstrap_resamples"] = boot["n_boot"]
         out.append(finding)
