@@ -18,6 +18,7 @@ import numpy as np
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import analysed, run_name, variant_specs
 from debiaskd.jobs.base import RESULT_FILE, Job, read_result, records_errors, share_cpus, write_json
+from debiaskd.jobs.cluster_train import ClusterLaunch, train_on_cluster
 from debiaskd.reporting.report import HEADLINE
 from debiaskd.tracking.lineage import current_data_version
 
@@ -63,6 +64,8 @@ class TrainJob(Job):
     reference: Path | None = None
     progress: bool = True
     concurrent: int = 1
+    #: on a cluster: train on shared storage, as a Kubeflow Trainer TrainJob for several nodes or GPUs
+    launch: ClusterLaunch | None = None
 
     def run(self) -> dict[str, Any]:
         """Train, then evaluate; returns what the task shows: ``trained``, ``evaluation``, ``headline``
@@ -123,7 +126,11 @@ class TrainJob(Job):
         try:
             with monitor:
                 processes = cfg.train_config(spec.role).processes
-                if processes > 1:  # the same call, in each of N data-parallel processes under torchrun
+                if self.launch is not None:  # a cluster task: on shared storage, in its pod or as a TrainJob
+                    result = train_on_cluster(self.launch, spec, cfg, ds.splits, seed, ds.content_hash,
+                                              self.dataset_dir, self.model_dir, teacher_dir=teacher_dir,
+                                              reference_dir=reference_dir, progress=self.progress)
+                elif processes > 1:  # the same call, in each of N data-parallel processes under torchrun
                     result = train_in_processes(processes, variant, cfg, seed, self.dataset_dir, self.model_dir,
                                                 teacher_dir=teacher_dir, reference_dir=reference_dir,
                                                 progress=self.progress)
