@@ -423,3 +423,21 @@ def test_a_task_in_its_pod_trains_on_shared_storage_and_a_retry_resumes_there(st
     assert Path(result.model_dir) == root / "pod-b" / "model" / "model"
     assert (Path(result.model_dir) / "model.safetensors").is_file() and not checkpoint.exists()
     assert (work / "trained.json").is_file()
+
+
+def test_the_training_job_takes_the_launch_the_component_passes(tmp_path):
+    """The component hands ``json.loads(launch)`` to the ``train_variant`` job: it becomes a
+    :class:`ClusterLaunch` (and stays None under the local runner); a malformed one is refused."""
+    from pydantic import ValidationError
+
+    from debiaskd.jobs.train import TrainJob
+    from debiaskd.pipeline.study_pipeline import launch_json
+
+    cfg = load_config("paper")
+    fields = {"config": cfg.to_yaml(), "variant": "teacher_erm", "seed": 0, "dataset_dir": str(tmp_path),
+              "model_dir": str(tmp_path / "m"), "eval_dir": str(tmp_path / "e")}
+    job = TrainJob.model_validate({**fields, "launch": json.loads(launch_json(cfg, "teacher"))})
+    assert job.launch == ClusterLaunch.of_config(cfg, "teacher") and job.launch.trainjob.nodes == 2
+    assert TrainJob.model_validate({**fields, "launch": None}).launch is None
+    with pytest.raises(ValidationError):
+        TrainJob.model_validate({**fields, "launch": {"work_root": "/w", "trainjob": {"nodes": 0, "image": "i"}}})
