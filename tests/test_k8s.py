@@ -404,7 +404,10 @@ def test_only_pipeline_pods_reach_mlflow_and_only_mlflow_reaches_the_stores() ->
             peer["podSelector"]["matchLabels"] for p in policies if _selects(p["spec"]["podSelector"], labels)
             for rule in p["spec"]["ingress"] for peer in rule["from"]
         ]
-    assert allowed_into["mlflow"] == [c["pipeline"]["pod_labels"]]
+    assert allowed_into["mlflow"] == [c["pipeline"]["pod_labels"], c["trainer"]["pod_labels"]]
+    runtime = find(rendered("overlays/gpu"), c["trainer"]["runtime_kind"], c["trainer"]["runtime"])
+    node_labels = runtime_node(runtime)["template"]["spec"]["template"]["metadata"]["labels"]
+    assert _selects({"matchLabels": c["trainer"]["pod_labels"]}, node_labels)  # TrainJob nodes reach MLflow
     assert allowed_into["postgres"] == [{"app.kubernetes.io/name": "mlflow"}]
     assert allowed_into["minio"] == [{"app.kubernetes.io/name": "mlflow"}, {"app.kubernetes.io/name": "minio-setup"}]
     assert not _selects({"matchLabels": c["pipeline"]["pod_labels"]}, mlflow_labels)
@@ -558,6 +561,8 @@ def test_the_shared_volume_is_mounted_by_every_node_of_the_trainjobs() -> None:
     assert "/dev/shm" in mounts  # NCCL's shared memory
     assert node["image"] == c["images"]["cuda"]
     assert spec["automountServiceAccountToken"] is False  # training pods never talk to the API
+    assert not _selects({"matchLabels": c["pipeline"]["pod_labels"]},
+                        runtime_node(runtime)["template"]["spec"]["template"]["metadata"]["labels"])
 
 
 def test_overlays_patch_what_they_claim() -> None:

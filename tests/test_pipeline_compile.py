@@ -201,7 +201,8 @@ def test_the_paper_teachers_launch_trainjobs_with_the_configured_nodes_and_gpus(
         assert launch["trainjob"] == {
             "nodes": 2, "gpus_per_node": 2, "accelerator": "nvidia.com/gpu", "image": cfg.cluster.gpu_image,
             "runtime": "debiaskd-torch", "runtime_kind": "TrainingRuntime", "namespace": None, "cpu": "8",
-            "memory": "32G", "poll_seconds": 15.0}
+            "memory": "32G", "poll_seconds": 15.0, "mlflow_secret": cfg.cluster.mlflow_secret,
+            "mlflow_keys": ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]}
     students = [t for t in tasks.values() if t["taskInfo"]["name"].startswith("train + evaluate a student")]
     assert [_launch(t) for t in students] == [{"work_root": f"{cfg.cluster.pvc_mount}/work", "trainjob": None}]
 

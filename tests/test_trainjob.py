@@ -236,7 +236,9 @@ def test_the_paper_teachers_launch_as_trainjobs_and_the_students_in_their_pods()
     teacher, student = ClusterLaunch.of_config(cfg, "teacher"), ClusterLaunch.of_config(cfg, "student")
     assert teacher.trainjob == TrainJobSettings(
         nodes=2, gpus_per_node=2, image=cfg.cluster.gpu_image, accelerator="nvidia.com/gpu",
-        runtime="debiaskd-torch", runtime_kind="TrainingRuntime", namespace=None, cpu="8", memory="32G")
+        runtime="debiaskd-torch", runtime_kind="TrainingRuntime", namespace=None, cpu="8", memory="32G",
+        mlflow_secret="debiaskd-mlflow", mlflow_keys=("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
+                                                     "MLFLOW_TRACKING_PASSWORD"))
     assert teacher.describe() == "TrainJob: 2 nodes x 2 GPUs"
     assert student.trainjob is None and student.work_root == teacher.work_root == "/mnt/debiaskd/work"
     assert cfg.teacher_train.batch_size * cfg.teacher_train.grad_accum == 32
@@ -311,6 +313,8 @@ class InProcessTrainJobs:
 
         self.bodies.append(body)
         command = body["spec"]["trainer"]["command"]
+        assert command[:3] == ["python", "-m", "debiaskd.runtime.node"]  # the node's system metrics around it
+        command = command[command.index("--") + 1:]
         assert command[:5] == ["python", "-m", "torch.distributed.run", "-m", "debiaskd.training.launch"]
         if launch.main(command[5:]) != 0:
             raise TrainJobFailed(f"TrainJob {body['metadata']['name']} failed (JobSetFailed)")
@@ -332,8 +336,9 @@ def test_a_teacher_trains_as_a_trainjob_on_shared_storage(study, capsys):
     ds = read_dataset(data)
     jobs, model_dir = InProcessTrainJobs(), root / "task-a" / "model"
     result = train_on_cluster(_launch(root, True), variant_specs(cfg)["teacher_erm"], cfg, ds.splits, 0,
-                              ds.content_hash, data, model_dir, client=jobs)
+                              ds.content_hash, data, model_dir, client=jobs, run_id="run-7")
     body = jobs.bodies[0]
+    assert body["spec"]["trainer"]["command"][3:6] == ["--run-id", "run-7", "--"]
     assert body["spec"]["trainer"]["numNodes"] == 2 and body["spec"]["trainer"]["numProcPerNode"] == 2
     assert body["spec"]["trainer"]["image"] == "img:1"
     spec = json.loads(Path(body["spec"]["trainer"]["command"][-1]).read_text())
@@ -441,3 +446,46 @@ def test_the_training_job_takes_the_launch_the_component_passes(tmp_path):
     assert TrainJob.model_validate({**fields, "launch": None}).launch is None
     with pytest.raises(ValidationError):
         TrainJob.model_validate({**fields, "launch": {"work_root": "/w", "trainjob": {"nodes": 0, "image": "i"}}})
+
+
+def test_a_trainjob_node_runs_its_command_with_its_system_metrics(monkeypatch):
+    """``debiaskd.runtime.node`` runs the training command and returns its exit code; with a run and a
+    tracking server it samples the node's system metrics into the run as ``trainjob-node-<rank>``."""
+    import sys
+
+    from debiaskd.runtime import node
+    from debiaskd.tracking import service
+
+    entered = []
+
+    class Monitor:
+        def __init__(self, run_id, node_id=None):
+            self.args = (run_id, node_id)
+
+        def __enter__(self):
+            entered.append(self.args)
+
+        def __exit__(self, *exc):
+            entered.append("finished")
+
+    monkeypatch.setattr(service, "system_metrics", Monitor)
+    monkeypatch.setenv("PET_NODE_RANK", "3")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert node.main(["--run-id", "run-7", "--", sys.executable, "-c", "import sys; sys.exit(5)"]) == 5
+    assert entered == [("run-7", "trainjob-node-3"), "finished"]
+    entered.clear()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # no tracking server (the Secret is optional): no monitor
+    assert node.main(["--run-id", "run-7", "--", sys.executable, "-c", "pass"]) == 0
+    assert node.main(["--", sys.executable, "-c", "pass"]) == 0 and entered == []
+    with pytest.raises(SystemExit):
+        node.main(["--run-id", "run-7"])
+
+
+def test_trainjob_nodes_get_the_mlflow_variables_from_the_secret():
+    cfg = load_config("paper")
+    settings = ClusterLaunch.of_config(cfg, "teacher").trainjob
+    assert settings.mlflow_secret == cfg.cluster.mlflow_secret
+    body = trainjob_body(_request(secret_env={k: (settings.mlflow_secret, k) for k in settings.mlflow_keys}))
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in body["spec"]["trainer"]["env"] if "valueFrom" in e}
+    assert set(refs) == {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert all(r == {"name": "debiaskd-mlflow", "key": k, "optional": True} for k, r in refs.items())

@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
-from debiaskd.runtime import trainjob
+from debiaskd.runtime import node, trainjob
 
 #: written into a copied folder once the copy is whole (a copy cut short by a preemption is redone)
 COPIED = ".debiaskd-copied"
+#: the MLflow variables a TrainJob node reads from the cluster's Secret (the tracking server and its login)
+MLFLOW_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 #: written into a task's work folder once its model is trained (a retry after that only evaluates)
 TRAINED = "trained.json"
 
@@ -47,6 +49,9 @@ class TrainJobSettings(BaseModel):
     cpu: str = "8"
     memory: str = "32G"
     poll_seconds: float = Field(15.0, gt=0)
+    #: the Secret whose MLflow variables the nodes get (their system metrics go to the variant's run)
+    mlflow_secret: str | None = None
+    mlflow_keys: tuple[str, ...] = ()
 
 
 class ClusterLaunch(BaseModel):
@@ -69,7 +74,8 @@ class ClusterLaunch(BaseModel):
         return cls(work_root=root, trainjob=TrainJobSettings(
             nodes=launch.nodes, gpus_per_node=gpus, accelerator=c.gpu_accelerator,
             image=c.gpu_image if gpus else c.image, runtime=c.trainer_runtime, runtime_kind=c.trainer_runtime_kind,
-            namespace=c.namespace, cpu=launch.cpu, memory=launch.memory, poll_seconds=c.trainjob_poll_seconds))
+            namespace=c.namespace, cpu=launch.cpu, memory=launch.memory, poll_seconds=c.trainjob_poll_seconds,
+            mlflow_secret=c.mlflow_secret, mlflow_keys=MLFLOW_KEYS))
 
     def describe(self) -> str:
         """How the task trains, in a few words (the task's display name says it)."""
@@ -118,22 +124,26 @@ def copy_model_back(trained: Path, out: Path, model_dir: Path) -> Path:
     return target
 
 
-def trainjob_command(spec_file: Path) -> list[str]:
+def trainjob_command(spec_file: Path, run_id: str | None = None) -> list[str]:
     """What every node of the TrainJob runs: torchrun (nodes, processes, rank and rendezvous from the
-    ``PET_*`` variables the runtime's torch policy sets) on the DDP branch's entry point."""
+    ``PET_*`` variables the runtime's torch policy sets) on the DDP branch's entry point, under
+    :mod:`debiaskd.runtime.node` (the node's system metrics, GPUs included, into MLflow run ``run_id``)."""
     # the entry point's module name: importing debiaskd.training.launch loads torch, only where a job trains
     from debiaskd.training.launch import MODULE
 
-    return ["python", "-m", "torch.distributed.run", "-m", MODULE, "--spec", str(spec_file)]
+    wrapper = ["python", "-m", node.MODULE, *(["--run-id", run_id] if run_id else []), "--"]
+    return [*wrapper, "python", "-m", "torch.distributed.run", "-m", MODULE, "--spec", str(spec_file)]
 
 
 def train_on_cluster(launch: ClusterLaunch, spec: Any, cfg: StudyConfig, splits: dict[str, Any], seed: int,
                      content_hash: str, dataset_dir: Path, model_dir: Path, *, teacher_dir: Path | None = None,
-                     reference_dir: Path | None = None, progress: bool = False, client: Any = None) -> Any:
+                     reference_dir: Path | None = None, progress: bool = False, client: Any = None,
+                     run_id: str | None = None) -> Any:
     """Train variant ``spec`` as :func:`debiaskd.training.variant.train_variant_model` would, in its folder on
     shared storage (resuming its checkpoints), in this pod or as a TrainJob; the model is copied into
     ``model_dir``. Returns the :class:`~debiaskd.training.loop.TrainResult` (its ``model_dir`` the copy).
-    ``client``: a :class:`~debiaskd.runtime.trainjob.TrainJobClient` (default: the cluster's)."""
+    ``client``: a :class:`~debiaskd.runtime.trainjob.TrainJobClient` (default: the cluster's); ``run_id``:
+    the variant's MLflow run, where the TrainJob's nodes log their system metrics."""
     # torch and the training stack: loaded only where a job trains
     from debiaskd.training.launch import ERROR_FILE, RESULT_FILE, SPEC_FILE, train_in_processes
     from debiaskd.training.loop import TrainResult
@@ -164,7 +174,7 @@ def train_on_cluster(launch: ClusterLaunch, spec: Any, cfg: StudyConfig, splits:
         print(f"training {spec.name} (seed {seed}) as a {launch.describe()}, in {work} (checkpoints resume from "
               "there)", file=sys.stderr, flush=True)
         done = _train_as_trainjob(launch.trainjob, spec.name, cfg, seed, key, work, out, dataset_dir, teacher_dir,
-                                  reference_dir, progress, client, (SPEC_FILE, RESULT_FILE, ERROR_FILE))
+                                  reference_dir, progress, client, (SPEC_FILE, RESULT_FILE, ERROR_FILE), run_id)
     trained.write_text(json.dumps(done, default=str), encoding="utf-8")
     copied = copy_model_back(Path(done["model_dir"]), out, model_dir)
     return TrainResult(copied, done["history"], int(done["best_epoch"]), float(done["seconds"]),
@@ -173,7 +183,8 @@ def train_on_cluster(launch: ClusterLaunch, spec: Any, cfg: StudyConfig, splits:
 
 def _train_as_trainjob(settings: TrainJobSettings, variant: str, cfg: StudyConfig, seed: int, key: str, work: Path,
                        out: Path, dataset_dir: Path, teacher_dir: Path | None, reference_dir: Path | None,
-                       progress: bool, client: Any, files: tuple[str, str, str]) -> dict[str, Any]:
+                       progress: bool, client: Any, files: tuple[str, str, str],
+                       run_id: str | None) -> dict[str, Any]:
     """Inputs onto shared storage, the spec, the TrainJob followed to its end; returns rank 0's result."""
     spec_name, result_name, error_name = files
     shared_data = copy_once(Path(dataset_dir), work / "dataset")
@@ -196,10 +207,11 @@ def _train_as_trainjob(settings: TrainJobSettings, variant: str, cfg: StudyConfi
     client = client or trainjob.cluster_client(settings.namespace, log=lambda line: print(line, flush=True))
     request = trainjob.TrainJobRequest(
         name=trainjob.trainjob_name("debiaskd", variant, f"s{seed}", key[:12]), namespace=client.namespace,
-        image=settings.image, command=trainjob_command(spec_file), nodes=settings.nodes,
+        image=settings.image, command=trainjob_command(spec_file, run_id), nodes=settings.nodes,
         gpus_per_node=settings.gpus_per_node, accelerator=settings.accelerator, cpu=settings.cpu,
         memory=settings.memory, runtime=settings.runtime, runtime_kind=settings.runtime_kind,
         env={"PYTHONUNBUFFERED": "1"},
+        secret_env={k: (settings.mlflow_secret, k) for k in settings.mlflow_keys} if settings.mlflow_secret else {},
         labels={"debiaskd/variant": variant.replace("_", "-"), "debiaskd/seed": str(seed)})
     try:
         client.run(trainjob.trainjob_body(request), poll_seconds=settings.poll_seconds)

@@ -129,7 +129,7 @@ class TrainJob(Job):
                 if self.launch is not None:  # a cluster task: on shared storage, in its pod or as a TrainJob
                     result = train_on_cluster(self.launch, spec, cfg, ds.splits, seed, ds.content_hash,
                                               self.dataset_dir, self.model_dir, teacher_dir=teacher_dir,
-                                              reference_dir=reference_dir, progress=self.progress)
+                                              reference_dir=reference_dir, progress=self.progress, run_id=run_id)
                 elif processes > 1:  # the same call, in each of N data-parallel processes under torchrun
                     result = train_in_processes(processes, variant, cfg, seed, self.dataset_dir, self.model_dir,
                                                 teacher_dir=teacher_dir, reference_dir=reference_dir,

@@ -53,6 +53,8 @@ class TrainJobRequest:
     runtime: str = "debiaskd-torch"
     runtime_kind: str = "TrainingRuntime"
     env: dict[str, str] = field(default_factory=dict)
+    #: variables read from a Secret: name → (Secret, key); optional, so a missing Secret starts the pod anyway
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -93,7 +95,9 @@ def trainjob_body(req: TrainJobRequest) -> dict[str, Any]:
                 "numNodes": req.nodes,
                 "numProcPerNode": req.processes_per_node,
                 "resourcesPerNode": {"requests": {"cpu": req.cpu, "memory": req.memory}, "limits": limits},
-                "env": [{"name": k, "value": v} for k, v in sorted(req.env.items())],
+                "env": [{"name": k, "value": v} for k, v in sorted(req.env.items())] + [
+                    {"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+                    for k, (secret, key) in sorted(req.secret_env.items())],
             },
         },
     }
