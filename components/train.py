@@ -15,14 +15,19 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Mo
 def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], tracking_uri: str,
                 study: Input[Artifact], model: Output[Model], metrics: Output[Metrics],
                 confusion: Output[ClassificationMetrics], evaluation: Output[Artifact],
-                reference: Optional[Input[Model]] = None) -> str:  # noqa: UP045
+                reference: Optional[Input[Model]] = None, launch: str = "") -> str:  # noqa: UP045
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id.
-    ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg)."""
+    ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg).
+    ``launch`` (JSON, set when compiled for a cluster): train on shared storage, as a Kubeflow Trainer
+    TrainJob when it names one (:class:`debiaskd.jobs.cluster_train.ClusterLaunch`)."""
+    import json
+
     from debiaskd.components.outputs import show_training
     from debiaskd.runtime.dispatch import execute
 
     result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
                      model_dir=model.path, eval_dir=evaluation.path, progress=False,
+                     launch=json.loads(launch) if launch else None,
                      reference=reference.path if reference is not None else None,
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     run_id = result["trained"]["run_id"] or ""
@@ -34,7 +39,8 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
 def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dataset],
                   teacher: Input[Model], tracking_uri: str, study: Input[Artifact], model: Output[Model],
                   metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
-                  evaluation: Output[Artifact], reference: Optional[Input[Model]] = None) -> str:  # noqa: UP045
+                  evaluation: Output[Artifact], reference: Optional[Input[Model]] = None,  # noqa: UP045
+                  launch: str = "") -> str:
     """Train one student of the fan-out over student variants and evaluate it.
 
     The student distils from ``teacher`` when its recipe uses KD (without KD, ``teacher`` only
@@ -42,14 +48,17 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
     its objective reads (the ERM teacher, for conf_reg). ``concurrent`` students share this
     machine's CPUs under the local runner. Returns "yes" when the study analyses this student against
     its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
-    metadata.
+    metadata. ``launch``: as for :func:`train_model`.
     """
+    import json
+
     from debiaskd.components.outputs import show_training
     from debiaskd.runtime.dispatch import execute
 
     seed = int(teacher.metadata["seed"])
     result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
                      model_dir=model.path, eval_dir=evaluation.path, progress=False, concurrent=concurrent,
+                     launch=json.loads(launch) if launch else None,
                      teacher=teacher.path, reference=reference.path if reference is not None else None,
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["trained"]["run_id"] or ""})

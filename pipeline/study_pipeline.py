@@ -17,6 +17,7 @@ from kfp import compiler, dsl, kubernetes
 from debiaskd.components import make_components
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.study import analysis_pairs, variant_specs
+from debiaskd.jobs.cluster_train import ClusterLaunch
 
 MLFLOW_SECRET_KEYS = (
     "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -31,8 +32,16 @@ def pipeline_name(cfg: StudyConfig) -> str:
 #: components whose tasks change the world outside their outputs (MLflow runs, the registry, aliases):
 #: on a cluster they always run, never taken from kfp's cache
 SIDE_EFFECTS = ("start_study", "summarize_study", "promote_champion", "end_study")
-#: components whose tasks only compute (train, evaluate, analyse, read back): retried when their pod fails
-RETRIED = ("train_model", "train_student", "analyze_model", "collect_evaluations")
+#: components whose tasks only compute (prepare, augment, train, evaluate, analyse, read back): retried with
+#: backoff when their pod fails (a training task resumes from its checkpoints on the shared volume)
+RETRIED = ("prepare_data", "augment_data", "train_model", "train_student", "analyze_model", "collect_evaluations")
+
+
+def launch_json(cfg: StudyConfig, role: str) -> str:
+    """The ``launch`` input of a training task of ``role`` on a cluster (one line of JSON): its work folder
+    on the shared volume and, for more than one node or GPU, its Kubeflow Trainer TrainJob (nodes, GPUs
+    per node, image, runtime); see :class:`debiaskd.jobs.cluster_train.ClusterLaunch`."""
+    return ClusterLaunch.of_config(cfg, role).model_dump_json()
 
 
 def apply_platform(task: Any, cfg: StudyConfig, training: bool) -> None:
@@ -99,6 +108,9 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
     config_yaml = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
     concurrent = 1 if platform else cfg.student_parallelism  # students sharing one machine's cores
 
+    def launch(role: str) -> dict[str, str]:  # training tasks on a cluster: shared storage, TrainJobs
+        return {"launch": launch_json(cfg, role)} if platform else {}
+
     def setup(task, name: str, training: bool = False):
         task.set_display_name(name)
         if platform:
@@ -124,7 +136,8 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
             for name, spec in specs.items():
                 if spec.role == "teacher":
                     task = comps.train_model(config=config, variant=name, seed=seed, dataset=data,
-                                             tracking_uri=tracking_uri, study=study, **reference(spec))
+                                             tracking_uri=tracking_uri, study=study, **reference(spec),
+                                             **launch("teacher"))
                     teachers[name] = setup(task, f"train + evaluate {name}", training=True)
                     done.append(task)
             for anchor, items in student_groups(cfg).items():
@@ -132,7 +145,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                     for item in items:
                         task = comps.train_model(config=config, variant=item["variant"], seed=seed, dataset=data,
                                                  tracking_uri=tracking_uri, study=study,
-                                                 **reference(specs[item["variant"]]))
+                                                 **reference(specs[item["variant"]]), **launch("student"))
                         done.append(setup(task, f"train + evaluate {item['variant']}", training=True))
                     continue
                 # the fan-out: every student of this teacher, `student_parallelism` at a time locally
@@ -147,7 +160,7 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
                                                   concurrent=concurrent, dataset=data,
                                                   **(reference(needs) if needs else {}),
                                                   teacher=teachers[anchor].outputs["model"],
-                                                  tracking_uri=tracking_uri, study=study)
+                                                  tracking_uri=tracking_uri, study=study, **launch("student"))
                     setup(student, f"train + evaluate a student of {anchor}", training=True)
                     with dsl.If(student.outputs["Output"] == "yes", name=f"analysed-against-{anchor}"):
                         an = comps.analyze_model(config=config, concurrent=concurrent,

@@ -386,3 +386,14 @@ def test_mlflow_image_has_what_the_manifest_asks_for() -> None:
     if "basic-auth" in manifest:
         assert re.search(r"mlflow\[[\w,]*auth[\w,]*\]==", runs), "install mlflow[auth] for the basic-auth app"
     assert "psycopg2" in runs and "boto3" in runs  # PostgreSQL backend, S3 (MinIO) artifacts
+
+
+def test_only_the_cuda_image_installs_the_nvml_binding() -> None:
+    """MLflow's system-metrics monitor reports GPU utilisation and memory only when ``pynvml`` imports:
+    the CUDA image installs nvidia-ml-py (pinned, under the lock), the CPU image has no GPU to report."""
+    def runs(name: str) -> str:
+        return " ".join(i.args for i in parsed(DOCKER / name) if i.keyword == "RUN")
+
+    pins = {canonicalize_name(m.group(1)): m.group(2) for m in PIN.finditer(runs("Dockerfile.cuda"))}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins.get("nvidia-ml-py", "")), pins
+    assert "nvidia-ml-py" not in runs("Dockerfile")

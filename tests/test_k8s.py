@@ -23,7 +23,11 @@ K8S = ROOT / "k8s"
 TARGETS = ["base", "overlays/dev", "overlays/gpu"]
 K8S_VERSION = "1.30.0"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
-                  "PriorityClass", "CustomResourceDefinition"}
+                  "PriorityClass", "CustomResourceDefinition", "ClusterTrainingRuntime"}
+#: Kubeflow Trainer's kinds: kubernetes-validate knows no CRD, so they are checked structurally
+#: (:func:`validate_runtime`), their Job templates against the batch/v1 Job schema
+TRAINER_API = "trainer.kubeflow.org/v1alpha1"
+RUNTIMES = {"TrainingRuntime", "ClusterTrainingRuntime"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 SERVERS = {"Deployment", "StatefulSet", "DaemonSet"}
 KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "patches"}
@@ -102,7 +106,16 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return hits[0]
 
 
+def runtime_node(obj: dict[str, Any]) -> dict[str, Any]:
+    """The ``node`` replicated job of a training runtime (the one a TrainJob's trainer runs in)."""
+    nodes = [j for j in obj["spec"]["template"]["spec"]["replicatedJobs"] if j["name"] == "node"]
+    assert len(nodes) == 1, f"{obj['metadata']['name']}: one replicated job 'node'"
+    return nodes[0]
+
+
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    if obj["kind"] in RUNTIMES:
+        return runtime_node(obj)["template"]["spec"]["template"]["spec"]
     if obj["kind"] == "Pod":
         return obj["spec"]
     if obj["kind"] == "CronJob":
@@ -185,10 +198,48 @@ def test_yamllint_config_reports_problems() -> None:
     assert {"key-duplicates", "truthy", "trailing-spaces"} <= rules
 
 
+#: the fields of a torch training runtime that Kubeflow Trainer v2 reads (trainingruntime_types.go)
+RUNTIME_KEYS = {"apiVersion", "kind", "metadata", "spec"}
+RUNTIME_SPEC_KEYS = {"mlPolicy", "template", "podGroupPolicy"}
+ML_POLICY_KEYS = {"numNodes", "torch"}
+TORCH_POLICY_KEYS = {"numProcPerNode", "elasticPolicy"}
+REPLICATED_JOB_KEYS = {"name", "replicas", "template", "dependsOn", "groupName"}
+
+
+def validate_runtime(obj: dict[str, Any]) -> None:
+    """A Kubeflow Trainer runtime, structurally: known keys at every level above the Job templates, a torch
+    policy, a ``node`` job carrying the trainer ancestor label, and each replicated job's template valid
+    as the spec of a batch/v1 Job (strict)."""
+    assert obj["apiVersion"] == TRAINER_API, obj["apiVersion"]
+    assert set(obj) <= RUNTIME_KEYS and set(obj["spec"]) <= RUNTIME_SPEC_KEYS, obj["metadata"]["name"]
+    policy = obj["spec"]["mlPolicy"]
+    assert set(policy) <= ML_POLICY_KEYS and set(policy["torch"]) <= TORCH_POLICY_KEYS
+    assert isinstance(policy["numNodes"], int) and policy["numNodes"] >= 1
+    assert policy["torch"]["numProcPerNode"] == "auto" or isinstance(policy["torch"]["numProcPerNode"], int)
+    assert set(obj["spec"]["template"]) == {"spec"} and set(obj["spec"]["template"]["spec"]) == {"replicatedJobs"}
+    node = runtime_node(obj)
+    assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    assert "node" in {c["name"] for c in node["template"]["spec"]["template"]["spec"]["containers"]}
+    for job in obj["spec"]["template"]["spec"]["replicatedJobs"]:
+        assert set(job) <= REPLICATED_JOB_KEYS, job["name"]
+        kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job",
+                                      "metadata": {"name": f"{obj['metadata']['name']}-{job['name']}",
+                                                   **job["template"].get("metadata", {})},
+                                      "spec": job["template"]["spec"]}, K8S_VERSION, strict=True)
+
+
+def validate(obj: dict[str, Any]) -> None:
+    """Built-in kinds against the Kubernetes schemas (strict); Kubeflow Trainer runtimes structurally."""
+    if obj["kind"] in RUNTIMES:
+        validate_runtime(obj)
+    else:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("path", resource_files(), ids=lambda p: str(p.relative_to(K8S)))
 def test_manifest_files_validate(path: Path) -> None:
     for obj in load_docs(path):
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        validate(obj)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -196,7 +247,7 @@ def test_rendered_objects_validate(target: str) -> None:
     objects = rendered(target)
     assert objects
     for obj in objects:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        validate(obj)
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
     assert len(keys) == len(set(keys)), "duplicate objects"
 
@@ -211,6 +262,24 @@ def test_validation_rejects_broken_objects() -> None:
     for broken in (typo, wrong_type):
         with pytest.raises(kubernetes_validate.ValidationError):
             kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_runtime_validation_rejects_broken_runtimes() -> None:
+    """The structural check of the training runtime bites: a typo in the pod template (through the Job
+    schema), an unknown policy, a missing trainer label."""
+    runtime = find(rendered("overlays/gpu"), "TrainingRuntime", contract()["trainer"]["runtime"])
+    validate(runtime)
+    typo = copy.deepcopy(runtime)
+    pod_spec(typo)["containers"][0]["volumeMount"] = []
+    policy = copy.deepcopy(runtime)
+    policy["spec"]["mlPolicy"]["pytorch"] = {}
+    unlabelled = copy.deepcopy(runtime)
+    runtime_node(unlabelled)["template"]["metadata"]["labels"].clear()
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(typo)
+    for broken in (policy, unlabelled):
+        with pytest.raises((AssertionError, KeyError)):
+            validate(broken)
 
 
 def test_renderer_matches_kubectl_kustomize() -> None:
@@ -335,7 +404,10 @@ def test_only_pipeline_pods_reach_mlflow_and_only_mlflow_reaches_the_stores() ->
             peer["podSelector"]["matchLabels"] for p in policies if _selects(p["spec"]["podSelector"], labels)
             for rule in p["spec"]["ingress"] for peer in rule["from"]
         ]
-    assert allowed_into["mlflow"] == [c["pipeline"]["pod_labels"]]
+    assert allowed_into["mlflow"] == [c["pipeline"]["pod_labels"], c["trainer"]["pod_labels"]]
+    runtime = find(rendered("overlays/gpu"), c["trainer"]["runtime_kind"], c["trainer"]["runtime"])
+    node_labels = runtime_node(runtime)["template"]["spec"]["template"]["metadata"]["labels"]
+    assert _selects({"matchLabels": c["trainer"]["pod_labels"]}, node_labels)  # TrainJob nodes reach MLflow
     assert allowed_into["postgres"] == [{"app.kubernetes.io/name": "mlflow"}]
     assert allowed_into["minio"] == [{"app.kubernetes.io/name": "mlflow"}, {"app.kubernetes.io/name": "minio-setup"}]
     assert not _selects({"matchLabels": c["pipeline"]["pod_labels"]}, mlflow_labels)
@@ -424,6 +496,7 @@ def test_contract_matches_cluster_config() -> None:
     from debiaskd.core.config import ClusterConfig
 
     c, cfg = contract(), ClusterConfig()
+    assert cfg.trainer_runtime == c["trainer"]["runtime"] and cfg.trainer_runtime_kind == c["trainer"]["runtime_kind"]
     assert cfg.image == c["images"]["cpu"] and cfg.gpu_image == c["images"]["cuda"]
     assert cfg.mlflow_secret == c["mlflow"]["secret"]["name"]
     assert cfg.mlflow_uri == c["mlflow"]["uri"]
@@ -439,7 +512,8 @@ def test_gpu_overlay_schedules_like_the_paper_preset() -> None:
     gpu_objects = [o for o in rendered("overlays/gpu") if any(
         resource in ct.get("resources", {}).get("limits", {}) for ct in containers(o))]
     assert gpu_objects, "the gpu overlay requests no GPU"
-    for obj in gpu_objects:
+    gpu_objects.append(find(rendered("overlays/gpu"), cluster.trainer_runtime_kind, cluster.trainer_runtime))
+    for obj in gpu_objects:  # the GPU check and every TrainJob node land where the paper's tasks do
         spec = pod_spec(obj)
         assert spec["nodeSelector"] == cluster.node_selector
         assert spec["tolerations"] == cluster.tolerations
@@ -447,6 +521,48 @@ def test_gpu_overlay_schedules_like_the_paper_preset() -> None:
         for obj in rendered(target):
             assert all(resource not in ct.get("resources", {}).get("limits", {}) for ct in containers(obj))
             assert "nodeSelector" not in (pod_spec(obj) or {})
+
+
+def _allows(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
+    return any(group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+               and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])) for rule in role["rules"])
+
+
+def test_the_pipeline_account_may_launch_and_follow_trainjobs() -> None:
+    """What :mod:`debiaskd.runtime.trainjob` calls, as the pipeline's service account: create, get and
+    delete TrainJobs, list their pods, read the pods' logs; and nothing cluster-wide."""
+    c = contract()
+    objects = rendered("base")
+    binding = find(objects, "RoleBinding", c["pipeline"]["service_account"])
+    role = find(objects, "Role", binding["roleRef"]["name"])
+    group = c["trainer"]["api_version"].split("/")[0]
+    for verb in ("create", "get", "list", "watch", "delete"):
+        assert _allows(role, group, "trainjobs", verb), verb
+    assert _allows(role, "", "pods", "list") and _allows(role, "", "pods/log", "get")
+    assert not _allows(role, group, "trainjobs", "patch") and not _allows(role, "", "secrets", "get")
+    assert not any(o["kind"] in {"ClusterRole", "ClusterRoleBinding"} for t in TARGETS for o in rendered(t))
+
+
+def test_the_shared_volume_is_mounted_by_every_node_of_the_trainjobs() -> None:
+    """Every node of a TrainJob mounts the pipeline's shared volume at the pipeline's mount path (the task
+    leaves data, spec and teacher there), ReadWriteMany wherever tasks may run on several nodes."""
+    c = contract()
+    modes = {"base": "ReadWriteMany", "overlays/gpu": "ReadWriteMany", "overlays/dev": "ReadWriteOnce"}
+    for target, mode in modes.items():
+        assert find(rendered(target), "PersistentVolumeClaim", c["cache"]["pvc"])["spec"]["accessModes"] == [mode]
+    assert c["cache"]["access_mode"] == "ReadWriteMany"
+    runtime = find(rendered("overlays/gpu"), c["trainer"]["runtime_kind"], c["trainer"]["runtime"])
+    spec = pod_spec(runtime)
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+              if "persistentVolumeClaim" in v}
+    node = next(ct for ct in spec["containers"] if ct["name"] == c["trainer"]["container"])
+    mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
+    assert claims[mounts[c["cache"]["mount"]]] == c["cache"]["pvc"]
+    assert "/dev/shm" in mounts  # NCCL's shared memory
+    assert node["image"] == c["images"]["cuda"]
+    assert spec["automountServiceAccountToken"] is False  # training pods never talk to the API
+    assert not _selects({"matchLabels": c["pipeline"]["pod_labels"]},
+                        runtime_node(runtime)["template"]["spec"]["template"]["metadata"]["labels"])
 
 
 def test_overlays_patch_what_they_claim() -> None:

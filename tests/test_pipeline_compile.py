@@ -167,9 +167,66 @@ def test_cluster_tasks_retry_compute_and_never_cache_side_effects(compiled):
         component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
         if component in ("start-study", "summarize-study", "promote-champion", "end-study"):
             assert not task.get("cachingOptions", {}).get("enableCache"), name
-        if component in ("train-model", "train-student", "analyze-model", "collect-evaluations"):
+        if component in ("prepare-data", "augment-data", "train-model", "train-student", "analyze-model",
+                         "collect-evaluations"):
             policy = task["retryPolicy"]
             assert policy["maxRetryCount"] == cfg.cluster.retries and policy["backoffFactor"] == 2, name
             assert task["cachingOptions"]["enableCache"] is True, name
     assert {"train-model", "train-student", "summarize-study", "end-study"} <= {
         t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789") for t in tasks.values()}
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    return {name: task for comp in [spec["root"], *spec["components"].values()]
+            for name, task in comp.get("dag", {}).get("tasks", {}).items()}
+
+
+def _launch(task: dict) -> dict | None:
+    value = task["inputs"]["parameters"].get("launch")
+    return json.loads(value["runtimeValue"]["constant"]) if value else None
+
+
+def test_the_paper_teachers_launch_trainjobs_with_the_configured_nodes_and_gpus(compiled):
+    """Each teacher's training task carries its Kubeflow Trainer launch (nodes x GPUs per node, the
+    CUDA image, the torch runtime) and its work folder on the shared volume; the students train in
+    their own pods, on the shared volume too."""
+    _, (spec, _) = compiled
+    cfg = load_config("paper")
+    tasks = _tasks(spec)
+    teachers = [t for t in tasks.values() if t["taskInfo"]["name"].startswith("train + evaluate teacher")]
+    assert len(teachers) == 2
+    for task in teachers:
+        launch = _launch(task)
+        assert launch["work_root"] == f"{cfg.cluster.pvc_mount}/work"
+        assert launch["trainjob"] == {
+            "nodes": 2, "gpus_per_node": 2, "accelerator": "nvidia.com/gpu", "image": cfg.cluster.gpu_image,
+            "runtime": "debiaskd-torch", "runtime_kind": "TrainingRuntime", "namespace": None, "cpu": "8",
+            "memory": "32G", "poll_seconds": 15.0, "mlflow_secret": cfg.cluster.mlflow_secret,
+            "mlflow_keys": ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]}
+    students = [t for t in tasks.values() if t["taskInfo"]["name"].startswith("train + evaluate a student")]
+    assert [_launch(t) for t in students] == [{"work_root": f"{cfg.cluster.pvc_mount}/work", "trainjob": None}]
+
+
+def test_nodes_and_gpus_come_from_the_config(tmp_path):
+    path = tmp_path / "p.yaml"
+    cfg = load_config("paper", overrides=["cluster.teacher_launch.nodes=8", "cluster.teacher_launch.gpus_per_node=4",
+                                          "cluster.student_launch.gpus_per_node=2", "cluster.namespace=team-a",
+                                          "cluster.trainer_runtime=torch-distributed",
+                                          "cluster.trainer_runtime_kind=ClusterTrainingRuntime"])
+    compile_pipeline(cfg, str(path), platform=True)
+    tasks = _tasks(next(yaml.safe_load_all(path.read_text())))
+    launches = {t["taskInfo"]["name"]: _launch(t)["trainjob"] for t in tasks.values()
+                if t["taskInfo"]["name"].startswith("train + evaluate")}
+    teacher = launches["train + evaluate teacher_erm"]
+    assert (teacher["nodes"], teacher["gpus_per_node"], teacher["namespace"]) == (8, 4, "team-a")
+    assert (teacher["runtime"], teacher["runtime_kind"]) == ("torch-distributed", "ClusterTrainingRuntime")
+    student = launches["train + evaluate a student of teacher_debiased"]
+    assert (student["nodes"], student["gpus_per_node"]) == (1, 2)  # 2 GPUs on one node: a TrainJob too
+
+
+def test_the_local_runner_gets_no_launch(tmp_path):
+    path = tmp_path / "local.yaml"
+    compile_pipeline(load_config("paper"), str(path), platform=False)
+    tasks = _tasks(next(yaml.safe_load_all(path.read_text())))
+    training = [t for t in tasks.values() if t["taskInfo"]["name"].startswith("train + evaluate")]
+    assert training and all(_launch(t) is None for t in training)

@@ -71,6 +71,7 @@ def _compile_to_text(cfg, out_file: Path) -> str:
 
 
 ALL_TASKS = "all"  # ``run --task all``: one study per task
+TRAIN_SECTIONS = ("teacher_train", "student_train", "vision_teacher_train", "vision_student_train")
 
 
 def _check_task(task: str, allowed: tuple[str, ...] = TASK_NAMES) -> None:
@@ -95,6 +96,9 @@ def run(
         "--warm/--no-warm", envvar="DEBIASKD_WARM",
         help="fork each task from a process that imported torch, transformers and MLflow once "
              "(--no-warm: a fresh interpreter per task, as on a cluster)")] = True,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", help="train each model with N data-parallel processes (torchrun on this machine): sets "
+        "every *_train.processes; the global batch stays batch_size × grad_accum")] = None,
 ) -> None:
     """Run the whole study as a Kubeflow pipeline on the local kfp runner.
 
@@ -109,6 +113,11 @@ def run(
     _check_task(task, (*TASK_NAMES, ALL_TASKS))
     if seeds:  # after every --set: the explicit option wins
         overrides = [*(overrides or []), f"seeds=[{', '.join(str(seed) for seed in seeds)}]"]
+    if processes is not None:  # likewise, for every training role
+        if processes < 1:
+            raise DebiaskdError(f"--processes must be at least 1 (the data-parallel processes per model); got "
+                                f"{processes}", rule="usage")
+        overrides = [*(overrides or []), *(f"{section}.processes={processes}" for section in TRAIN_SECTIONS)]
     every = task == ALL_TASKS
     tasks = list(TASK_NAMES) if every else [task]
     _check_tracking(tracking_uri)

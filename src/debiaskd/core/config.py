@@ -153,6 +153,10 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True
     num_threads: int | None = Field(None, ge=1)
+    processes: int = Field(
+        1, ge=1, description="data-parallel processes training each model of this role (torchrun; 1: this "
+        "process). The global batch stays batch_size × grad_accum: make grad_accum a multiple of it",
+    )
 
 
 class EvalConfig(_Strict):
@@ -206,6 +210,21 @@ class TrackingConfig(_Strict):
     register_models: bool = True
 
 
+class TrainLaunchConfig(_Strict):
+    """How the training tasks of one role run on a cluster (ignored by the local runner).
+
+    With more than one node, or more than one GPU per node, each model of the role trains as a Kubeflow
+    Trainer TrainJob (a torch runtime: ``nodes`` pods of ``gpus_per_node`` torchrun processes each),
+    created, followed and waited for by its pipeline task; otherwise in the task's own pod.
+    """
+
+    nodes: int = Field(1, ge=1, le=256, description="training nodes (pods) of each model of this role")
+    gpus_per_node: int | None = Field(
+        None, ge=0, le=64, description="GPUs, and so torchrun processes, per node (None: gpu_per_training_task)")
+    cpu: str = Field("8", description="CPU request and limit of each TrainJob node")
+    memory: str = Field("32G", description="memory request and limit of each TrainJob node")
+
+
 class ClusterConfig(_Strict):
     """Kubeflow settings written at compile time (ignored by the local runner)."""
 
@@ -226,6 +245,30 @@ class ClusterConfig(_Strict):
     #: exponential backoff from ``retry_backoff``
     retries: int = Field(2, ge=0, le=10)
     retry_backoff: str = "60s"
+    #: the distributed launch of each role's training (Kubeflow Trainer TrainJobs), see TrainLaunchConfig
+    teacher_launch: TrainLaunchConfig = Field(default_factory=TrainLaunchConfig)
+    student_launch: TrainLaunchConfig = Field(default_factory=TrainLaunchConfig)
+    trainer_runtime: str = Field(
+        "debiaskd-torch", min_length=1,
+        description="the torch runtime TrainJobs refer to (k8s/base/trainer-runtime.yaml)")
+    trainer_runtime_kind: Literal["TrainingRuntime", "ClusterTrainingRuntime"] = "TrainingRuntime"
+    namespace: str | None = Field(None, description="where TrainJobs are created (None: the task pod's namespace)")
+    work_dir: str = Field(
+        "work", min_length=1, description="folder under pvc_mount where training tasks keep their data, checkpoints "
+        "and TrainJob files, one sub-folder per task (so a retried or preempted task resumes)")
+    trainjob_poll_seconds: float = Field(15.0, gt=0.0, le=600.0)
+
+    def launch(self, role: str) -> TrainLaunchConfig:
+        """The launch settings of ``role`` ("teacher" or "student")."""
+        return self.teacher_launch if role == "teacher" else self.student_launch
+
+    def gpus_per_node(self, role: str) -> int:
+        launch = self.launch(role)
+        return self.gpu_per_training_task if launch.gpus_per_node is None else launch.gpus_per_node
+
+    def uses_trainjob(self, role: str) -> bool:
+        """True when ``role``'s models train as TrainJobs (more than one node or more than one GPU)."""
+        return self.launch(role).nodes > 1 or self.gpus_per_node(role) > 1
 
 
 VARIANTS: tuple[str, ...] = (
@@ -328,7 +371,13 @@ class StudyConfig(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """What is trained, not by how many processes: ``*_train.processes`` is left out (a checkpoint
+        resumes under another count)."""
+        data = self.to_dict()
+        for section in data.values():
+            if isinstance(section, dict) and "grad_accum" in section:
+                section.pop("processes", None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -422,11 +471,13 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "nli_model": {"teacher": "bert-base-uncased", "student_layers": 4, "assistant_layers": 8,
                       "max_length": 128},
         "vision_model": {"teacher": "resnet50", "teacher_width": 64, "student_width": 32},
-        "teacher_train": {"epochs": 3, "batch_size": 32, "lr": 2e-5, "checkpoint_every": 2000},
+        # teachers: a TrainJob of 2 nodes × 2 GPUs (cluster.teacher_launch); the global batch stays 32
+        # (batch_size × grad_accum), dealt 2 batches to each of the 4 processes per optimizer step
+        "teacher_train": {"epochs": 3, "batch_size": 8, "grad_accum": 4, "lr": 2e-5, "checkpoint_every": 2000},
         "student_train": {"epochs": 3, "batch_size": 64, "lr": 5e-5, "checkpoint_every": 2000},
         "eval": {"batch_size": 256},
         "analysis": {"n_examples": 256},
-        "cluster": {"gpu_per_training_task": 1,
+        "cluster": {"gpu_per_training_task": 1, "teacher_launch": {"nodes": 2, "gpus_per_node": 2},
                     "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"},
                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
     },

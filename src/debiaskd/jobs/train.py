@@ -1,8 +1,9 @@
 """Train one variant (a teacher, or a student with its whole recipe) and evaluate it, in one job.
 
 One pipeline task per variant: the model is evaluated while the libraries are loaded, instead of in
-a second task. Training calls :func:`debiaskd.training.variant.train_variant_model` and nothing else
-of the training package; the torch/pandas stack is imported where the job runs.
+a second task. Training calls :func:`debiaskd.training.variant.train_variant_model` (with
+``*_train.processes`` above 1, through :func:`debiaskd.training.launch.train_in_processes`: the same call
+in each of N processes under torchrun); the torch/pandas stack is imported where the job runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import analysed, run_name, variant_specs
 from debiaskd.jobs.base import RESULT_FILE, Job, read_result, records_errors, share_cpus, write_json
+from debiaskd.jobs.cluster_train import ClusterLaunch, train_on_cluster
 from debiaskd.reporting.report import HEADLINE
 from debiaskd.tracking.lineage import current_data_version
 
@@ -62,6 +64,8 @@ class TrainJob(Job):
     reference: Path | None = None
     progress: bool = True
     concurrent: int = 1
+    #: on a cluster: train on shared storage, as a Kubeflow Trainer TrainJob for several nodes or GPUs
+    launch: ClusterLaunch | None = None
 
     def run(self) -> dict[str, Any]:
         """Train, then evaluate; returns what the task shows: ``trained``, ``evaluation``, ``headline``
@@ -88,6 +92,7 @@ class TrainJob(Job):
     def _train(self) -> dict[str, Any]:
         # pandas, torch: slow, only where the job runs (importing the jobs must stay cheap)
         from debiaskd.data.store import read_dataset
+        from debiaskd.training.launch import train_in_processes
         from debiaskd.training.variant import share_logits, train_split_name, train_variant_model
 
         cfg, variant, seed, tracker = self.config, self.variant, self.seed, self.tracker
@@ -120,8 +125,18 @@ class TrainJob(Job):
         monitor = tracker.system_metrics(run_id) if (run_id and cfg.tracking.system_metrics) else nullcontext()
         try:
             with monitor:
-                result = train_variant_model(spec, cfg, ds.splits, seed, self.model_dir, teacher_dir=teacher_dir,
-                                             reference_dir=reference_dir, progress=self.progress)
+                processes = cfg.train_config(spec.role).processes
+                if self.launch is not None:  # a cluster task: on shared storage, in its pod or as a TrainJob
+                    result = train_on_cluster(self.launch, spec, cfg, ds.splits, seed, ds.content_hash,
+                                              self.dataset_dir, self.model_dir, teacher_dir=teacher_dir,
+                                              reference_dir=reference_dir, progress=self.progress, run_id=run_id)
+                elif processes > 1:  # the same call, in each of N data-parallel processes under torchrun
+                    result = train_in_processes(processes, variant, cfg, seed, self.dataset_dir, self.model_dir,
+                                                teacher_dir=teacher_dir, reference_dir=reference_dir,
+                                                progress=self.progress)
+                else:
+                    result = train_variant_model(spec, cfg, ds.splits, seed, self.model_dir, teacher_dir=teacher_dir,
+                                                 reference_dir=reference_dir, progress=self.progress)
         except BaseException:
             if run_id:
                 tracker.end_run(run_id, "FAILED")

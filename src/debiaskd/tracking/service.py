@@ -466,8 +466,9 @@ def list_artifacts(uri: str, run_id: str, artifact_path: str | None = None) -> l
                                   lambda: c.list_artifacts(run_id, artifact_path))]
 
 
-def system_metrics(run_id: str):
-    """Context manager: sample CPU/RAM (and GPU) into ``run_id`` while training."""
+def system_metrics(run_id: str, node_id: str | None = None):
+    """Context manager: sample CPU/RAM (and GPU, where ``pynvml`` imports) into ``run_id`` while training;
+    with ``node_id`` the metrics are ``system/<node_id>/...`` (one machine of several)."""
     try:
         # MLflow: slow (~2.5 s), only training samples system metrics
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -476,7 +477,7 @@ def system_metrics(run_id: str):
 
     @contextlib.contextmanager
     def monitor():
-        mon = SystemMetricsMonitor(run_id, sampling_interval=2, samples_before_logging=1)
+        mon = SystemMetricsMonitor(run_id, sampling_interval=2, samples_before_logging=1, node_id=node_id)
         try:
             mon.start()
         except Exception:  # a monitor failure must never fail training

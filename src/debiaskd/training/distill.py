@@ -23,6 +23,7 @@ from torch import nn
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.data.schema import ImageSplit
 from debiaskd.tasks import task_of
+from debiaskd.training.distributed import main_first
 from debiaskd.training.loop import Start, TrainResult, fit
 from debiaskd.training.models import META_FILE, VISION_WEIGHTS, LoadedModel, load_model
 from debiaskd.training.predict import predict_logits, resolve_device
@@ -132,7 +133,8 @@ def distill_student(
       that one is deeper (teacher or assistant; any vision teacher), else of the original teacher
       (``distill.init_layers`` or evenly spaced, embeddings included);
     * KD reads cached teacher logits (``cache_dir``, default ``<out_dir parent>/teacher_cache``) unless
-      ``distill.cache_teacher`` is off or an objective reads the teacher's layers (online passes).
+      ``distill.cache_teacher`` is off or an objective reads the teacher's layers (online passes);
+      under torchrun rank 0 computes them on a cache miss and every rank reads the same file.
     """
     sources = Sources(bias_probs=bias_probs, reference_logits=reference_logits)
     if not recipe.uses_kd:
@@ -150,8 +152,9 @@ def distill_student(
         last = r == rounds.count
         round_dir = out if last else rounds_dir(out) / f"round{r}"
         layers = rounds.assistant_layers if (rounds.assistant_layers and not last) else None
-        logits = None if online else cached_teacher_logits(current_dir, train, cache, recipe.logits, model=current,
-                                                           shared=[teacher_cache_dir(teacher_dir)])
+        with main_first():  # distributed: rank 0 fills the cache on a miss, the other ranks then read it
+            logits = None if online else cached_teacher_logits(current_dir, train, cache, recipe.logits,
+                                                               model=current, shared=[teacher_cache_dir(teacher_dir)])
         start = Start(layers=layers)
         if rounds.teacher_init:
             depth = layers or rounds.student_layers

@@ -8,6 +8,13 @@ best epoch's weights are kept), bf16 autocast on CUDA only, and checkpoints ever
 optimizer steps holding everything that decides the rest of the run (model, optimizer, scheduler,
 :class:`TrainState`, RNG states, the objectives' state such as GroupDRO weights), so a run killed at
 any point and restarted ends with the same weights as an uninterrupted run on CPU.
+
+Under ``torchrun`` (:mod:`debiaskd.training.launch`) the same loop trains data-parallel: the model is
+wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each rank runs whole batches of the
+step's group (the split and why the global batch is one process's: :mod:`debiaskd.training.distributed`),
+validation runs on rank 0 and its accuracy is broadcast (so early stopping decides the same on every
+rank), and only rank 0 logs, checkpoints and saves. Checkpoints hold the unwrapped model, so a run
+resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import random
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,10 +36,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.resources import peak_rss_mb
 from debiaskd.data.schema import ImageSplit
+from debiaskd.training import distributed
+from debiaskd.training.distributed import World
 from debiaskd.training.inputs import Inputs, model_logits
 from debiaskd.training.models import LoadedModel, evenly_spaced_layers, save_model
 from debiaskd.training.objectives.base import DebiasObjective, DistillObjective, Objective, Rows, Setup, Step
@@ -231,11 +242,13 @@ def log_epoch(name: str, record: dict[str, Any]) -> None:
           f"val acc {'-' if val is None else f'{val:.3f}'}, {record['examples_per_second']:.0f} ex/s", file=sys.stderr)
 
 
-def early_stopping(state: TrainState, epoch: int, acc: float, model: nn.Module, patience: int | None) -> bool:
-    """Keep the best epoch's weights; True when ``patience`` epochs in a row did not improve."""
+def early_stopping(state: TrainState, epoch: int, acc: float, model: nn.Module, patience: int | None,
+                   keep_weights: bool = True) -> bool:
+    """Keep the best epoch's weights (``keep_weights``: the rank that saves them); True when ``patience``
+    epochs in a row did not improve."""
     if acc > state.best_acc:
         state.best_acc, state.best_epoch, state.bad_epochs = acc, epoch + 1, 0
-        state.best_state = _cpu_state(model)
+        state.best_state = _cpu_state(model) if keep_weights else None
         return False
     state.bad_epochs += 1
     return bool(patience and state.bad_epochs >= patience)
@@ -257,6 +270,14 @@ class _Run:
     labels: torch.Tensor
     settings: TrainSettings
     device: torch.device
+    seed: int = 0
+    world: World = field(default_factory=World)
+    net: nn.Module | None = None  # what runs the forward pass: the DDP wrapper in a distributed run
+
+    @property
+    def extra_params(self) -> list[nn.Parameter]:
+        """The objectives' own trainable parameters (outside the model, so outside DDP's all-reduce)."""
+        return [p for o in self.objectives for _, p in o.parameters()]
 
     @property
     def objectives(self) -> list[Objective]:
@@ -267,28 +288,64 @@ class _Run:
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.device)
         batch = to_device(self.train.collate(idx), self.device)
         with autocast(self.device, self.settings.bf16):
-            step = Step(model_logits(self.model, batch), self.labels[idx_t], idx_t, batch, self.rows)
+            step = Step(model_logits(self.net or self.model, batch), self.labels[idx_t], idx_t, batch, self.rows)
             loss = self.debias.task_loss(step)
             for objective in self.distill:
                 loss = objective.add(loss, step)
         return loss
 
 
+def _micro_steps(run: _Run, state: TrainState, pos: int, group_end: int, n_micro: int, running: torch.Tensor) -> int:
+    """A distributed rank's share of one step group (:func:`~debiaskd.training.distributed.my_batches`):
+    its whole batches, losses scaled by ``world_size / n_micro``, all-reduced once on its last
+    micro-step; the number of examples it trained on."""
+    world, order = run.world, state.order
+    mine, scale = distributed.my_batches(pos, group_end, world), world.size
+    if not mine:  # fewer batches than ranks in this group: join the all-reduce with a zero-weighted pass
+        mine, scale = [pos], 0
+    examples = 0
+    for k, mpos in enumerate(mine):
+        torch.manual_seed(distributed.batch_seed(run.seed, state.epoch, mpos))  # the batch's dropout, on any rank
+        with nullcontext() if k == len(mine) - 1 else run.net.no_sync():
+            loss = run.loss(order[mpos])
+            (loss * (scale / n_micro)).backward()
+        if scale:
+            running += loss.detach() * len(order[mpos])
+            examples += len(order[mpos])
+    return examples
+
+
+def _settle(run: _Run, state: TrainState, running: torch.Tensor, examples: int) -> None:
+    """Move the running loss (and, distributed, the examples) into ``state``: summed over the ranks."""
+    if run.world.distributed:
+        loss, n = distributed.sum_over_ranks([float(running.item()), float(examples)], run.world)
+        state.epoch_loss += loss
+        state.epoch_examples += int(n)
+    else:
+        state.epoch_loss += float(running.item())
+    running.zero_()
+
+
 def _train_epoch(run: _Run, state: TrainState, checkpointer: Checkpointer, bar: ProgressBar) -> bool:
     """Optimizer steps over the rest of this epoch's batches; True when ``max_steps`` is reached."""
-    s, order = run.settings, state.order
+    s, order, world = run.settings, state.order, run.world
     t0 = time.perf_counter()
     running = torch.zeros((), device=run.device)
+    examples = 0  # a distributed rank's examples since they were last summed over the ranks
     pos = state.batch_pos
     while pos < len(order):
         group_end = min(len(order), (pos // s.grad_accum + 1) * s.grad_accum)
         n_micro = group_end - pos if group_end == len(order) else s.grad_accum
-        for mpos in range(pos, group_end):
-            loss = run.loss(order[mpos])
-            (loss / n_micro).backward()
-            running += loss.detach() * len(order[mpos])
-            state.epoch_examples += len(order[mpos])
-            bar.update(mpos, state, running, state.epoch_seconds + time.perf_counter() - t0)
+        if world.distributed:
+            examples += _micro_steps(run, state, pos, group_end, n_micro, running)
+            distributed.mean_grads(run.extra_params, world)
+        else:
+            for mpos in range(pos, group_end):
+                loss = run.loss(order[mpos])
+                (loss / n_micro).backward()
+                running += loss.detach() * len(order[mpos])
+                state.epoch_examples += len(order[mpos])
+                bar.update(mpos, state, running, state.epoch_seconds + time.perf_counter() - t0)
         pos = group_end
         torch.nn.utils.clip_grad_norm_([p for _, p in run.params], 1.0)
         run.optimizer.step()
@@ -298,14 +355,17 @@ def _train_epoch(run: _Run, state: TrainState, checkpointer: Checkpointer, bar: 
         state.batch_pos = pos
         stop = bool(s.max_steps and state.step >= s.max_steps)
         if s.checkpoint_every and state.step % s.checkpoint_every == 0:
-            state.epoch_loss += float(running.item())
-            running.zero_()
+            _settle(run, state, running, examples)
+            examples = 0
             state.epoch_seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            checkpointer.save(state, run)
+            if world.main:
+                checkpointer.save(state, run)
+        if world.distributed:
+            distributed.crash_point(world, state.step)
         if stop:
             break
-    state.epoch_loss += float(running.item())
+    _settle(run, state, running, examples)
     state.epoch_seconds += time.perf_counter() - t0
     return bool(s.max_steps and state.step >= s.max_steps)
 
@@ -324,13 +384,18 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
     sources, start, s = sources or Sources(), start or Start(), recipe.train
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
-    device, out = resolve_device(s.device), Path(out_dir)
+    device, out, world = resolve_device(s.device), Path(out_dir), distributed.current()
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     label_names = recipe.model.task.label_names(train)
     model, tokenizer, build_meta, tr, va = _model_and_inputs(recipe, train, validation, seed, sources, start,
                                                             label_names)
     debias, distill = recipe.objectives()
     rows = prepare_rows([o.declared for o in (*distill, debias)], sources, tr.frame, tr.n, device,
                         bias_temperature=recipe.bias_temperature, variant=recipe.variant, teacher=recipe.teacher)
+    if world.distributed and rows.teacher_logits is not None:  # every rank says so (the tests read it)
+        print(f"rank {world.rank}/{world.size}: {recipe.variant} reads cached teacher logits "
+              f"({rows.teacher_logits.shape[0]} rows)", file=sys.stderr, flush=True)
     layer_map = start.layer_map or build_meta.get("layer_map")
     setup = Setup(model, rows.teacher, device, seed, rows, lambda: layer_map or evenly_spaced_layers(
         rows.teacher.config.num_hidden_layers, model.config.num_hidden_layers))
@@ -338,6 +403,7 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
         for objective in (debias, *distill):
             objective.setup(setup)
         run = _optimisation(model, debias, distill, rows, tr, seed, s, device)
+        run.world = world
         state = _epochs(recipe, run, tr, va, seed, _fingerprint(recipe, seed, tr, va, start, sources), out,
                         progress, resume)
     finally:
@@ -348,9 +414,13 @@ def fit(recipe: Recipe, train: pd.DataFrame | ImageSplit, validation: pd.DataFra
     seconds = time.perf_counter() - started
     meta = _metadata(recipe, state, seed, label_names, tr, va, seconds, sources, tokenizer is not None)
     meta |= build_meta | (extra_meta or {})
+    if world.distributed:
+        meta["train"]["processes"] = world.size
     model.eval()
-    save_model(model.to("cpu"), out, meta, tokenizer)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    if world.main:
+        save_model(model.to("cpu"), out, meta, tokenizer)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    distributed.barrier(world)  # the saved model is there for every rank (a next round loads it)
     return TrainResult(out, state.history, state.best_epoch, seconds, meta["train"]["examples_per_second"])
 
 
@@ -402,7 +472,8 @@ def _optimisation(model: nn.Module, debias: DebiasObjective, distill: list[Disti
     total_steps = s.max_steps or steps_per_epoch * s.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps,
                                                                              int(s.warmup_ratio * total_steps)))
-    return _Run(model, optimizer, scheduler, params, debias, distill, rows, tr, tr.labels.to(device), s, device)
+    return _Run(model, optimizer, scheduler, params, debias, distill, rows, tr, tr.labels.to(device), s, device,
+                seed=seed)
 
 
 def _fingerprint(recipe: Recipe, seed: int, tr: Inputs, va: Inputs | None, start: Start, sources: Sources) -> str:
@@ -416,11 +487,19 @@ def _fingerprint(recipe: Recipe, seed: int, tr: Inputs, va: Inputs | None, start
 def _epochs(recipe: Recipe, run: _Run, tr: Inputs, va: Inputs | None, seed: int, fingerprint: str, out: Path,
             progress: bool, resume: bool) -> TrainState:
     """Epochs until ``epochs``, ``max_steps`` or early stopping; the final state (with the history)."""
-    s, state, name = run.settings, TrainState(), recipe.variant
+    s, state, name, world = run.settings, TrainState(), recipe.variant, run.world
     checkpointer = Checkpointer(out, fingerprint)
+    progress = progress and world.main  # one voice: rank 0's
     if resume and checkpointer.restore(state, run) and progress:
         print(f"resuming {name} from step {state.step} (epoch {state.epoch + 1})", file=sys.stderr)
-    show = progress and sys.stderr.isatty()
+    if world.distributed:
+        if progress and s.grad_accum % world.size:
+            print(f"{name}: grad_accum {s.grad_accum} is not a multiple of {world.size} processes: a rank without a "
+                  "batch in a step runs a zero-weighted one (same global batch, no speed-up); use a multiple",
+                  file=sys.stderr)
+        run.net = DistributedDataParallel(run.model, device_ids=[run.device.index] if run.device.type == "cuda"
+                                          else None)
+    show = progress and sys.stderr.isatty() and not world.distributed
     run.model.train()
     stop = False
     while state.epoch < s.epochs and not stop:
@@ -434,8 +513,10 @@ def _epochs(recipe: Recipe, run: _Run, tr: Inputs, va: Inputs | None, seed: int,
         record = epoch_record(state, epoch, state.epoch_seconds)
         last = stop or epoch + 1 == s.epochs
         if va is not None and va.n and ((epoch + 1) % s.eval_every_epochs == 0 or last):
-            record["validation_accuracy"] = acc = accuracy(run.model, va, s.eval_batch_size, run.device, s.bf16)
-            stop = early_stopping(state, epoch, acc, run.model, s.early_stopping_patience) or stop
+            # rank 0 evaluates; every rank takes its accuracy, so they all stop (and keep) alike
+            acc = accuracy(run.model, va, s.eval_batch_size, run.device, s.bf16) if world.main else None
+            record["validation_accuracy"] = acc = distributed.from_main(acc, world)
+            stop = early_stopping(state, epoch, acc, run.model, s.early_stopping_patience, world.main) or stop
         elif va is None or not va.n:
             state.best_epoch, state.best_state = epoch + 1, None
         record["peak_rss_mb"] = peak_rss_mb()

@@ -44,6 +44,7 @@ class TrainSettings:
     device: str
     bf16: bool
     num_threads: int | None
+    processes: int  # how many launch it (debiaskd.training.launch); the loop asks torch.distributed who it is
     eval_batch_size: int
 
     @classmethod

@@ -22,6 +22,7 @@ from debiaskd.training.distill import (
     precompute_teacher_logits,
     teacher_cache_dir,
 )
+from debiaskd.training.distributed import main_first
 from debiaskd.training.loop import TrainResult
 from debiaskd.training.recipe import LogitSettings, Recipe
 
@@ -47,8 +48,9 @@ def train_variant_model(
     train, validation = splits[train_split_name(spec, splits)], splits["validation"]
     reference = None
     if spec.reference:
-        reference = cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", recipe.logits,
-                                          shared=[teacher_cache_dir(reference_dir)])
+        with main_first():  # distributed: rank 0 fills the cache on a miss, the other ranks then read it
+            reference = cached_teacher_logits(reference_dir, train, out_dir / "reference_cache", recipe.logits,
+                                              shared=[teacher_cache_dir(reference_dir)])
     return distill_student(recipe, train, validation, seed, out_dir / "model", teacher_dir,
                            bias_probs=bias_probs_of(train), progress=progress, reference_logits=reference)
 
