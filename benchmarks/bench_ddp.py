@@ -13,7 +13,7 @@ machine's cores shared equally (1 process: all the threads; 2 processes: half ea
 
 Examples/s are training examples over the loop's training time (model loading and tokenising left out).
 
-    python benchmarks/bench_ddp.py [--steps 20] [--json FILE]
+    python benchmarks/bench_ddp.py [--steps 20] [--set KEY=VALUE ...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path) -> None:
+def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path, sets: list[str]) -> None:
     """One rank (or the lone process): train, then rank 0 writes what it measured."""
     # torch and the library: only the workers train (the parent only launches them)
     import torch
@@ -53,7 +53,9 @@ def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path) ->
     world = distributed.init_from_env()
     comm = {"seconds": 0.0, "calls": 0, "bytes": 0}
 
-    def timed_allreduce(state: dict, bucket: dist.GradBucket) -> torch.futures.Future:
+    # no annotations: DDP's register_comm_hook compares them with dist.GradBucket and torch.futures.Future,
+    # and this module's postponed annotations would be strings
+    def timed_allreduce(state, bucket):
         tensor = bucket.buffer()
         t0 = time.perf_counter()
         dist.all_reduce(tensor)
@@ -75,7 +77,7 @@ def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path) ->
     cfg = load_config("default", overrides=[
         f"teacher_train.max_steps={steps}", f"teacher_train.batch_size={batch_size}", "teacher_train.grad_accum=2",
         "teacher_train.epochs=1", "teacher_train.device=cpu", f"teacher_train.num_threads={threads}",
-        "teacher_train.checkpoint_every=null"])
+        "teacher_train.checkpoint_every=null", *sets])
     data = out.parent / "data"
     with distributed.main_first(world):
         if world.main and not data.exists():
@@ -98,11 +100,11 @@ def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path) ->
     distributed.shutdown()
 
 
-def _launch(processes: int, steps: int, batch_size: int, timed: bool, tmp: Path) -> dict[str, Any]:
+def _launch(processes: int, steps: int, batch_size: int, timed: bool, tmp: Path, sets: list[str]) -> dict[str, Any]:
     threads = max(1, _cpus() // processes)
     out = tmp / f"result-{processes}-{timed}.json"
     args = ["--worker", "--steps", str(steps), "--batch-size", str(batch_size), "--threads", str(threads),
-            "--out", str(out)] + (["--timed"] if timed else [])
+            "--out", str(out)] + (["--timed"] if timed else []) + [f"--set={s}" for s in sets]
     if processes == 1:
         cmd = [sys.executable, str(HERE), *args]
     else:
@@ -118,21 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=32, help="per micro-batch (global: 2 ×)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the teacher (repeatable), e.g. nli_model.teacher=tiny")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.steps, args.batch_size, args.threads, args.timed, args.out)
+        worker(args.steps, args.batch_size, args.threads, args.timed, args.out, args.sets)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as tmp:
-        one = _launch(1, args.steps, args.batch_size, False, Path(tmp))
-        ddp = _launch(2, args.steps, args.batch_size, False, Path(tmp))
-        timed = _launch(2, args.steps, args.batch_size, True, Path(tmp))
+        one = _launch(1, args.steps, args.batch_size, False, Path(tmp), args.sets)
+        ddp = _launch(2, args.steps, args.batch_size, False, Path(tmp), args.sets)
+        timed = _launch(2, args.steps, args.batch_size, True, Path(tmp), args.sets)
     comm = [r["comm"]["seconds"] for r in timed["ranks"]]
     figures = {
-        "model": "minilm (default preset teacher)", "steps": args.steps, "global_batch": 2 * args.batch_size,
+        "model": "minilm (default preset teacher)", "overrides": args.sets, "steps": args.steps,
+        "global_batch": 2 * args.batch_size,
         "one_process_examples_per_second": one["examples_per_second"],
         "two_process_examples_per_second": ddp["examples_per_second"],
         "speedup": ddp["examples_per_second"] / one["examples_per_second"],
