@@ -91,8 +91,11 @@ def build_sweep_pipeline(cfg: StudyConfig, platform: bool = False):
                 done.append(student)
             collect = setup(comps.collect_evaluations(config=config, seed=seed, tracking_uri=tracking_uri,
                                                       study=study).after(*done), "collect evaluations")
-        setup(comps.summarize_sweep(config=config, evaluations=dsl.Collected(collect.outputs["evaluations"]),
-                                    tracking_uri=tracking_uri, study=study), "the matrix's report")
+            # it reads MLflow, not its inputs: never from the cache (a re-run after a failure has new runs)
+            collect.set_caching_options(False)
+        report = setup(comps.summarize_sweep(config=config, evaluations=dsl.Collected(collect.outputs["evaluations"]),
+                                             tracking_uri=tracking_uri, study=study), "the matrix's report")
+        report.set_caching_options(False)
 
     class SweepOutputs(NamedTuple):
         report: dsl.HTML

@@ -56,10 +56,11 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """``cell.<method>.<distill>[.L<layers>][.W<width>].<intervention>`` (a size part only where the cell
+        """``cell.<method>.<distill, + as _>[.L<layers>][.W<width>].<intervention>`` (a size part only where the cell
         sets it; otherwise the model section's size applies)."""
         size = "".join(f".{p}{v}" for p, v in (("L", self.layers), ("W", self.width)) if v is not None)
-        return f"{CELL_PREFIX}{self.method}.{self.distill}{size}.{self.intervention}"
+        # "+" is no character of an MLflow metric key (the parent run logs ``<cell>/retention``)
+        return f"{CELL_PREFIX}{self.method}.{self.distill.replace('+', '_')}{size}.{self.intervention}"
 
     @property
     def teacher(self) -> str:
