@@ -38,7 +38,7 @@ class SweepReportJob(Job):
                 if mean is not None:
                     metrics[f"{name}/retention"] = mean
                 metrics[f"{name}/gate_passed"] = float(entry["gate_passed"])
-                for seed, row in entry["per_seed"].items():
+                for row in entry["per_seed"].values():
                     if row.get("mlflow_run_id"):  # the cell's own run: what MLflow's compare views plot
                         tracker.log_metrics({k: float(v) for k, v in (("retention", row["retention"]),
                                                                       ("gate_passed", row["gate_passed"]))

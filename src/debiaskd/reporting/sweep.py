@@ -157,7 +157,7 @@ def heatmap(sweep: dict[str, Any], out_png: str | Path) -> Path:
     for k, distill in enumerate(distills):
         ax = axes[0][k]
         grid = np.full((len(rows), len(cols)), np.nan)
-        for name, e in entries.items():
+        for e in entries.values():
             a = e["axes"]
             if a["distill"] != distill:
                 continue
