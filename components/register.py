@@ -50,7 +50,8 @@ def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_ur
 def summarize_sweep(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],
                     report: Output[HTML], files: Output[Artifact]) -> str:
     """The distillability matrix's report (sweep.json, report.md, the heat map) into ``files`` and logged to
-    the sweep's parent run; ``report`` as one page. Returns the best robust cell ("" when none passes)."""
+    the sweep's parent run; ``report`` as one page. Registers the best robust cell as the challenger; returns
+    "pass" when it passes the gate's dry run (the pipeline then promotes it), else "refuse"."""
     from pathlib import Path
 
     from debiaskd.runtime.dispatch import execute
@@ -59,7 +60,7 @@ def summarize_sweep(config: str, evaluations: Input[list[Artifact]], tracking_ur
                      page=True, tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     Path(report.path).write_text(result["page"], encoding="utf-8")
-    return result["best"] or ""
+    return result["gate"]
 
 
 def promote_champion(config: str, tracking_uri: str, study: Input[Artifact]) -> str:

@@ -41,8 +41,8 @@ STORE = "store"
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
-    if cfg.matrix.enabled:  # start, 3 data steps per seed, every model, collect per seed, report, end
-        return 1 + (3 + len(variant_specs(cfg)) + 1) * len(cfg.seeds) + 2
+    if cfg.matrix.enabled:  # start, 3 data steps per seed, every model, collect per seed, report, promotion, end
+        return 1 + (3 + len(variant_specs(cfg)) + 1) * len(cfg.seeds) + 3
     per_seed = len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
     return 4 + per_seed * len(cfg.seeds) + 3  # ... + summary, promotion, end of the study run
 

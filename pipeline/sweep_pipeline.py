@@ -2,7 +2,9 @@
 
 per seed (``dsl.ParallelFor``): prepare → validate → augment → one teacher per debiasing method (the ERM
 teacher too when a method reads it) → per teacher, a ``dsl.ParallelFor`` fan-out over its cells (every
-combination of the other axes) → collect; then the matrix's report, logged to the sweep's parent MLflow run.
+combination of the other axes) → collect; then the matrix's report, logged to the sweep's parent MLflow run,
+which registers the best robust cell (highest retention among the cells the gate passes) as the challenger;
+``dsl.If`` it passes the gate, it is promoted to champion.
 
 Every training task receives the sweep's ``store``: a model whose content key
 (:func:`debiaskd.core.sweep.content_key`: the trained part of the config, its spec, seed, data and the specs
@@ -96,6 +98,9 @@ def build_sweep_pipeline(cfg: StudyConfig, platform: bool = False):
         report = setup(comps.summarize_sweep(config=config, evaluations=dsl.Collected(collect.outputs["evaluations"]),
                                              tracking_uri=tracking_uri, study=study), "the matrix's report")
         report.set_caching_options(False)
+        with dsl.If(report.outputs["Output"] == "pass", name="best-cell-passed-the-gate"):
+            setup(comps.promote_champion(config=config, tracking_uri=tracking_uri, study=study),
+                  "promote the best robust cell")
 
     class SweepOutputs(NamedTuple):
         report: dsl.HTML

@@ -116,6 +116,13 @@ def test_the_sweep_pipeline_fans_out_the_cells_per_teacher(tmp_path):
         assert f"cells-of-teacher-{method}" in text
     assert text.count('"train-model') >= 4  # one training task per teacher, none per cell
     assert "sweep-store" in text  # the store on the shared volume
+    assert "best-cell-passed-the-gate" in text  # dsl.If the best robust cell passes: its promotion
+
+
+def test_compile_sweep_writes_the_sweep_pipeline(tmp_path):
+    out = tmp_path / "sweep.yaml"
+    assert main(["compile", "--sweep", "--preset", "smoke", "--out", str(out)]) == 0
+    assert "debiaskd-nli-sweep" in out.read_text()
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -182,3 +189,67 @@ def test_smoke_sweep_end_to_end_and_adding_an_axis_value_trains_only_the_new_cel
     assert len(children) == 6
     warm_log = (out / "warm.log").read_text()
     assert "failed" not in warm_log
+
+
+# ----------------------------------------------------------------------------- report and the gate
+def _ev(variant: str, seed: int, id_acc: float, ch: float, **extra) -> dict:
+    return {"variant": variant, "seed": seed, "in_distribution_accuracy": id_acc, "challenge_accuracy": ch,
+            "worst_group_accuracy": ch - 0.1, "challenge_auc": 0.6, "heuristic_reliance": 0.2,
+            "in_distribution_majority_rate": 0.34, "in_distribution_kappa": 0.5, "run_id": f"r-{variant}-{seed}",
+            "model_uri": f"models:/{variant}-{seed}", "data_hash": "h", **extra}
+
+
+def test_the_report_finds_the_cheapest_passing_student_and_the_interventions_a_failing_cell_needs(tmp_path):
+    from debiaskd.jobs.sweep import register_best
+    from debiaskd.reporting.sweep import build_sweep, write_sweep_report
+
+    cfg = sweep_config("default", "matrix.debias=[product_of_experts]", "matrix.distill=[logits]",
+                       "matrix.student_layers=[1, 2]", "matrix.interventions=[none, aug]", "seeds=[0, 1]")
+    evals = []
+    for seed in (0, 1):
+        evals.append(_ev("teacher.product_of_experts", seed, 0.8, 0.6))
+        evals.append(_ev("cell.product_of_experts.logits.L1.none", seed, 0.75, 0.40))  # retention 0.67: fails
+        evals.append(_ev("cell.product_of_experts.logits.L1.aug", seed, 0.75, 0.57 + seed * 0.01))
+        evals.append(_ev("cell.product_of_experts.logits.L2.none", seed, 0.78, 0.59))
+        evals.append(_ev("cell.product_of_experts.logits.L2.aug", seed, 0.78, 0.62))
+    sweep = build_sweep(cfg, evals)
+    cells_ = sweep["cells"]
+    assert not cells_["cell.product_of_experts.logits.L1.none"]["gate_passed"]
+    assert "retention" in cells_["cell.product_of_experts.logits.L1.none"]["gate_failed_checks"]
+    retention = cells_["cell.product_of_experts.logits.L1.aug"]["retention"]
+    assert retention["n"] == 2 and retention["ci_low"] < retention["mean"] < retention["ci_high"]
+    # the one-layer student with augmentation is cheaper than any two-layer one
+    assert sweep["cheapest_passing"] == {"product_of_experts": "cell.product_of_experts.logits.L1.aug"}
+    assert sweep["best_robust"] == "cell.product_of_experts.logits.L2.aug"
+    needed = {r["cell"]: r for r in sweep["interventions_needed"]}
+    assert needed["cell.product_of_experts.logits.L1.none"]["passing"] == ["aug"]
+    png = write_sweep_report(sweep, tmp_path)
+    assert png.stat().st_size > 5000 and "[" in (tmp_path / "report.md").read_text()  # intervals over seeds
+
+    class Recorder:  # the tracker calls register_best makes
+        study_run_id = "parent"
+
+        def __init__(self):
+            self.calls = []
+
+        def register(self, uri, name, tags):
+            self.calls.append(("register", uri, name, tags))
+            return "1"
+
+        def set_alias(self, name, alias, version):
+            self.calls.append(("alias", name, alias, version))
+
+        def promote(self, name, version, gate, dry_run=False):
+            from debiaskd.core.gate import GateDecision
+
+            assert dry_run
+            return GateDecision(True, ["ok"])
+
+    rec = Recorder()
+    registered = register_best(cfg, sweep, evals, rec)
+    assert registered["variant"] == "cell.product_of_experts.logits.L2.aug" and registered["gate"]["passed"]
+    _, uri, name, tags = rec.calls[0]
+    assert uri == "models:/cell.product_of_experts.logits.L2.aug-0" and name == "debiaskd-nli-student"
+    assert tags["teacher.challenge_accuracy"] == 0.6 and tags["axis.intervention"] == "aug"
+    assert any(k.startswith("gate.threshold.") for k in tags)
+    assert rec.calls[1] == ("alias", "debiaskd-nli-student", "challenger", "1")

@@ -23,6 +23,7 @@ from debiaskd.core.config import load_config
 from debiaskd.core.errors import DebiaskdError, GateRefused
 from debiaskd.core.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
 from debiaskd.core.study import variant_specs
+from debiaskd.core.sweep import cells
 from debiaskd.core.task import TASK_NAMES
 from debiaskd.tracking import service as tracking
 
@@ -61,12 +62,14 @@ def _check_tracking(uri: str | None) -> None:
 
 
 def _compile_to_text(cfg, out_file: Path) -> str:
-    """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole)."""
+    """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole);
+    the sweep pipeline when ``cfg.matrix.enabled``."""
     from debiaskd.pipeline import compile_pipeline  # kfp: slow (~1 s), only compile needs it
+    from debiaskd.pipeline.sweep_pipeline import compile_sweep  # kfp: likewise
 
     with tempfile.TemporaryDirectory(prefix="debiaskd-compile-") as tmp:
         path = Path(tmp) / "pipeline.yaml"  # with the platform spec, kfp serialises YAML only
-        compile_pipeline(cfg, str(path), platform=True)
+        (compile_sweep if cfg.matrix.enabled else compile_pipeline)(cfg, str(path), platform=True)
         return path.read_text(encoding="utf-8")
 
 
@@ -175,9 +178,7 @@ def sweep(
     sweep in the same DIR reuses every model it already trained (by content key): adding a value to an axis
     trains only the new cells.
     """
-    # kfp: slow, and only this command and run need it
-    from debiaskd.core.sweep import cells
-    from debiaskd.pipeline.local_run import run_local
+    from debiaskd.pipeline.local_run import run_local  # kfp: slow, and only run and sweep need it
 
     _check_task(task)
     if seeds:
@@ -206,6 +207,9 @@ def sweep(
     for method, name in result["cheapest_passing"].items():
         out.print(f"cheapest passing student for {method}: {name or 'none'}")
     out.print(f"best robust student: {result['best_robust'] or 'none'}")
+    promoted = result.get("promoted")
+    if promoted:
+        out.print(f"[green]promoted[/] {promoted['name']} v{promoted['version']} → @{promoted['alias']}")
     out.print(f"report: {Path(target) / 'report.md'}   sweep: {Path(target) / 'sweep.json'}")
     _print_ui_hint(result.get("tracking_uri") or "", cfg.experiment_name)
 
@@ -352,6 +356,9 @@ def compile_cmd(
     task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="compile the distillability matrix (`debiaskd sweep`) "
+                                        "instead of the study; its models are kept by content key on the shared "
+                                        "volume, so a later sweep reuses them")] = False,
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
     _check_task(task)
@@ -359,7 +366,9 @@ def compile_cmd(
     if out_file.suffix.lower() == ".json":
         raise DebiaskdError("--out: the pipeline is compiled to YAML (the Kubeflow IR with its platform spec cannot "
                             "be written as JSON); give a .yaml or .yml file", file=str(out_file), rule="usage")
-    cfg = _config(preset, config, overrides, task)
+    cfg = _config(preset, config, [*(overrides or []), *(["matrix.enabled=true"] if sweep else [])], task)
+    if cfg.matrix.enabled:
+        cells(cfg)  # an unknown axis value: exit 2 before compiling
     text = _compile_to_text(cfg, out_file)
     write_text_atomic(out_file, text, "--out")
     gpu = f"{cfg.cluster.gpu_per_training_task} GPU per training task" if cfg.cluster.gpu_per_training_task else "CPU"
