@@ -134,6 +134,19 @@ def _size_label(cell_axes: dict[str, Any]) -> str:
     return size if cell_axes["intervention"] == "none" else f"{size} +{cell_axes['intervention']}"
 
 
+#: gate checks whose failure makes a cell's retention meaningless (a student that did not learn the task, or
+#: answers one label on the whole challenge, can keep its teacher's challenge accuracy without any robustness)
+NOT_MEANINGFUL = {"competent", "above_majority", "kappa", "not_over_corrected"}
+
+
+def _teacher_label(sweep: dict[str, Any], method: str) -> str:
+    t = sweep["teachers"].get(teacher_name(method)) or {}
+    ch, auc = (t.get("challenge_accuracy") or {}).get("mean"), (t.get("challenge_auc") or {}).get("mean")
+    if ch is None:
+        return method
+    return f"{method}\nteacher: challenge {ch * 100:.1f}" + (f", AUC {auc:.2f}" if auc is not None else "")
+
+
 def heatmap(sweep: dict[str, Any], out_png: str | Path) -> Path:
     """One panel per distillation objective: rows the debiasing methods, columns the student sizes (and
     interventions); colour = mean retention on held-out constructions, text = retention (its interval over
@@ -142,6 +155,7 @@ def heatmap(sweep: dict[str, Any], out_png: str | Path) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt  # after use("Agg")
+    from matplotlib.patches import Rectangle  # likewise
 
     entries = sweep["cells"]
     distills = sweep["axes"]["distill"]
@@ -168,19 +182,26 @@ def heatmap(sweep: dict[str, Any], out_png: str | Path) -> Path:
             text = "n/a" if value is None else f"{value:.2f}"
             if ci.get("n", 0) > 1 and ci.get("ci_low") is not None:
                 text += f"\n[{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]"
-            idacc = e["in_distribution_accuracy"]["mean"]
+            idacc, auc_ = e["in_distribution_accuracy"]["mean"], e["challenge_auc"]["mean"]
+            rel = e["heuristic_reliance"]["mean"]
             text += f"\nID {idacc * 100:.0f}" if idacc is not None else ""
+            text += f" AUC {auc_:.2f}" if auc_ is not None else ""
+            text += f"\nreliance {rel:+.2f}" if rel is not None else ""
             text += " ✓" if e["gate_passed"] else ""
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black")
+            if set(e["gate_failed_checks"]) & NOT_MEANINGFUL:  # hatched: the ratio does not measure robustness
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="grey",
+                                       linewidth=0))
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color="black")
         image = ax.imshow(grid, cmap="RdYlGn", vmin=0.5, vmax=1.5, aspect="auto")
         ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=20)
-        ax.set_yticks(range(len(rows)), rows if k == 0 else [""] * len(rows), fontsize=7)
+        ax.set_yticks(range(len(rows)), [_teacher_label(sweep, m) for m in rows] if k == 0 else [""] * len(rows),
+                      fontsize=7)
         ax.set_title(f"distillation: {distill}", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="retention (student / teacher)")
     n = len(sweep["seeds"])
-    fig.suptitle(f"Retention on held-out constructions ({n} seed{'s' if n != 1 else ''}; ✓ = gate passed)",
-                 fontsize=9)
+    fig.suptitle(f"Retention on held-out constructions ({n} seed{'s' if n != 1 else ''}; ✓ = gate passed; "
+                 "hatched = student not competent or over-corrected: the ratio is no robustness)", fontsize=9)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
