@@ -156,6 +156,7 @@ def test_smoke_sweep_end_to_end_and_adding_an_axis_value_trains_only_the_new_cel
 
     # MLflow: one parent run for the sweep (report logged to it), one nested run per model, axes as params
     c = tracking.client(uri)
+    assert cfg.experiment_name == "debiaskd-nli-sweep"  # sweeps are compared among themselves
     exp = c.get_experiment_by_name(cfg.experiment_name)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     parents = c.search_runs([exp.experiment_id], "tags.`debiaskd.kind` = 'study'")

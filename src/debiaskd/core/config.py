@@ -366,7 +366,9 @@ class StudyConfig(_Strict):
 
     @property
     def experiment_name(self) -> str:
-        return self.tracking.experiment or f"debiaskd-{self.task}"
+        """``tracking.experiment``, else ``debiaskd-<task>`` (a sweep's: ``debiaskd-<task>-sweep``, so the
+        matrix's runs are compared among themselves)."""
+        return self.tracking.experiment or f"debiaskd-{self.task}" + ("-sweep" if self.matrix.enabled else "")
 
     @property
     def model_prefix(self) -> str:
