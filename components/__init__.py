@@ -17,7 +17,7 @@ from kfp import dsl
 
 from debiaskd.components.data import augment_data, prepare_data, validate_data
 from debiaskd.components.evaluate import analyze_model, collect_evaluations
-from debiaskd.components.register import end_study, promote_champion, start_study, summarize_study
+from debiaskd.components.register import end_study, promote_champion, start_study, summarize_study, summarize_sweep
 from debiaskd.components.train import train_model, train_student
 
 
@@ -33,6 +33,7 @@ class Components:
     collect_evaluations: Any
     analyze_model: Any
     summarize_study: Any
+    summarize_sweep: Any
     promote_champion: Any
 
 
@@ -45,7 +46,8 @@ def make_components(image: str, gpu_image: str | None = None) -> Components:
         "start_study": start_study, "end_study": end_study, "prepare_data": prepare_data,
         "validate_data": validate_data, "augment_data": augment_data, "train_model": train_model,
         "train_student": train_student, "collect_evaluations": collect_evaluations,
-        "analyze_model": analyze_model, "summarize_study": summarize_study, "promote_champion": promote_champion,
+        "analyze_model": analyze_model, "summarize_study": summarize_study,
+        "summarize_sweep": summarize_sweep, "promote_champion": promote_champion,
     }
     built = {
         name: dsl.component(func, base_image=(gpu_image or image) if name in TRAINING else image,

@@ -47,6 +47,22 @@ def summarize_study(config: str, evaluations: Input[list[Artifact]], tracking_ur
     return result["gate"]
 
 
+def summarize_sweep(config: str, evaluations: Input[list[Artifact]], tracking_uri: str, study: Input[Artifact],
+                    report: Output[HTML], files: Output[Artifact]) -> str:
+    """The distillability matrix's report (sweep.json, report.md, the heat map) into ``files`` and logged to
+    the sweep's parent run; ``report`` as one page. Registers the best robust cell as the challenger; returns
+    "pass" when it passes the gate's dry run (the pipeline then promotes it), else "refuse"."""
+    from pathlib import Path
+
+    from debiaskd.runtime.dispatch import execute
+
+    result = execute("summarize_sweep", config=config, out_dir=files.path, collected=[e.path for e in evaluations],
+                     page=True, tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report.path).write_text(result["page"], encoding="utf-8")
+    return result["gate"]
+
+
 def promote_champion(config: str, tracking_uri: str, study: Input[Artifact]) -> str:
     """Move ``champion`` to the challenger (the gate is applied again on its evidence tags); returns the
     promotion (``{"name", "version", "alias", "decision"}``) as JSON."""

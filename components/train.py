@@ -15,8 +15,9 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Mo
 def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], tracking_uri: str,
                 study: Input[Artifact], model: Output[Model], metrics: Output[Metrics],
                 confusion: Output[ClassificationMetrics], evaluation: Output[Artifact],
-                reference: Optional[Input[Model]] = None, launch: str = "") -> str:  # noqa: UP045
+                reference: Optional[Input[Model]] = None, launch: str = "", store: str = "") -> str:  # noqa: UP045
     """Train a teacher, or a student without a teacher, and evaluate it; returns its MLflow run id.
+    ``store`` (a sweep's): the folder of finished models by content key; a model found there is reused.
     ``reference``: the model whose logits the objective reads (the ERM teacher, for conf_reg).
     ``launch`` (JSON, set when compiled for a cluster): train on shared storage, as a Kubeflow Trainer
     TrainJob when it names one (:class:`debiaskd.jobs.cluster_train.ClusterLaunch`)."""
@@ -28,7 +29,7 @@ def train_model(config: str, variant: str, seed: int, dataset: Input[Dataset], t
     result = execute("train_variant", config=config, variant=variant, seed=seed, dataset_dir=dataset.path,
                      model_dir=model.path, eval_dir=evaluation.path, progress=False,
                      launch=json.loads(launch) if launch else None,
-                     reference=reference.path if reference is not None else None,
+                     reference=reference.path if reference is not None else None, store=store or None,
                      tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     run_id = result["trained"]["run_id"] or ""
     model.metadata.update({"variant": variant, "seed": seed, "run_id": run_id})
@@ -40,7 +41,7 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
                   teacher: Input[Model], tracking_uri: str, study: Input[Artifact], model: Output[Model],
                   metrics: Output[Metrics], confusion: Output[ClassificationMetrics],
                   evaluation: Output[Artifact], reference: Optional[Input[Model]] = None,  # noqa: UP045
-                  launch: str = "") -> str:
+                  launch: str = "", store: str = "") -> str:
     """Train one student of the fan-out over student variants and evaluate it.
 
     The student distils from ``teacher`` when its recipe uses KD (without KD, ``teacher`` only
@@ -48,7 +49,7 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
     its objective reads (the ERM teacher, for conf_reg). ``concurrent`` students share this
     machine's CPUs under the local runner. Returns "yes" when the study analyses this student against
     its teacher (the fan-out's ``dsl.If`` reads it), else "no"; the MLflow run id is in the model's
-    metadata. ``launch``: as for :func:`train_model`.
+    metadata. ``launch``, ``store``: as for :func:`train_model`.
     """
     import json
 
@@ -60,7 +61,7 @@ def train_student(config: str, variant: str, concurrent: int, dataset: Input[Dat
                      model_dir=model.path, eval_dir=evaluation.path, progress=False, concurrent=concurrent,
                      launch=json.loads(launch) if launch else None,
                      teacher=teacher.path, reference=reference.path if reference is not None else None,
-                     tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
+                     store=store or None, tracker={"uri": tracking_uri, "study_run_id": study.metadata["run_id"]})
     model.metadata.update({"variant": variant, "seed": seed, "run_id": result["trained"]["run_id"] or ""})
     show_training(result, metrics, confusion)
     return result["analysed"]

@@ -29,14 +29,20 @@ from debiaskd.core.study import analysis_pairs, variant_specs
 from debiaskd.jobs.base import ERROR_FILE_ENV
 from debiaskd.jobs.data import preflight
 from debiaskd.pipeline.study_pipeline import build_pipeline
+from debiaskd.pipeline.sweep_pipeline import build_sweep_pipeline
 from debiaskd.runtime import warm
 from debiaskd.tracking import service as tracking
 
 FINISHED = re.compile(r"Task .*?'(?P<name>[^'\x1b]+)'.*? finished with status .*?(?P<status>SUCCESS|FAILURE)")
 OUTPUTS = ("summary.json", "report.md")
+SWEEP_OUTPUTS = ("sweep.json", "report.md")
+#: where a local sweep keeps its finished models by content key (``DIR/store``)
+STORE = "store"
 
 
 def expected_tasks(cfg: StudyConfig) -> int:
+    if cfg.matrix.enabled:  # start, 3 data steps per seed, every model, collect per seed, report, promotion, end
+        return 1 + (3 + len(variant_specs(cfg)) + 1) * len(cfg.seeds) + 3
     per_seed = len(variant_specs(cfg)) + (len(analysis_pairs(cfg)) if cfg.analysis.enabled else 0) + 1
     return 4 + per_seed * len(cfg.seeds) + 3  # ... + summary, promotion, end of the study run
 
@@ -98,7 +104,13 @@ def run_local(
 
     With ``warm_workers`` each task's step runs in a process forked from one that imported the
     heavy libraries once (:mod:`debiaskd.runtime.warm`; its log is ``DIR/warm.log``) instead of paying
-    for those imports in every task."""
+    for those imports in every task.
+
+    With ``cfg.matrix.enabled`` it runs the sweep pipeline instead (:mod:`debiaskd.pipeline.sweep_pipeline`):
+    ``DIR/sweep.json`` and ``DIR/report.md``, finished models kept by content key in ``DIR/store`` so a later
+    sweep in the same ``DIR`` reuses them."""
+    sweep = cfg.matrix.enabled
+    outputs, summary_name = (SWEEP_OUTPUTS, "sweep.json") if sweep else (OUTPUTS, "summary.json")
     preflight(cfg)  # before the output folder: a config that cannot run leaves nothing behind
     out = Path(out_dir).resolve()
     try:
@@ -107,7 +119,7 @@ def run_local(
         raise DebiaskdError(f"cannot create the output folder: {exc.strerror}", file=str(out),
                             rule="writable output") from exc
     _check_writable(out)
-    for name in OUTPUTS:  # a stale result must not pass for this run's
+    for name in outputs:  # a stale result must not pass for this run's
         (out / name).unlink(missing_ok=True)
     save_config(cfg, out / "resolved_config.yaml")
     uri = tracking_uri or tracking.resolve_tracking_uri(cfg, out)
@@ -117,7 +129,8 @@ def run_local(
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=True, raise_on_error=True)
-    study = build_pipeline(cfg, platform=False)
+    study = build_sweep_pipeline(cfg, platform=False) if sweep else build_pipeline(cfg, platform=False)
+    extra = {"store": str(out / STORE)} if sweep else {}
     env = {ERROR_FILE_ENV: str(error_file), "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     previous = {k: os.environ.get(k) for k in env}
@@ -138,8 +151,8 @@ def run_local(
                     warnings.catch_warnings():
                 if not verbose:  # kfp warns, per task, that display names and images are ignored locally
                     warnings.filterwarnings("ignore", module=r"kfp\.local.*")
-                result = study(tracking_uri=uri, run_name=f"study-{cfg.config_hash()}",
-                               study_key=study_key(cfg, out, uri))
+                result = study(tracking_uri=uri, run_name=f"{'sweep' if sweep else 'study'}-{cfg.config_hash()}",
+                               study_key=study_key(cfg, out, uri), **extra)
         except BaseException as exc:  # kfp raises RuntimeError on a failed task
             failure = exc
         finally:
@@ -157,7 +170,7 @@ def run_local(
             for item in report_dir.iterdir():
                 if item.is_file():
                     shutil.copy2(item, out / item.name)
-            summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+            summary = json.loads((out / summary_name).read_text(encoding="utf-8"))
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             raise failure
@@ -172,9 +185,9 @@ def run_local(
     summary["pipeline_root"] = str(out / "kfp")
     summary["seconds"] = round(time.time() - started, 1)
     summary["peak_rss_mb"] = peak_rss_mb(children=True)
-    tmp = out / "summary.json.tmp"
+    tmp = out / f"{summary_name}.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    os.replace(tmp, out / summary_name)
     return summary
 
 

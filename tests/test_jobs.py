@@ -27,7 +27,8 @@ def _config_text() -> str:
 def test_every_kind_is_a_frozen_job_built_from_plain_json(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert set(JOBS) == {"start_study", "end_study", "prepare_data", "validate_data", "augment_data",
-                         "train_variant", "analyze_pair", "collect_evaluations", "summarize", "promote_challenger"}
+                         "train_variant", "analyze_pair", "collect_evaluations", "summarize", "promote_challenger",
+                         "summarize_sweep"}
     job = make_job("train_variant", {"config": _config_text(), "variant": "student_kd", "seed": "0",
                                      "dataset_dir": str(tmp_path / "d"), "model_dir": str(tmp_path / "m"),
                                      "eval_dir": str(tmp_path / "e"), "teacher": str(tmp_path / "t"),

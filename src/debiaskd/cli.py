@@ -23,6 +23,7 @@ from debiaskd.core.config import load_config
 from debiaskd.core.errors import DebiaskdError, GateRefused
 from debiaskd.core.paths import check_output_dir, check_output_file, require_dir, write_text_atomic
 from debiaskd.core.study import variant_specs
+from debiaskd.core.sweep import cells
 from debiaskd.core.task import TASK_NAMES
 from debiaskd.tracking import service as tracking
 
@@ -61,12 +62,14 @@ def _check_tracking(uri: str | None) -> None:
 
 
 def _compile_to_text(cfg, out_file: Path) -> str:
-    """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole)."""
+    """The IR YAML as text (compiled into a private temporary folder, so ``out_file`` is written once, whole);
+    the sweep pipeline when ``cfg.matrix.enabled``."""
     from debiaskd.pipeline import compile_pipeline  # kfp: slow (~1 s), only compile needs it
+    from debiaskd.pipeline.sweep_pipeline import compile_sweep  # kfp: likewise
 
     with tempfile.TemporaryDirectory(prefix="debiaskd-compile-") as tmp:
         path = Path(tmp) / "pipeline.yaml"  # with the platform spec, kfp serialises YAML only
-        compile_pipeline(cfg, str(path), platform=True)
+        (compile_sweep if cfg.matrix.enabled else compile_pipeline)(cfg, str(path), platform=True)
         return path.read_text(encoding="utf-8")
 
 
@@ -123,6 +126,9 @@ def run(
     _check_tracking(tracking_uri)
     for t in tasks:  # every config and output folder checked before the first study starts
         cfg = _config(preset, config, overrides, t)
+        if cfg.matrix.enabled:
+            raise DebiaskdError("matrix.enabled is set: the distillability matrix runs with `debiaskd sweep`",
+                                rule="usage")
         target = out_dir or Path("runs") / f"{cfg.preset}-{t}"
         check_output_dir(out_dir / t if every and out_dir is not None else target, "--out")
     for t in tasks:
@@ -146,6 +152,66 @@ def run(
             out.print(f"[yellow]no student promoted[/]: {why}")
         out.print(f"report: {Path(target) / 'report.md'}   summary: {Path(target) / 'summary.json'}")
         _print_ui_hint(summary.get("tracking_uri") or "", cfg.experiment_name)
+
+
+# ---------------------------------------------------------------------- sweep
+@app.command()
+def sweep(
+    preset: Annotated[str, typer.Option("--preset", "-p", help="smoke (tests, a minute or two) | matrix (this "
+                                        "machine, ≤ 20 minutes) | default | paper")] = "matrix",
+    task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
+    config: ConfigOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="output folder (default runs/sweep-<preset>-"
+                                                 "<task>)")] = None,
+    tracking_uri: TrackingOpt = None,
+    overrides: SetOpt = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", "--seeds", help="a training seed (repeatable)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream the kfp task logs")] = False,
+    warm_workers: Annotated[bool, typer.Option("--warm/--no-warm", envvar="DEBIASKD_WARM",
+                                               help="fork each task from a warm process")] = True,
+) -> None:
+    """The distillability matrix: every combination of the config's ``matrix`` axes (debiasing method ×
+    distillation objective × student size × intervention) as one kfp pipeline run on the local runner.
+
+    One teacher per debiasing method, shared by its cells; the cells a ParallelFor fan-out. Writes
+    DIR/sweep.json, DIR/report.md and the heat map; one MLflow parent run with a nested run per cell. A later
+    sweep in the same DIR reuses every model it already trained (by content key): adding a value to an axis
+    trains only the new cells.
+    """
+    from debiaskd.pipeline.local_run import run_local  # kfp: slow, and only run and sweep need it
+
+    _check_task(task)
+    if seeds:
+        overrides = [*(overrides or []), f"seeds=[{', '.join(str(seed) for seed in seeds)}]"]
+    cfg = _config(preset, config, [*(overrides or []), "matrix.enabled=true"], task)
+    grid = cells(cfg)  # an unknown or unsupported axis value: exit 2 before anything starts
+    target = out_dir or Path("runs") / f"sweep-{cfg.preset}-{task}"
+    _check_tracking(tracking_uri)
+    check_output_dir(target, "--out")
+    err.print(f"sweep: {len(grid)} cells, {len(variant_specs(cfg)) - len(grid)} teachers, seeds {cfg.seeds}")
+    result = run_local(cfg, target, tracking_uri, verbose=verbose, console=err, warm_workers=warm_workers)
+    table = Table(title=f"debiaskd {task} distillability matrix ({cfg.preset}): retention on held-out "
+                  "constructions", show_lines=False)
+    for h in ("cell", "retention", "ID acc %", "AUC", "reliance", "gate", "reused"):
+        table.add_column(h, justify="left" if h == "cell" else "right", no_wrap=True)
+    reused = set(result.get("reused_cells") or [])
+
+    def num(stat: dict, scale: float = 1.0, digits: int = 2) -> str:
+        return "–" if stat.get("mean") is None else f"{stat['mean'] * scale:.{digits}f}"
+
+    for name, entry in result["cells"].items():
+        table.add_row(name, num(entry["retention"]), num(entry["in_distribution_accuracy"], 100, 1),
+                      num(entry["challenge_auc"]), num(entry["heuristic_reliance"]),
+                      "pass" if entry["gate_passed"] else "fail", "yes" if name in reused else "")
+    out.print(table)
+    for method, name in result["cheapest_passing"].items():
+        out.print(f"cheapest passing student for {method}: {name or 'none'}")
+    out.print(f"best robust student: {result['best_robust'] or 'none'}")
+    promoted = result.get("promoted")
+    if promoted:
+        out.print(f"[green]promoted[/] {promoted['name']} v{promoted['version']} → @{promoted['alias']}")
+    out.print(f"report: {Path(target) / 'report.md'}   sweep: {Path(target) / 'sweep.json'}")
+    _print_ui_hint(result.get("tracking_uri") or "", cfg.experiment_name)
 
 
 def _print_ui_hint(uri: str, experiment: str) -> None:
@@ -290,6 +356,9 @@ def compile_cmd(
     task: Annotated[str, typer.Option(help="nli | vision")] = "nli",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="compile the distillability matrix (`debiaskd sweep`) "
+                                        "instead of the study; its models are kept by content key on the shared "
+                                        "volume, so a later sweep reuses them")] = False,
 ) -> None:
     """Compile the pipeline to Kubeflow IR YAML with the cluster settings (images, GPUs, secrets, volumes)."""
     _check_task(task)
@@ -297,7 +366,9 @@ def compile_cmd(
     if out_file.suffix.lower() == ".json":
         raise DebiaskdError("--out: the pipeline is compiled to YAML (the Kubeflow IR with its platform spec cannot "
                             "be written as JSON); give a .yaml or .yml file", file=str(out_file), rule="usage")
-    cfg = _config(preset, config, overrides, task)
+    cfg = _config(preset, config, [*(overrides or []), *(["matrix.enabled=true"] if sweep else [])], task)
+    if cfg.matrix.enabled:
+        cells(cfg)  # an unknown axis value: exit 2 before compiling
     text = _compile_to_text(cfg, out_file)
     write_text_atomic(out_file, text, "--out")
     gpu = f"{cfg.cluster.gpu_per_training_task} GPU per training task" if cfg.cluster.gpu_per_training_task else "CPU"

@@ -22,8 +22,8 @@ from debiaskd.core.objectives import choices
 from debiaskd.core.paths import require_file
 
 Task = Literal["nli", "vision"]  # the names of debiaskd.tasks (TASK_NAMES below)
-PresetName = Literal["smoke", "default", "paper"]
-PRESETS: tuple[str, ...] = ("smoke", "default", "paper")
+PresetName = Literal["smoke", "default", "paper", "matrix"]
+PRESETS: tuple[str, ...] = ("smoke", "default", "paper", "matrix")
 
 
 class _Strict(BaseModel):
@@ -271,6 +271,31 @@ class ClusterConfig(_Strict):
         return self.launch(role).nodes > 1 or self.gpus_per_node(role) > 1
 
 
+class MatrixConfig(_Strict):
+    """The distillability matrix (``debiaskd sweep``): every combination of the axes below is one cell, a
+    student distilled from the teacher of its debiasing method (one teacher per method, shared by its
+    cells). Each axis is a list; any axis may hold a single value. ``debiaskd run`` ignores this section."""
+
+    enabled: bool = Field(False, description="set by `debiaskd sweep`: the study's variants are the matrix's")
+    debias: list[str] | None = Field(
+        None, min_length=1, description="debiasing methods of the teachers (None: the task's: product_of_experts, "
+        "reweight, conf_reg for NLI; group_dro, reweight for vision)")
+    distill: list[str] = Field(
+        default_factory=lambda: ["logits", "logits+hidden", "logits+attention"], min_length=1,
+        description="distillation objective of the students: logits | logits+hidden | logits+attention (NLI)")
+    student_layers: list[int | None] = Field(
+        default_factory=lambda: [None], min_length=1,
+        description="student depth (NLI; None: the model section's student_layers)")
+    student_width: list[int | None] = Field(
+        default_factory=lambda: [None], min_length=1,
+        description="student width: NLI hidden size, vision channels (None: the model section's)")
+    interventions: list[str] = Field(
+        default_factory=lambda: ["none"], min_length=1,
+        description="none | aug | iterative | teacher_init | all (the three interventions together)")
+    hidden_weight: float = Field(1.0, gt=0.0, description="weight of hidden-state transfer in logits+hidden cells")
+    attention_weight: float = Field(1.0, gt=0.0, description="weight of attention transfer in logits+attention cells")
+
+
 VARIANTS: tuple[str, ...] = (
     "teacher_erm",
     "teacher_debiased",
@@ -307,6 +332,7 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    matrix: MatrixConfig = Field(default_factory=MatrixConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     vary_data_with_seed: bool = Field(
@@ -340,7 +366,9 @@ class StudyConfig(_Strict):
 
     @property
     def experiment_name(self) -> str:
-        return self.tracking.experiment or f"debiaskd-{self.task}"
+        """``tracking.experiment``, else ``debiaskd-<task>`` (a sweep's: ``debiaskd-<task>-sweep``, so the
+        matrix's runs are compared among themselves)."""
+        return self.tracking.experiment or f"debiaskd-{self.task}" + ("-sweep" if self.matrix.enabled else "")
 
     @property
     def model_prefix(self) -> str:
@@ -457,12 +485,22 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "gate": {"min_in_distribution_accuracy": 0.0, "min_accuracy_above_majority": 0.0, "min_kappa": 0.0,
                  "min_retention": 0.0, "min_worst_group_ratio": 0.0, "id_tolerance": 1.0, "auc_tolerance": 0.25,
                  "reliance_tolerance": 0.5},
+        # `debiaskd sweep --preset smoke`: two teachers, two cells (the test adds an axis value to it)
+        "matrix": {"debias": ["product_of_experts", "reweight"], "distill": ["logits"]},
     },
     # The CPU demo: the packaged MiniLM teacher, whole study in minutes on 2 cores. Its debiased
     # teacher is PoE with a hypothesis-only bias model (T = 1): the recipe benchmarks/select_recipe.py
     # chose on challenge_dev over three seeds, among six (benchmarks/RESULTS.md); the reporting
     # challenge split played no part in the choice.
     "default": {"debias": {"bias_model": "hypothesis_only", "bias_temperature": 1.0}},
+    # `debiaskd sweep` on this 2-core machine in at most 20 minutes (benchmarks/RESULTS.md): the default
+    # preset's data and MiniLM teachers, one per debiasing method (and the ERM reference conf_reg reads),
+    # 3 methods × 3 distillation objectives × 2 student depths = 18 cells, one seed
+    "matrix": {
+        "debias": {"bias_model": "hypothesis_only", "bias_temperature": 1.0},
+        "matrix": {"debias": ["product_of_experts", "reweight", "conf_reg"],
+                   "distill": ["logits", "logits+hidden", "logits+attention"], "student_layers": [1, 2]},
+    },
     # The study's scale on a GPU cluster: BERT-base-sized teacher, MNLI + HANS, several seeds.
     "paper": {
         "seeds": [0, 1, 2],

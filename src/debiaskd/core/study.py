@@ -12,6 +12,7 @@ from typing import Literal
 
 from debiaskd.core.config import VARIANTS, StudyConfig
 from debiaskd.core.objectives import Need, needs
+from debiaskd.core.sweep import INTERVENTIONS, TEACHER_PREFIX, cells, methods, teacher_name
 
 Role = Literal["teacher", "student"]
 #: the variant whose logits an objective declaring :attr:`Need.REFERENCE_LOGITS` reads (conf_reg)
@@ -32,6 +33,14 @@ class VariantSpec:
     #: variant whose logits the objective needs besides the labels: the ERM teacher's for confidence
     #: regularisation (Utama et al. 2020 scale the bias-weighted ERM predictions), else None
     reference: str | None = None
+    #: a matrix cell's distillation choice (:data:`debiaskd.core.sweep.DISTILL`); None: the config's
+    #: ``distill.hidden_weight`` / ``attention_weight`` decide
+    distill: str | None = None
+    #: a matrix cell's student size; None: the task's model section
+    student_layers: int | None = None
+    student_width: int | None = None
+    #: a matrix cell's axis values, as (axis, value) pairs (MLflow params ``axis.*``); empty outside a sweep
+    axes: tuple[tuple[str, object], ...] = ()
 
     @property
     def uses_kd(self) -> bool:
@@ -47,7 +56,10 @@ class VariantSpec:
 
 
 def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
-    """All variants of the study, in training order (teachers first)."""
+    """All variants of the study, in training order (teachers first); for a sweep (``matrix.enabled``), the
+    matrix's teachers and cells (:func:`matrix_specs`)."""
+    if cfg.matrix.enabled:
+        return matrix_specs(cfg)
     debias = cfg.debias_method
     teacher = "teacher_debiased"
     rounds = cfg.distill.rounds
@@ -74,6 +86,32 @@ def variant_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
         if spec.name in wanted:
             wanted.update(v for v in (spec.teacher, spec.reference) if v)
     return {s.name: s for s in specs if s.name in wanted}
+
+
+def matrix_specs(cfg: StudyConfig) -> dict[str, VariantSpec]:
+    """The sweep's variants: one teacher per debiasing method (``teacher.<method>``; ``teacher.erm`` too
+    when a method reads the ERM reference) and one student per cell (:func:`debiaskd.core.sweep.cells`),
+    distilled from its method's teacher with the cell's objective, size and intervention."""
+    grid = cells(cfg)
+    erm = teacher_name("erm")
+    specs: dict[str, VariantSpec] = {}
+    wanted = methods(cfg)
+    if any(needs(m, Need.REFERENCE_LOGITS) for m in wanted):
+        specs[erm] = VariantSpec(erm, "teacher", "erm")
+    for method in wanted:
+        reference = erm if needs(method, Need.REFERENCE_LOGITS) else None
+        specs[teacher_name(method)] = VariantSpec(teacher_name(method), "teacher", method, reference=reference)
+    for cell in grid:
+        augment, iterative, init = INTERVENTIONS[cell.intervention]
+        specs[cell.name] = VariantSpec(
+            cell.name, "student", "erm", teacher=cell.teacher, augment=augment,
+            rounds=cfg.distill.rounds if iterative else 1, teacher_init=init, distill=cell.distill,
+            student_layers=cell.layers, student_width=cell.width, axes=tuple(cell.axes().items()))
+    return specs
+
+
+def is_matrix_teacher(name: str) -> bool:
+    return name.startswith(TEACHER_PREFIX)
 
 
 def run_name(variant: str, seed: int) -> str:

@@ -16,18 +16,19 @@ from debiaskd.jobs.data import AugmentDataJob, PrepareDataJob, ValidateDataJob
 from debiaskd.jobs.promote import PromoteJob
 from debiaskd.jobs.report import CollectJob, SummarizeJob
 from debiaskd.jobs.study import EndStudyJob, StartStudyJob
+from debiaskd.jobs.sweep import SweepReportJob
 from debiaskd.jobs.train import TrainJob
 
 JobKind = Annotated[
     StartStudyJob | EndStudyJob | PrepareDataJob | ValidateDataJob | AugmentDataJob | TrainJob | AnalyzeJob
-    | CollectJob | SummarizeJob | PromoteJob,
+    | CollectJob | SummarizeJob | PromoteJob | SweepReportJob,
     Field(discriminator="KIND"),
 ]
 #: KIND → job class
 JOBS: dict[str, type[Job]] = {
     cls.model_fields["KIND"].default: cls
     for cls in (StartStudyJob, EndStudyJob, PrepareDataJob, ValidateDataJob, AugmentDataJob, TrainJob, AnalyzeJob,
-                CollectJob, SummarizeJob, PromoteJob)
+                CollectJob, SummarizeJob, PromoteJob, SweepReportJob)
 }
 _ADAPTER: TypeAdapter[Job] = TypeAdapter(JobKind)
 

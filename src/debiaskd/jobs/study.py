@@ -68,18 +68,22 @@ class EndStudyJob(Job):
             shutil.copytree(local, self.report_dir, dirs_exist_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
             self._record_promotion(study, self.report_dir / "summary.json")
+            self._record_promotion(study, self.report_dir / "sweep.json")
             if self.page:
                 page = folder_page(self.report_dir, f"debiaskd {cfg.task} study ({cfg.preset})")
         return {"status": status, "page": page}
 
     @staticmethod
     def _record_promotion(study, summary_file: Path) -> None:
-        """Fill the copied summary's ``promoted``: the champion, if it is this study's candidate (the
+        """Fill the copied summary's (or sweep.json's) ``promoted``: the champion, if it is this study's candidate (the
         promote task ran, the gate passed and no other promotion moved the alias since)."""
         if not summary_file.is_file():
             return
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        student = (summary.get("registration") or {}).get("student")
+        registration = summary.get("registration") or {}
+        # a study registers a teacher and a student; a sweep (sweep.json) its best robust cell alone
+        student = registration.get("student") if "student" in registration or "teacher" in registration \
+            else (registration or None)
         promoted = None
         if student and student["gate"]["passed"]:
             champion = study.alias_version(student["name"], CHAMPION)

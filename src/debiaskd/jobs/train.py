@@ -9,6 +9,8 @@ in each of N processes under torchrun); the torch/pandas stack is imported where
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +19,7 @@ import numpy as np
 
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.study import analysed, run_name, variant_specs
+from debiaskd.core.sweep import content_key
 from debiaskd.jobs.base import RESULT_FILE, Job, read_result, records_errors, share_cpus, write_json
 from debiaskd.jobs.cluster_train import ClusterLaunch, train_on_cluster
 from debiaskd.reporting.report import HEADLINE
@@ -43,6 +46,10 @@ def confusion_matrix(eval_dir: str | Path, split: str = "test") -> dict[str, lis
     return {"labels": labels, "matrix": matrix.tolist()}
 
 
+#: a stored model's record (its folder is complete when this file is there), and an evaluation's metrics
+STORE_DONE, METRICS_FILE = "stored.json", "metrics.json"
+
+
 class TrainJob(Job):
     """Train ``variant`` on ``seed`` into ``model_dir`` (logged to its own MLflow run, nested in the
     study run), then evaluate it bias-stratified into ``eval_dir`` (metrics and predictions land in the
@@ -66,17 +73,89 @@ class TrainJob(Job):
     concurrent: int = 1
     #: on a cluster: train on shared storage, as a Kubeflow Trainer TrainJob for several nodes or GPUs
     launch: ClusterLaunch | None = None
+    #: a sweep's store of finished models (one folder per content key, :func:`debiaskd.core.sweep.content_key`):
+    #: a model whose key is there is reused (copied, and logged as a new run of this sweep) instead of trained
+    store: Path | None = None
 
     def run(self) -> dict[str, Any]:
         """Train, then evaluate; returns what the task shows: ``trained``, ``evaluation``, ``headline``
-        (the numbers), ``confusion`` (labels, matrix) and ``analysed`` ("yes" when the study analyses
-        this variant against a reference)."""
+        (the numbers), ``confusion`` (labels, matrix), ``analysed`` ("yes" when the study analyses
+        this variant against a reference) and ``reused`` (the content key when a finished model was reused)."""
         if self.concurrent > 1:
             share_cpus(self.concurrent)
-        trained = self.train()
-        evaluation = self.evaluate()
+        key = self.key() if self.store is not None else None
+        if key is not None and (self.store / key / STORE_DONE).is_file():
+            with records_errors("reuse_variant"):
+                trained, evaluation = self.reuse(self.store / key, key)
+        else:
+            trained = self.train()
+            evaluation = self.evaluate()
+            if key is not None:
+                self.keep(self.store / key, key, trained)
         return {"trained": trained, "evaluation": evaluation, "headline": headline(evaluation),
-                "confusion": confusion_matrix(self.eval_dir), "analysed": analysed(self.config, self.variant)}
+                "confusion": confusion_matrix(self.eval_dir), "analysed": analysed(self.config, self.variant),
+                "reused": key if trained.get("reused_from_key") else None}
+
+    # -- a sweep's reuse of finished models ----------------------------------
+    def key(self) -> str:
+        """The content key of this model: trained config, spec, seed, data, and the specs of what it reads."""
+        from debiaskd.data.store import read_dataset  # pandas: slow, only where the job runs
+
+        specs = variant_specs(self.config)
+        if self.variant not in specs:
+            raise DebiaskdError(f"unknown or unselected variant '{self.variant}'", file="variants",
+                                rule="study design")
+        spec = specs[self.variant]
+        upstream = {name: specs[name].to_dict() for name in (spec.teacher, spec.reference) if name}
+        data_hash = read_dataset(self.dataset_dir).content_hash
+        return content_key(self.config, spec.to_dict(), self.seed, data_hash, upstream)
+
+    def keep(self, folder: Path, key: str, trained: dict[str, Any]) -> None:
+        """Copy the finished model and its evaluation into the store under ``key`` (whole, or not at all)."""
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.model_dir, staging / "model")
+        shutil.copytree(self.eval_dir, staging / "eval")
+        model_rel = os.path.relpath(trained["model_dir"], Path(self.model_dir).resolve())
+        write_json(staging / STORE_DONE, {"key": key, "variant": self.variant, "seed": self.seed,
+                                          "run_id": trained.get("run_id"), "model_uri": trained.get("model_uri"),
+                                          "model_rel": model_rel})
+        if folder.exists():  # another task kept the same key first: its copy stands
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        os.replace(staging, folder)
+
+    def reuse(self, folder: Path, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A finished model of an earlier sweep: copied into this task's outputs and logged as this sweep's
+        run (params, metrics, evaluation; the model URI and run it came from as tags), not trained again."""
+        done = json.loads((folder / STORE_DONE).read_text(encoding="utf-8"))
+        for src, dst in ((folder / "model", self.model_dir), (folder / "eval", self.eval_dir)):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        trained = read_result(self.model_dir)
+        trained["model_dir"] = str((Path(self.model_dir) / done["model_rel"]).resolve())
+        trained["reused_from_key"] = key
+        spec = variant_specs(self.config)[self.variant]
+        evaluation = read_result(self.eval_dir)
+        run_id = None
+        if self.tracker.active:
+            params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
+            params.update({f"axis.{k}": v for k, v in spec.axes})
+            params.update({"seed": self.seed, "data.content_hash": evaluation.get("data_hash")})
+            run_id = self.tracker.start_variant(self.variant, self.seed, spec.role, params)
+        trained.update({"run_id": run_id, "model_uri": done.get("model_uri")})
+        evaluation.update({"run_id": run_id, "model_uri": done.get("model_uri"), "reused_from_key": key})
+        write_json(self.model_dir / RESULT_FILE, trained)
+        write_json(self.eval_dir / RESULT_FILE, evaluation)
+        if run_id:
+            self.tracker.set_tags({"debiaskd.cell_key": key, "debiaskd.reused_from_run": done.get("run_id") or "",
+                                   "debiaskd.model_uri": done.get("model_uri") or ""}, run_id)
+            metrics_file = self.eval_dir / METRICS_FILE
+            if metrics_file.is_file():
+                self.tracker.log_metrics(json.loads(metrics_file.read_text(encoding="utf-8")), run_id)
+            self.tracker.log_metrics({"reused": 1.0}, run_id)
+            self.tracker.log_artifacts(self.eval_dir, "evaluation", run_id)
+            self.tracker.end_run(run_id, "FINISHED")
+        return trained, evaluation
 
     def train(self) -> dict[str, Any]:
         """Train the variant and log it (params, data set, per-epoch metrics, the model) to its run;
@@ -116,6 +195,7 @@ class TrainJob(Job):
             # a folder inside this task's container
             version = current_data_version(ds.content_hash)
             params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
+            params.update({f"axis.{k}": v for k, v in spec.axes})  # a matrix cell's axes, one param each
             params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash,
                            "data.version": version})
             run_id = tracker.start_variant(variant, seed, spec.role, params)
@@ -175,6 +255,8 @@ class TrainJob(Job):
         summary["data_hash"] = ds.content_hash  # the dataset version it was trained and evaluated on
         run_id = trained.get("run_id")
         write_json(self.eval_dir / RESULT_FILE, summary)
+        if self.store is not None:  # a sweep's reuse logs these again on its own run
+            write_json(self.eval_dir / METRICS_FILE, result.metrics)
         if self.tracker.uri and run_id:
             self.tracker.log_metrics(result.metrics, run_id)
             self.tracker.log_artifacts(self.eval_dir, "evaluation", run_id)

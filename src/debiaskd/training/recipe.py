@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from debiaskd.core.config import NLIModelConfig, StudyConfig, TrainConfig, VisionModelConfig
 from debiaskd.core.study import VariantSpec
+from debiaskd.core.sweep import DISTILL
 from debiaskd.core.task import Task
 from debiaskd.tasks import get_task
 from debiaskd.training.objectives import Need, declared, implementation
@@ -103,6 +104,18 @@ class Choice:
         return dict(self.params)[key]
 
 
+def sized(model: NLIModelConfig | VisionModelConfig, spec: VariantSpec) -> NLIModelConfig | VisionModelConfig:
+    """The model section with a matrix cell's student size (depth, width) in place of the section's own."""
+    if spec.role != "student":
+        return model
+    update: dict[str, Any] = {}
+    if spec.student_layers is not None:
+        update["student_layers"] = spec.student_layers
+    if spec.student_width is not None:
+        update["student_hidden" if isinstance(model, NLIModelConfig) else "student_width"] = spec.student_width
+    return model.model_copy(update=update) if update else model
+
+
 def choose(name: str, section: BaseModel) -> Choice:
     """Objective ``name`` with the keys of ``section`` that its constructor names."""
     wanted = inspect.signature(implementation(name)).parameters
@@ -130,13 +143,18 @@ class Recipe:
     @classmethod
     def build(cls, spec: VariantSpec, cfg: StudyConfig) -> Recipe:
         distill: list[Choice] = []
-        if spec.uses_kd:
+        if spec.uses_kd and spec.distill is not None:  # a matrix cell: its distillation choice, at the matrix's weights
+            section = cfg.distill.model_copy(update={"hidden_weight": cfg.matrix.hidden_weight,
+                                                     "attention_weight": cfg.matrix.attention_weight})
+            distill.append(choose("logit_kd", section))
+            distill += [choose(name, section) for name in DISTILL[spec.distill]]
+        elif spec.uses_kd:
             distill.append(choose("logit_kd", cfg.distill))
             transfer = {"hidden_mse": cfg.distill.hidden_weight, "attention_kl": cfg.distill.attention_weight}
             distill += [choose(name, cfg.distill) for name, weight in transfer.items()
                         if weight > 0 and cfg.task in declared(name).tasks]
         task = get_task(cfg.task)
-        model = task.sections(cfg).model
+        model = sized(task.sections(cfg).model, spec)
         # teacher-assistants vary a transformer's depth: only a model section with layers to vary has them
         assistant = getattr(model, "assistant_layers", None) if spec.rounds > 1 else None
         return cls(
