@@ -38,15 +38,15 @@ import torch
 from scipy import stats
 from torch import nn
 
-from debiaskd.analysis.attention import PairBatch, encode_batch, eager_attention
+from debiaskd.analysis.attention import PairBatch, eager_attention, encode_batch
 from debiaskd.analysis.circuits import _encoder_layers, attention_heads
+from debiaskd.core.mechanism import SEGMENTS, component_names
 from debiaskd.core.metrics import stratified_sample_index
 from debiaskd.data.generate_nli import full_overlap
 from debiaskd.evaluation.inference import logits_of
 
 #: heuristics whose anti-bias pairs (full overlap, not entailed) have a derivable twin
 OVERLAP_HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
-SEGMENTS = ("cls", "premise", "hypothesis")
 
 
 # ------------------------------------------------------------------ the pairs
@@ -387,32 +387,12 @@ def effect_intervals(effects: np.ndarray, n_boot: int = 1000, confidence: float 
     return {"mean": mean, "ci_low": low.reshape(shape), "ci_high": high.reshape(shape)}
 
 
-def component_names(result: dict[str, Any]) -> list[tuple[str, str, tuple[int, ...]]]:
-    """``(name, kind, index)`` of every component of a :func:`patching_map` result: ``L3H2``,
-    ``L3.mlp``, ``L3.resid.cls`` …"""
-    names = []
-    for kind in ("head", "mlp", "resid"):
-        if kind not in result:
-            continue
-        arr = np.asarray(result[kind])
-        for index in np.ndindex(*arr.shape[:-1]):
-            if not np.isfinite(arr[index]).all():
-                continue
-            if kind == "head":
-                names.append((f"L{index[0]}H{index[1]}", kind, index))
-            elif kind == "mlp":
-                names.append((f"L{index[0]}.mlp", kind, index))
-            else:
-                names.append((f"L{index[0]}.resid.{SEGMENTS[index[1]]}", kind, index))
-    return names
-
-
 def summarize(result: dict[str, Any], n_boot: int = 1000, confidence: float = 0.95, top: int = 5
               ) -> dict[str, Any]:
     """Means and bootstrap intervals of every component, the gap, and the ``top`` components by mean
     effect (residual-stream sites left out of the ranking: patching a whole segment moves everything)."""
     gap = np.asarray(result["ld_source"]) - np.asarray(result["ld_target"])
-    out: dict[str, Any] = {"n_pairs": int(len(gap))}
+    out: dict[str, Any] = {"n_pairs": len(gap)}
     g = effect_intervals(gap[None, :], n_boot, confidence)
     out["gap"] = {k: float(v[0]) for k, v in g.items()}
     out["ld_source"] = float(np.mean(result["ld_source"])) if len(gap) else None

@@ -26,11 +26,11 @@ from debiaskd.analysis.attention import (
 )
 from debiaskd.analysis.circuits import channel_importance, counterparts, head_importance, top_heads
 from debiaskd.analysis.patching import (
+    effect_intervals,
     encode_pairs,
     minimal_pairs,
     patching_map,
     path_patch,
-    effect_intervals,
     per_pair,
     summarize,
     transplant_map,
@@ -235,14 +235,15 @@ def _path_pairs(top: list[dict[str, Any]], k: int = 3) -> list[tuple[tuple[int, 
     return [(a, b) for a in heads for b in heads if b[0] > a[0]]
 
 
-def patching_report(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path, cfg: StudyConfig, seed: int
-                    ) -> tuple[dict[str, Any], list[Path]]:
+def patching_report(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path, cfg: StudyConfig, seed: int,
+                    patch_reference: bool = True) -> tuple[dict[str, Any], list[Path]]:
     """Activation patching of every model on ``cfg.analysis.patching_pairs`` minimal pairs of ``frame``.
 
     Per role: the summary (means and bootstrap intervals of every component, the top components),
     the per-pair effects (for intervals over seeds in the report), path patching between the top
-    heads, and the seconds it took; with a reference, the transplant of the reference's heads into
-    the model through the layer map, where the heads' shapes allow."""
+    heads, and the seconds it took (the reference only when ``patch_reference``); with a reference,
+    the transplant of the reference's heads into the model through the layer map, where the heads'
+    shapes allow."""
     pairs = minimal_pairs(frame, cfg.analysis.patching_pairs, seed)
     result: dict[str, Any] = {"n_pairs": len(pairs), "seed": seed,
                               "subcases": pairs["subcase"].astype(str).value_counts().sort_index().to_dict()
@@ -255,6 +256,8 @@ def patching_report(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Pa
     for role, loaded in models.items():
         started = time.perf_counter()
         source, target = encoded[role] = encode_pairs(loaded.tokenizer, pairs, cfg.nli_model.max_length)
+        if role == "reference" and not patch_reference:
+            continue
         raw = patching_map(loaded.model, source, target, loaded.label_names, batch_size=cfg.eval.batch_size)
         summary = summarize(raw, n_boot, conf)
         paths = []
@@ -277,7 +280,10 @@ def patching_report(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Pa
         if moved is not None:
             iv = effect_intervals(moved["head"], n_boot, conf)
             result["transplant"] = {"layer_map": layer_map, **{k: v.tolist() for k, v in iv.items()},
+                                    "per_pair": per_pair({"head": moved["head"]}),
                                     "seconds": time.perf_counter() - started}
+        elif layer_map is not None:
+            result["transplant"] = {"layer_map": layer_map, "skipped": "the heads differ in number or width"}
     pngs = [plots.plot_patching({role: r["summary"] for role, r in result["models"].items()},
                                 out / "patching.png", names=_roles(models))]
     return result, pngs
@@ -294,11 +300,14 @@ def analyze(
     cfg: StudyConfig,
     reference: LoadedModel | str | Path | None = None,
     seed: int = 0,
+    patch_reference: bool = True,
 ) -> dict[str, Any]:
     """Analyse ``model`` (and ``reference``, its teacher) on ``cfg.analysis.n_examples`` rows of ``data``.
 
-    The rows are a seeded sample stratified by group. Writes ``analysis.json`` and the PNGs
-    into ``out_dir``; returns the JSON dict.
+    The rows are a seeded sample stratified by group. With ``cfg.analysis.patching`` (NLI), also
+    activation patching on ``cfg.analysis.patching_pairs`` minimal pairs drawn from the whole of
+    ``data`` (:func:`patching_report`; the reference is patched too unless ``patch_reference`` is
+    false). Writes ``analysis.json`` and the PNGs into ``out_dir``; returns the JSON dict.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +320,8 @@ def analyze(
     result = BY_TASK[task](models, sample, out, cfg, seed)
     if task == "nli" and cfg.analysis.patching:
         torch.manual_seed(seed)
-        result["patching"], pngs = patching_report(models, data.reset_index(drop=True), out, cfg, seed)
+        result["patching"], pngs = patching_report(models, data.reset_index(drop=True), out, cfg, seed,
+                                                   patch_reference)
         result["plots"] = [*result.get("plots", []), *(str(p) for p in pngs)]
     result["model_names"] = _roles(models)
     result.update(_digest(result))

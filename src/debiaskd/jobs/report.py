@@ -11,6 +11,7 @@ from pydantic import Field
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.gate import GATE_KEYS, threshold_tags
+from debiaskd.core.mechanism import mechanism_metrics
 from debiaskd.core.study import analysis_pairs, run_name, variant_specs
 from debiaskd.jobs.base import Job, read_result
 from debiaskd.reporting.html import folder_page
@@ -127,7 +128,8 @@ def report_figures(out_dir: Path, summary: dict[str, Any]) -> dict[str, Path]:
     for name in summary.get("plots") or []:
         stem = Path(name).stem
         run, sep, plot = stem.partition("__")
-        figures[f"mechanism/{run}/{plot}" if sep else stem] = Path(out_dir) / name
+        key = f"mechanism/{run}/{plot}" if sep else stem
+        figures["mechanism/patching" if stem == "mechanism_patching" else key] = Path(out_dir) / name
     return figures
 
 
@@ -165,7 +167,8 @@ def summary_tables(summary: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The study run's metrics: each variant's headline numbers and each student's robustness retention."""
+    """The study run's metrics: each variant's headline numbers, each student's robustness retention and the
+    activation-patching findings (``mechanism/...``, :func:`debiaskd.core.mechanism.mechanism_metrics`)."""
     metrics: dict[str, float] = {}
     for variant, entry in summary["variants"].items():
         for key in HEADLINE:
@@ -174,6 +177,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     for variant, entry in summary.get("transfer", {}).items():
         if isinstance(entry.get("robustness_retention"), int | float):
             metrics[f"{variant}/robustness_retention"] = entry["robustness_retention"]
+    metrics.update(mechanism_metrics(summary.get("mechanism") or {}))
     return metrics
 
 
