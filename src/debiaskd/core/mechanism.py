@@ -214,13 +214,17 @@ def mechanism_metrics(findings: Mapping[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def _num(x: float) -> str:
+    return f"{x:+.3f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.1e}"
+
+
 def _fmt(iv: Mapping[str, Any] | None) -> str:
     if not iv or iv.get("mean") is None:
         return "–"
     if iv.get("ci_low") is None:
-        return f"{iv['mean']:+.3f}"
+        return _num(iv["mean"])
     star = "*" if _excludes_zero(iv) else ""
-    return f"{iv['mean']:+.3f} [{iv['ci_low']:+.3f}, {iv['ci_high']:+.3f}]{star}"
+    return f"{_num(iv['mean'])} [{_num(iv['ci_low'])}, {_num(iv['ci_high'])}]{star}"
 
 
 def mechanism_lines(findings: Mapping[str, Any], confidence: float = 0.95) -> list[str]:
