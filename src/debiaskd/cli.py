@@ -292,10 +292,10 @@ def analyze(
     out.print(f"wrote {Path(out_dir) / 'analysis.json'} and {len(pngs)} plots")
     for role, entry in ((result.get("patching") or {}).get("models") or {}).items():
         s = entry["summary"]
-        top = ", ".join(f"{c['component']} {c['mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+        top = ", ".join(f"{c['component']} {c['mean']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}]"
                         for c in s["top"][:3])
         out.print(f"patching {result['model_names'].get(role, role)} on {s['n_pairs']} pairs "
-                  f"(gap {s['gap']['mean']:+.3f}, {entry['seconds']:.1f} s): {top}")
+                  f"(gap {s['gap']['mean']:+.3g}, {entry['seconds']:.1f} s): {top}")
 
 
 # -------------------------------------------------------------------- compile
