@@ -100,7 +100,12 @@ def test_analyze_teacher_student_pair_writes_json_and_plots(tmp_path, cfg, teach
     assert isinstance(result["overlap_attention_anti_bias"], float) and result["top_heads"]
     names = {p.split("/")[-1] for p in result["plots"]}
     assert {"model_overlap_attention.png", "reference_head_importance.png", "probes.png",
-            "teacher_vs_student.png"} <= names
+            "teacher_vs_student.png", "patching.png"} <= names
+    patching = result["patching"]  # smoke preset: 8 minimal pairs, both models patched, the teacher transplanted
+    assert patching["n_pairs"] == 6 and set(patching["models"]) == {"model", "reference"}
+    assert np.asarray(patching["models"]["reference"]["per_pair"]["head"]).shape == (2, 2, 6)
+    assert patching["models"]["model"]["summary"]["top"] and patching["transplant"]["layer_map"] == [1]
+    assert np.asarray(patching["transplant"]["per_pair"]["head"]).shape == (1, 2, 6)
     assert all(is_png(p) for p in result["plots"])
 
 
