@@ -258,8 +258,8 @@ def plot_mechanism(components: Sequence[str], series: Mapping[str, Sequence[Mapp
         lo = np.array([np.nan if e.get("ci_low") is None else e["ci_low"] for e in entries], dtype=np.float64)
         hi = np.array([np.nan if e.get("ci_high") is None else e["ci_high"] for e in entries], dtype=np.float64)
         err = np.vstack([np.where(np.isfinite(lo), means - lo, 0.0), np.where(np.isfinite(hi), hi - means, 0.0)])
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(means), width, yerr=err, capsize=2,
-               label=name)
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=err, capsize=2,
+               label=name)  # no bar where the model has no counterpart component (NaN)
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_xticks(x, list(components), rotation=60, fontsize=7)
     ax.set_ylabel("Δ logit diff. (non-ent − ent)")

@@ -220,7 +220,7 @@ def _layer_map(model: LoadedModel, reference: LoadedModel, cfg: StudyConfig) -> 
     """The teacher layer each student layer was (or would be) copied from at teacher-weight initialisation."""
     n_s = getattr(model.model.config, "num_hidden_layers", None)
     n_t = getattr(reference.model.config, "num_hidden_layers", None)
-    if not n_s or not n_t or n_s > n_t:
+    if not n_s or not n_t or n_s >= n_t:  # a model as deep as its reference is no student of it
         return None
     chosen = model.meta.get("layer_map") or cfg.distill.init_layers
     if chosen and len(chosen) == n_s and max(chosen) < n_t:

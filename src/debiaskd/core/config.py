@@ -175,7 +175,7 @@ class AnalysisConfig(_Strict):
         True, description="activation patching on minimal pairs (each anti-bias overlap pair and its bias-aligned "
         "twin): every head, MLP and residual segment of the analysed models, with bootstrap intervals")
     patching_pairs: int = Field(
-        48, ge=2, description="minimal pairs patched per analysed model and seed (a seeded sample of the whole "
+        32, ge=2, description="minimal pairs patched per analysed model and seed (a seeded sample of the whole "
         "challenge split, stratified by subcase; its cost grows linearly)")
 
 

@@ -164,7 +164,7 @@ def mechanism_findings(analyses: Mapping[str, Mapping[str, Any]], n_boot: int = 
     recovery: dict[str, Any] = {}
     teacher = out["variants"].get("teacher_debiased")
     for student, by_seed in got["transplants"].items():
-        if teacher is None or student not in out["variants"]:
+        if teacher is None or student not in out["variants"] or student in TEACHERS:
             continue
         first = by_seed[sorted(by_seed)[0]]
         layer_map = [int(x) for x in first["layer_map"]]
