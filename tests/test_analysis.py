@@ -266,6 +266,7 @@ def test_patching_a_run_into_itself_changes_nothing(teacher):
         result = patching_map(teacher.model, batch, batch, NLI_LABELS, batch_size=4)
         for kind in ("head", "mlp", "resid"):
             assert np.abs(np.asarray(result[kind])).max() < 1e-5, kind
+        assert np.abs(path_patch(teacher.model, batch, batch, NLI_LABELS, (0, 1), (1, 0))).max() < 1e-5
     full = patching_map(teacher.model, source, target, NLI_LABELS)
     last = np.asarray(full["resid"])[-1, SEGMENTS.index("cls")]  # the classifier reads the first token
     np.testing.assert_allclose(last, full["ld_source"] - full["ld_target"], atol=1e-4)
@@ -292,3 +293,20 @@ def test_patching_finds_the_head_a_model_is_wired_to(cfg):
     # transplanting the model's own heads into itself through the identity layer map is patching
     same = transplant_map(model, model, [0, 1], source, target, NLI_LABELS)
     np.testing.assert_allclose(np.asarray(same["head"]), head, atol=1e-5)
+
+
+def test_cli_analyze_patching_flag(tmp_path, cfg, teacher, capsys):
+    from debiaskd.cli import main
+
+    student = save_model(build_nli_student(teacher.model.config, cfg.nli_model, 1), tmp_path / "student",
+                         {"task": "nli", "label_names": list(NLI_LABELS), "variant": "student_kd"}, teacher.tokenizer)
+    ref = save_model(teacher.model, tmp_path / "teacher", teacher.meta, teacher.tokenizer)
+    base = ["analyze", "--preset", "smoke", "--model", str(student), "--reference", str(ref),
+            "--data", "generated:challenge"]
+    assert main([*base, "--out", str(tmp_path / "on"), "--patching", "--patching-pairs", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "patching student_kd on 5 pairs" in printed and "patching teacher_debiased" in printed
+    on = json.loads((tmp_path / "on" / "analysis.json").read_text())
+    assert on["patching"]["n_pairs"] == 5 and (tmp_path / "on" / "patching.png").is_file()
+    assert main([*base, "--out", str(tmp_path / "off"), "--no-patching"]) == 0
+    assert "patching" not in json.loads((tmp_path / "off" / "analysis.json").read_text())
