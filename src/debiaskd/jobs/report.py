@@ -11,7 +11,6 @@ from pydantic import Field
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.errors import DebiaskdError
 from debiaskd.core.gate import GATE_KEYS, threshold_tags
-from debiaskd.core.mechanism import mechanism_metrics
 from debiaskd.core.study import analysis_pairs, run_name, variant_specs
 from debiaskd.jobs.base import Job, read_result
 from debiaskd.reporting.html import folder_page
@@ -177,7 +176,10 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     for variant, entry in summary.get("transfer", {}).items():
         if isinstance(entry.get("robustness_retention"), int | float):
             metrics[f"{variant}/robustness_retention"] = entry["robustness_retention"]
-    metrics.update(mechanism_metrics(summary.get("mechanism") or {}))
+    if summary.get("mechanism"):
+        from debiaskd.core.mechanism import mechanism_metrics  # pandas (core.metrics): slow; jobs.registry imports this
+
+        metrics.update(mechanism_metrics(summary["mechanism"]))
     return metrics
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from debiaskd.analysis.plots import plot_group_accuracies, plot_mechanism, plot_retention
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.gate import GATE_KEYS, is_competent
-from debiaskd.core.mechanism import mechanism_findings, mechanism_lines
 from debiaskd.core.study import variant_specs
 
 HEADLINE = ("in_distribution_accuracy", "challenge_accuracy", "worst_group_accuracy", "challenge_auc",
@@ -404,6 +403,8 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         if (d / "analysis.json").is_file():
             analyses[d.name] = json.loads((d / "analysis.json").read_text(encoding="utf-8"))
             summary.setdefault("analysis", {})[d.name] = _analysis_digest(analyses[d.name])
+    from debiaskd.core.mechanism import mechanism_findings, mechanism_lines  # pandas: slow; jobs.registry imports this
+
     mechanism = mechanism_findings(analyses, cfg.eval.bootstrap or 1000, cfg.eval.confidence)
     if mechanism:
         summary["mechanism"] = mechanism
