@@ -21,6 +21,15 @@ from debiaskd.analysis.attention import (
     uniform_overlap_share,
 )
 from debiaskd.analysis.circuits import ablate_heads, attention_heads, head_importance, top_heads
+from debiaskd.analysis.patching import (
+    SEGMENTS,
+    encode_pairs,
+    minimal_pairs,
+    patching_map,
+    path_patch,
+    summarize,
+    transplant_map,
+)
 from debiaskd.analysis.probes import bias_features, negation_present, overlap_rate, probe_layers
 from debiaskd.analysis.run import analyze
 from debiaskd.core.config import load_config
@@ -91,7 +100,12 @@ def test_analyze_teacher_student_pair_writes_json_and_plots(tmp_path, cfg, teach
     assert isinstance(result["overlap_attention_anti_bias"], float) and result["top_heads"]
     names = {p.split("/")[-1] for p in result["plots"]}
     assert {"model_overlap_attention.png", "reference_head_importance.png", "probes.png",
-            "teacher_vs_student.png"} <= names
+            "teacher_vs_student.png", "patching.png"} <= names
+    patching = result["patching"]  # smoke preset: 8 minimal pairs, both models patched, the teacher transplanted
+    assert patching["n_pairs"] == 6 and set(patching["models"]) == {"model", "reference"}
+    assert np.asarray(patching["models"]["reference"]["per_pair"]["head"]).shape == (2, 2, 6)
+    assert patching["models"]["model"]["summary"]["top"] and patching["transplant"]["layer_map"] == [1]
+    assert np.asarray(patching["transplant"]["per_pair"]["head"]).shape == (1, 2, 6)
     assert all(is_png(p) for p in result["plots"])
 
 
@@ -223,3 +237,76 @@ def test_report_plots(tmp_path):
     b = plots.plot_retention({"student_kd": {"robustness_retention": 0.8,
                                              "by_group_retention": {"x": 0.5, "y": None}}}, tmp_path / "ret.png")
     assert is_png(a) and is_png(b)
+
+
+# ------------------------------------------------------------------ activation patching
+def test_minimal_pairs_link_each_anti_bias_overlap_pair_to_its_original():
+    frame = hans_frame(per_subcase=2)
+    pairs = minimal_pairs(frame)
+    # anti-bias overlap rows only (non-entailment, full overlap): the "did not" rows add a word and drop out
+    assert len(pairs) == 6 and set(pairs["label"]) == {"non-entailment"}
+    assert (pairs["twin_premise"] == pairs["premise"]).all() and (pairs["twin_hypothesis"] == pairs["premise"]).all()
+    swap = pd.DataFrame([{"premise": "The doctor saw the lawyer.", "hypothesis": "The lawyer saw the doctor.",
+                          "label": "non-entailment", "heuristic": "lexical_overlap",
+                          "subcase": "ln_subject/object_swap"},
+                         {"premise": "The doctor saw the lawyer.", "hypothesis": "The doctor did not see the lawyer.",
+                          "label": "entailment", "heuristic": "negation", "subcase": "ne_x"}])
+    twin = minimal_pairs(swap)
+    assert len(twin) == 1 and twin.loc[0, "twin_hypothesis"] == "The doctor saw the lawyer."
+    # deterministic and stratified by subcase
+    many = hans_frame(per_subcase=8)
+    a, b = minimal_pairs(many, n=8, seed=1), minimal_pairs(many, n=8, seed=1)
+    assert a.equals(b) and len(a) == 8 and a["subcase"].nunique() == 3
+
+
+def test_patching_a_run_into_itself_changes_nothing(teacher):
+    pairs = minimal_pairs(hans_frame())
+    source, target = encode_pairs(teacher.tokenizer, pairs, 32)
+    for batch in (source, target):
+        result = patching_map(teacher.model, batch, batch, NLI_LABELS, batch_size=4)
+        for kind in ("head", "mlp", "resid"):
+            assert np.abs(np.asarray(result[kind])).max() < 1e-5, kind
+        assert np.abs(path_patch(teacher.model, batch, batch, NLI_LABELS, (0, 1), (1, 0))).max() < 1e-5
+    full = patching_map(teacher.model, source, target, NLI_LABELS)
+    last = np.asarray(full["resid"])[-1, SEGMENTS.index("cls")]  # the classifier reads the first token
+    np.testing.assert_allclose(last, full["ld_source"] - full["ld_target"], atol=1e-4)
+
+
+def test_patching_finds_the_head_a_model_is_wired_to(cfg):
+    model, tok = build_nli_teacher(cfg.nli_model, 3)  # 2 layers × 2 heads
+    model.eval()
+    wire_to_one_head(model, 0, 1)
+    pairs = minimal_pairs(hans_frame(per_subcase=4))
+    source, target = encode_pairs(tok, pairs, 32)
+    result = patching_map(model, source, target, NLI_LABELS, batch_size=5)
+    gap = result["ld_source"] - result["ld_target"]
+    assert np.abs(gap).mean() > 1e-2  # the pairs differ in what the wired head reads
+    head = np.asarray(result["head"])
+    np.testing.assert_allclose(head[0, 1], gap, rtol=1e-3, atol=1e-3)  # that head alone carries the difference
+    for layer, h in ((0, 0), (1, 0), (1, 1)):
+        assert np.abs(head[layer, h]).max() < 1e-5
+    summary = summarize(result, n_boot=200, top=6)
+    ranked = sorted(summary["top"], key=lambda c: -abs(c["mean"]))
+    assert ranked[0]["component"] == "L0H1" and ranked[0]["ci_low"] <= ranked[0]["mean"] <= ranked[0]["ci_high"]
+    # path patching: the wired head reaches the classifier through layer 1, whose heads write nothing
+    assert np.abs(path_patch(model, source, target, NLI_LABELS, (0, 1), (1, 0))).max() < 1e-5
+    # transplanting the model's own heads into itself through the identity layer map is patching
+    same = transplant_map(model, model, [0, 1], source, target, NLI_LABELS)
+    np.testing.assert_allclose(np.asarray(same["head"]), head, atol=1e-5)
+
+
+def test_cli_analyze_patching_flag(tmp_path, cfg, teacher, capsys):
+    from debiaskd.cli import main
+
+    student = save_model(build_nli_student(teacher.model.config, cfg.nli_model, 1), tmp_path / "student",
+                         {"task": "nli", "label_names": list(NLI_LABELS), "variant": "student_kd"}, teacher.tokenizer)
+    ref = save_model(teacher.model, tmp_path / "teacher", teacher.meta, teacher.tokenizer)
+    base = ["analyze", "--preset", "smoke", "--model", str(student), "--reference", str(ref),
+            "--data", "generated:challenge"]
+    assert main([*base, "--out", str(tmp_path / "on"), "--patching", "--patching-pairs", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "patching student_kd on 5 pairs" in printed and "patching teacher_debiased" in printed
+    on = json.loads((tmp_path / "on" / "analysis.json").read_text())
+    assert on["patching"]["n_pairs"] == 5 and (tmp_path / "on" / "patching.png").is_file()
+    assert main([*base, "--out", str(tmp_path / "off"), "--no-patching"]) == 0
+    assert "patching" not in json.loads((tmp_path / "off" / "analysis.json").read_text())

@@ -328,24 +328,40 @@ def analyze(
     data: Annotated[str, typer.Option(help="SPEC of the examples to analyse (challenge data works best)")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder for analysis.json and the plots")],
     reference: Annotated[str | None, typer.Option(help="teacher to compare heads with")] = None,
+    patching: Annotated[bool | None, typer.Option(
+        "--patching/--no-patching", help="activation patching on minimal pairs (anti-bias overlap pair vs its "
+        "bias-aligned twin): every head, MLP and residual segment, with bootstrap intervals, and with --reference "
+        "the teacher's heads transplanted through the layer map (default: the config's analysis.patching)")] = None,
+    patching_pairs: Annotated[int | None, typer.Option(
+        min=2, help="minimal pairs to patch (default: the config's analysis.patching_pairs)")] = None,
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Attention-pattern and circuit analysis of a model (and, with --reference, its teacher)."""
+    """Attention-pattern and circuit analysis of a model (and, with --reference, its teacher).
+
+    With --patching, also which components carry the anti-bias decision (activation patching)."""
     # torch, pandas, matplotlib: slow, only for analyze
     from debiaskd.analysis.run import analyze as run_analysis
     from debiaskd.data.loaders import load_spec
 
     check_output_dir(out_dir, "--out")
     _check_tracking(tracking_uri)
-    cfg = _config(preset, config, None)
+    sets = ([f"analysis.patching={str(patching).lower()}"] if patching is not None else []) + (
+        [f"analysis.patching_pairs={patching_pairs}"] if patching_pairs is not None else [])
+    cfg = _config(preset, config, sets or None)
     model_dir = tracking.resolve_model(tracking_uri, model)
     ref_dir = tracking.resolve_model(tracking_uri, reference) if reference else None
     split = load_spec(data, cfg.task, cfg, "challenge")
     result = run_analysis(str(model_dir), split, out_dir, cfg, reference=str(ref_dir) if ref_dir else None)
     pngs = result.get("plots") or sorted(str(p) for p in Path(out_dir).glob("*.png"))
     out.print(f"wrote {Path(out_dir) / 'analysis.json'} and {len(pngs)} plots")
+    for role, entry in ((result.get("patching") or {}).get("models") or {}).items():
+        s = entry["summary"]
+        top = ", ".join(f"{c['component']} {c['mean']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}]"
+                        for c in s["top"][:3])
+        out.print(f"patching {result['model_names'].get(role, role)} on {s['n_pairs']} pairs "
+                  f"(gap {s['gap']['mean']:+.3g}, {entry['seconds']:.1f} s): {top}")
 
 
 # -------------------------------------------------------------------- compile

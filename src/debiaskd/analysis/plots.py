@@ -182,3 +182,87 @@ def plot_retention(transfer: Mapping[str, Mapping[str, Any]], out_png: str | Pat
     ax.set_ylabel("student / teacher challenge accuracy")
     ax.set_title(f"robustness retention (bars: overall, dots: per group; ▲ above {RETENTION_CAP:g})", fontsize=9)
     return _save(fig, out_png)
+
+
+def _patch_panel(ax: Any, summary: Mapping[str, Any], vmax: float, title: str) -> Any:
+    """One model's patching map: heads (layer × head) then the MLP and the three residual segments."""
+    heads = _matrix(summary["head"]["mean"]) if "head" in summary else np.zeros((0, 0))
+    n_layers = heads.shape[0] or len((summary.get("mlp") or {}).get("mean") or [])
+    extra = []
+    labels = [f"H{h}" for h in range(heads.shape[1])]
+    if "mlp" in summary:
+        extra.append(np.asarray(summary["mlp"]["mean"], dtype=np.float64)[:, None])
+        labels.append("mlp")
+    if "resid" in summary:
+        extra.append(_matrix(summary["resid"]["mean"]))
+        labels += ["res:cls", "res:prem", "res:hyp"]
+    matrix = np.concatenate([heads, *extra], axis=1) if extra else heads
+    im = ax.imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(n_layers))
+    ax.set_ylabel("layer")
+    if heads.shape[1]:
+        ax.axvline(heads.shape[1] - 0.5, color="black", lw=0.8)
+    lows = [_matrix(summary["head"]["ci_low"])] if "head" in summary else []
+    highs = [_matrix(summary["head"]["ci_high"])] if "head" in summary else []
+    if "mlp" in summary:
+        lows.append(np.asarray(summary["mlp"]["ci_low"], dtype=np.float64)[:, None])
+        highs.append(np.asarray(summary["mlp"]["ci_high"], dtype=np.float64)[:, None])
+    if "resid" in summary:
+        lows.append(_matrix(summary["resid"]["ci_low"]))
+        highs.append(_matrix(summary["resid"]["ci_high"]))
+    if lows:
+        low, high = np.concatenate(lows, axis=1), np.concatenate(highs, axis=1)
+        for (r, c), lo in np.ndenumerate(low):
+            if np.isfinite(lo) and (lo > 0 or high[r, c] < 0):  # the interval excludes 0
+                ax.text(c, r, "*", ha="center", va="center", fontsize=7)
+    return im
+
+
+def plot_patching(summaries: Mapping[str, Mapping[str, Any]], out_png: str | Path,
+                  names: Mapping[str, str] | None = None) -> Path:
+    """Activation-patching maps, one panel per model: the mean change in the twin's logit difference
+    (non-entailment − entailment) when a component takes the anti-bias pair's activation; * marks a
+    component whose bootstrap interval excludes 0."""
+    plt = _plt()
+    items = [(role, s) for role, s in summaries.items() if s and ("head" in s or "mlp" in s)]
+    fig, axes = plt.subplots(1, max(1, len(items)), figsize=(4.6 * max(1, len(items)), 3.6), squeeze=False)
+    values = [np.abs(_matrix(s[k]["mean"]) if k != "mlp" else np.asarray(s[k]["mean"], dtype=np.float64))
+              for _, s in items for k in ("head", "mlp", "resid") if k in s]
+    vmax = max((float(np.nanmax(v)) for v in values if np.isfinite(v).any()), default=1.0) or 1.0
+    im = None
+    for ax, (role, s) in zip(axes[0], items, strict=False):
+        gap = (s.get("gap") or {}).get("mean")
+        title = f"{(names or {}).get(role, role)}: patching (gap {gap:+.2f}, n={s.get('n_pairs')})" \
+            if gap is not None else str((names or {}).get(role, role))
+        im = _patch_panel(ax, s, vmax, title)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), fraction=0.03, label="Δ logit diff.")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def plot_mechanism(components: Sequence[str], series: Mapping[str, Sequence[Mapping[str, Any]]], out_png: str | Path,
+                   title: str = "activation patching: top components (intervals over seeds and pairs)") -> Path:
+    """Grouped bars with interval whiskers: each model's patching effect on each named component."""
+    plt = _plt()
+    x = np.arange(len(components))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(components) + 2.5), 3.4))
+    for i, (name, entries) in enumerate(series.items()):
+        means = np.array([np.nan if e.get("mean") is None else e["mean"] for e in entries], dtype=np.float64)
+        lo = np.array([np.nan if e.get("ci_low") is None else e["ci_low"] for e in entries], dtype=np.float64)
+        hi = np.array([np.nan if e.get("ci_high") is None else e["ci_high"] for e in entries], dtype=np.float64)
+        err = np.vstack([np.where(np.isfinite(lo), means - lo, 0.0), np.where(np.isfinite(hi), hi - means, 0.0)])
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=err, capsize=2,
+               label=name)  # no bar where the model has no counterpart component (NaN)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xticks(x, list(components), rotation=60, fontsize=7)
+    ax.set_ylabel("Δ logit diff. (non-ent − ent)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out_png)

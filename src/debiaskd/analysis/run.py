@@ -8,6 +8,7 @@ student, say) and ``reference`` the model it is compared with (its teacher).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,23 @@ from debiaskd.analysis.attention import (
     head_similarity,
 )
 from debiaskd.analysis.circuits import channel_importance, counterparts, head_importance, top_heads
+from debiaskd.analysis.patching import (
+    effect_intervals,
+    encode_pairs,
+    minimal_pairs,
+    patching_map,
+    path_patch,
+    per_pair,
+    summarize,
+    transplant_map,
+)
 from debiaskd.analysis.probes import nli_probes, vision_probes
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.metrics import gold_indices, is_two_way
 from debiaskd.data.schema import NO_HEURISTIC, TWO_WAY_LABELS, ImageSplit
 from debiaskd.evaluation.evaluate import _json_safe, sample_split
 from debiaskd.tasks import task_of
-from debiaskd.training.models import LoadedModel, load_model
+from debiaskd.training.models import LoadedModel, evenly_spaced_layers, load_model
 
 ANALYSIS_FILE = "analysis.json"
 TOP_K = 5
@@ -205,6 +216,83 @@ def analyze_vision(models: dict[str, LoadedModel], data: ImageSplit, out: Path, 
     return result
 
 
+def _layer_map(model: LoadedModel, reference: LoadedModel, cfg: StudyConfig) -> list[int] | None:
+    """The teacher layer each student layer was (or would be) copied from at teacher-weight initialisation."""
+    n_s = getattr(model.model.config, "num_hidden_layers", None)
+    n_t = getattr(reference.model.config, "num_hidden_layers", None)
+    if not n_s or not n_t or n_s >= n_t:  # a model as deep as its reference is no student of it
+        return None
+    chosen = model.meta.get("layer_map") or cfg.distill.init_layers
+    if chosen and len(chosen) == n_s and max(chosen) < n_t:
+        return [int(x) for x in chosen]
+    return evenly_spaced_layers(int(n_t), int(n_s))
+
+
+def _path_pairs(top: list[dict[str, Any]], k: int = 3) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Sender → receiver head pairs among the ``k`` top heads (the receiver in a later layer)."""
+    heads = [(int(c["component"][1:].split("H")[0]), int(c["component"].split("H")[1]))
+             for c in top if c["kind"] == "head"][:k]
+    return [(a, b) for a in heads for b in heads if b[0] > a[0]]
+
+
+def patching_report(models: dict[str, LoadedModel], frame: pd.DataFrame, out: Path, cfg: StudyConfig, seed: int,
+                    patch_reference: bool = True) -> tuple[dict[str, Any], list[Path]]:
+    """Activation patching of every model on ``cfg.analysis.patching_pairs`` minimal pairs of ``frame``.
+
+    Per role: the summary (means and bootstrap intervals of every component, the top components),
+    the per-pair effects (for intervals over seeds in the report), path patching between the top
+    heads, and the seconds it took (the reference only when ``patch_reference``); with a reference,
+    the transplant of the reference's heads into the model through the layer map, where the heads'
+    shapes allow."""
+    pairs = minimal_pairs(frame, cfg.analysis.patching_pairs, seed)
+    result: dict[str, Any] = {"n_pairs": len(pairs), "seed": seed,
+                              "subcases": pairs["subcase"].astype(str).value_counts().sort_index().to_dict()
+                              if "subcase" in pairs.columns else {}, "models": {}}
+    if len(pairs) < 2:
+        result["skipped"] = "fewer than two anti-bias overlap pairs with a derivable twin"
+        return result, []
+    n_boot, conf = max(cfg.eval.bootstrap, 200), cfg.eval.confidence
+    encoded = {}
+    for role, loaded in models.items():
+        started = time.perf_counter()
+        source, target = encoded[role] = encode_pairs(loaded.tokenizer, pairs, cfg.nli_model.max_length)
+        if role == "reference" and not patch_reference:
+            continue
+        raw = patching_map(loaded.model, source, target, loaded.label_names, batch_size=cfg.eval.batch_size)
+        summary = summarize(raw, n_boot, conf)
+        paths = []
+        for sender, receiver in _path_pairs(summary["top"]):
+            eff = path_patch(loaded.model, source, target, loaded.label_names, sender, receiver,
+                             batch_size=cfg.eval.batch_size)
+            iv = effect_intervals(eff[None, :], n_boot, conf)
+            paths.append({"sender": "L{}H{}".format(*sender), "receiver": "L{}H{}".format(*receiver),
+                          **{k: float(v[0]) for k, v in iv.items()}})
+        result["models"][role] = {"name": loaded.meta.get("variant"), "summary": summary, "path": paths,
+                                  "per_pair": per_pair(raw), "seconds": time.perf_counter() - started}
+    if "reference" in models:
+        same = torch.equal(encoded["model"][0].inputs["input_ids"], encoded["reference"][0].inputs["input_ids"])
+        layer_map = _layer_map(models["model"], models["reference"], cfg)
+        moved = None
+        if same and layer_map is not None:
+            started = time.perf_counter()
+            moved = transplant_map(models["reference"].model, models["model"].model, layer_map, *encoded["model"],
+                                   models["model"].label_names, batch_size=cfg.eval.batch_size)
+        if moved is not None:
+            iv = effect_intervals(moved["head"], n_boot, conf)
+            result["transplant"] = {"layer_map": layer_map, **{k: v.tolist() for k, v in iv.items()},
+                                    "per_pair": per_pair({"head": moved["head"]}),
+                                    "seconds": time.perf_counter() - started}
+        elif layer_map is not None:
+            result["transplant"] = {"layer_map": layer_map, "skipped": "the heads differ in number or width"}
+    pngs = [plots.plot_patching({role: r["summary"] for role, r in result["models"].items()},
+                                out / "patching.png", names=_roles(models))]
+    return result, pngs
+
+
+def _roles(models: dict[str, LoadedModel]) -> dict[str, str]:
+    return {role: _name(m, role) for role, m in models.items()}
+
+
 def analyze(
     model: LoadedModel | str | Path,
     data: pd.DataFrame | ImageSplit,
@@ -212,11 +300,14 @@ def analyze(
     cfg: StudyConfig,
     reference: LoadedModel | str | Path | None = None,
     seed: int = 0,
+    patch_reference: bool = True,
 ) -> dict[str, Any]:
     """Analyse ``model`` (and ``reference``, its teacher) on ``cfg.analysis.n_examples`` rows of ``data``.
 
-    The rows are a seeded sample stratified by group. Writes ``analysis.json`` and the PNGs
-    into ``out_dir``; returns the JSON dict.
+    The rows are a seeded sample stratified by group. With ``cfg.analysis.patching`` (NLI), also
+    activation patching on ``cfg.analysis.patching_pairs`` minimal pairs drawn from the whole of
+    ``data`` (:func:`patching_report`; the reference is patched too unless ``patch_reference`` is
+    false). Writes ``analysis.json`` and the PNGs into ``out_dir``; returns the JSON dict.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,8 +316,14 @@ def analyze(
         models["reference"] = _load(reference)
     sample = sample_split(data, cfg.analysis.n_examples, seed)
     torch.manual_seed(seed)
-    result = BY_TASK[task_of(sample).name](models, sample, out, cfg, seed)
-    result["model_names"] = {role: _name(m, role) for role, m in models.items()}
+    task = task_of(sample).name
+    result = BY_TASK[task](models, sample, out, cfg, seed)
+    if task == "nli" and cfg.analysis.patching:
+        torch.manual_seed(seed)
+        result["patching"], pngs = patching_report(models, data.reset_index(drop=True), out, cfg, seed,
+                                                   patch_reference)
+        result["plots"] = [*result.get("plots", []), *(str(p) for p in pngs)]
+    result["model_names"] = _roles(models)
     result.update(_digest(result))
     result = _json_safe(result)
     (out / ANALYSIS_FILE).write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -171,6 +171,12 @@ class AnalysisConfig(_Strict):
     n_examples: int = Field(32, ge=4)
     ablation: bool = True
     probes: bool = True
+    patching: bool = Field(
+        True, description="activation patching on minimal pairs (each anti-bias overlap pair and its bias-aligned "
+        "twin): every head, MLP and residual segment of the analysed models, with bootstrap intervals")
+    patching_pairs: int = Field(
+        32, ge=2, description="minimal pairs patched per analysed model and seed (a seeded sample of the whole "
+        "challenge split, stratified by subcase; its cost grows linearly)")
 
 
 class GateConfig(_Strict):
@@ -479,7 +485,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "vision_teacher_train": {"epochs": 1, "batch_size": 32},
         "vision_student_train": {"epochs": 1, "batch_size": 32},
         "eval": {"batch_size": 64, "bootstrap": 50},
-        "analysis": {"n_examples": 8},
+        "analysis": {"n_examples": 8, "patching_pairs": 8},
         # looser numbers, same structure: competence above the majority class and Cohen's kappa are strict
         # inequalities, so a constant predictor still fails (tiny smoke students usually are one)
         "gate": {"min_in_distribution_accuracy": 0.0, "min_accuracy_above_majority": 0.0, "min_kappa": 0.0,
@@ -514,7 +520,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
         "teacher_train": {"epochs": 3, "batch_size": 8, "grad_accum": 4, "lr": 2e-5, "checkpoint_every": 2000},
         "student_train": {"epochs": 3, "batch_size": 64, "lr": 5e-5, "checkpoint_every": 2000},
         "eval": {"batch_size": 256},
-        "analysis": {"n_examples": 256},
+        "analysis": {"n_examples": 256, "patching_pairs": 512},
         "cluster": {"gpu_per_training_task": 1, "teacher_launch": {"nodes": 2, "gpus_per_node": 2},
                     "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"},
                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},

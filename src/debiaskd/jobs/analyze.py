@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from debiaskd.core.study import analysis_pairs
 from debiaskd.jobs.base import Job, read_result, share_cpus
 from debiaskd.reporting.html import folder_page
 
@@ -34,11 +35,16 @@ class AnalyzeJob(Job):
         from debiaskd.data.store import read_dataset
 
         trained = read_result(self.model)
-        reference = read_result(self.reference)["model_dir"] if self.reference is not None else None
+        ref_result = read_result(self.reference) if self.reference is not None else {}
+        reference = ref_result.get("model_dir")
+        # a reference that is analysed as a model in its own right (teacher_debiased for the students) is
+        # patched there, on the same pairs: patching it again here would only cost time
+        patch_reference = ref_result.get("variant") not in {m for m, _ in analysis_pairs(self.config)}
         ds = read_dataset(self.dataset_dir)
         with tempfile.TemporaryDirectory(prefix="debiaskd-analysis-") as tmp:
             folder = self.out_dir if self.out_dir is not None else Path(tmp)
-            result = analyze(trained["model_dir"], ds.splits["challenge"], folder, self.config, reference=reference)
+            result = analyze(trained["model_dir"], ds.splits["challenge"], folder, self.config, reference=reference,
+                             patch_reference=patch_reference)
             if self.tracker.active:
                 self.tracker.log_artifacts(folder, f"analysis/{trained['run_name']}")
             page = folder_page(folder, f"analysis of {trained['run_name']}") if self.page else None

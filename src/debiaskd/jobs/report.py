@@ -127,7 +127,8 @@ def report_figures(out_dir: Path, summary: dict[str, Any]) -> dict[str, Path]:
     for name in summary.get("plots") or []:
         stem = Path(name).stem
         run, sep, plot = stem.partition("__")
-        figures[f"mechanism/{run}/{plot}" if sep else stem] = Path(out_dir) / name
+        key = f"mechanism/{run}/{plot}" if sep else stem
+        figures["mechanism/patching" if stem == "mechanism_patching" else key] = Path(out_dir) / name
     return figures
 
 
@@ -165,7 +166,8 @@ def summary_tables(summary: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The study run's metrics: each variant's headline numbers and each student's robustness retention."""
+    """The study run's metrics: each variant's headline numbers, each student's robustness retention and the
+    activation-patching findings (``mechanism/...``, :func:`debiaskd.core.mechanism.mechanism_metrics`)."""
     metrics: dict[str, float] = {}
     for variant, entry in summary["variants"].items():
         for key in HEADLINE:
@@ -174,6 +176,10 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     for variant, entry in summary.get("transfer", {}).items():
         if isinstance(entry.get("robustness_retention"), int | float):
             metrics[f"{variant}/robustness_retention"] = entry["robustness_retention"]
+    if summary.get("mechanism"):
+        from debiaskd.core.mechanism import mechanism_metrics  # pandas (core.metrics): slow; jobs.registry imports this
+
+        metrics.update(mechanism_metrics(summary["mechanism"]))
     return metrics
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from debiaskd.analysis.plots import plot_group_accuracies, plot_retention
+from debiaskd.analysis.plots import plot_group_accuracies, plot_mechanism, plot_retention
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.gate import GATE_KEYS, is_competent
 from debiaskd.core.study import variant_specs
@@ -393,6 +393,7 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
     except ImportError:  # analysis plots unavailable: the tables still stand
         pass
     analysis_figures: list[tuple[str, str]] = []
+    analyses: dict[str, Any] = {}
     for d in analysis_dirs:
         d = Path(d)
         for png in sorted(d.glob("*.png")):
@@ -400,8 +401,18 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
             target.write_bytes(png.read_bytes())
             analysis_figures.append((d.name, target.name))
         if (d / "analysis.json").is_file():
-            summary.setdefault("analysis", {})[d.name] = _analysis_digest(
-                json.loads((d / "analysis.json").read_text(encoding="utf-8")))
+            analyses[d.name] = json.loads((d / "analysis.json").read_text(encoding="utf-8"))
+            summary.setdefault("analysis", {})[d.name] = _analysis_digest(analyses[d.name])
+    from debiaskd.core.mechanism import mechanism_findings, mechanism_lines  # pandas: slow; jobs.registry imports this
+
+    mechanism = mechanism_findings(analyses, cfg.eval.bootstrap or 1000, cfg.eval.confidence)
+    if mechanism:
+        summary["mechanism"] = mechanism
+        try:
+            plot_mechanism(*mechanism_series(mechanism), out_dir / MECHANISM_PNG)
+            plots.append(MECHANISM_PNG)
+        except ImportError:  # analysis plots unavailable: the section's numbers still stand
+            pass
     summary["plots"] = plots + [f for _, f in analysis_figures]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=False, default=str),
                                           encoding="utf-8")
@@ -455,6 +466,10 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         lines += ["", "## Mechanism (attention and circuits)", ""]
         for name, digest in summary["analysis"].items():
             lines.append(f"- `{name}`: " + "; ".join(f"{k} = {v}" for k, v in digest.items()))
+    if summary.get("mechanism"):
+        lines += mechanism_lines(summary["mechanism"], cfg.eval.confidence)
+        if MECHANISM_PNG in plots:
+            lines += ["", f"![activation patching]({MECHANISM_PNG})"]
     reg = summary.get("registration") or {}
     lines += ["", "## Registration and gate", ""]
     if reg.get("student"):
@@ -470,6 +485,31 @@ def write_report(cfg: StudyConfig, summary: dict[str, Any], out_dir: Path, analy
         lines += [f"![{p}]({p})" for p in plots]
         lines += [f"![{name}]({f})" for name, f in analysis_figures]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+MECHANISM_PNG = "mechanism_patching.png"
+
+
+def mechanism_series(mechanism: dict[str, Any]) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """The patching figure's bars: ``teacher_debiased``'s top components on the x axis; each model's effect
+    there (a student's at the component copied from it, labelled ``teacher → student``)."""
+    variants = mechanism["variants"]
+    anchor = "teacher_debiased" if "teacher_debiased" in variants else next(iter(variants))
+    names = list(variants[anchor]["top"])
+    series: dict[str, list[dict[str, Any]]] = {}
+    for variant, entry in variants.items():
+        recovery = (mechanism.get("recovery") or {}).get(variant)
+        if recovery:
+            by_teacher = {r["teacher_component"]: r for r in recovery["components"]}
+            series[variant] = [(by_teacher.get(n) or {}).get("student") or {} for n in names]
+        elif variant in ("teacher_debiased", "teacher_erm") or variant == anchor:
+            series[variant] = [entry["components"].get(n) or {} for n in names]
+    labels = []
+    for n in names:
+        mapped = sorted({r["student_component"] for rec in (mechanism.get("recovery") or {}).values()
+                         for r in rec["components"] if r["teacher_component"] == n and r["student_component"]})
+        labels.append(f"{n} → S:{'/'.join(mapped)}" if mapped else n)
+    return labels, series
 
 
 def _analysis_digest(data: dict[str, Any]) -> dict[str, Any]:
