@@ -13,7 +13,6 @@ from debiaskd.core.gate import GATE_KEYS, threshold_tags
 from debiaskd.jobs.base import Job, read_result
 from debiaskd.jobs.report import collected_dirs
 from debiaskd.reporting.html import folder_page
-from debiaskd.reporting.sweep import HEATMAP, build_sweep, write_sweep_report
 from debiaskd.tracking.service import CHALLENGER
 from debiaskd.tracking.tracker import Tracker
 
@@ -33,6 +32,9 @@ class SweepReportJob(Job):
     page: bool = False
 
     def run(self) -> dict[str, Any]:
+        # pandas (core.metrics) and matplotlib: slow, and jobs.registry, which every component imports, imports this
+        from debiaskd.reporting.sweep import HEATMAP, build_sweep, write_sweep_report
+
         cfg, tracker = self.config, self.tracker
         evals_found, _ = collected_dirs(self.collected)
         evals = [read_result(d) for d in [*self.eval_dirs, *evals_found]]
