@@ -65,6 +65,35 @@ def apply_platform(task: Any, cfg: StudyConfig, training: bool) -> None:
                                       value=tol.get("value"), effect=tol.get("effect"))
 
 
+def task_setup(cfg: StudyConfig, platform: bool):
+    """The two wiring helpers every pipeline uses: ``setup(task, name, training)`` names a task and, for a
+    cluster, applies the platform settings; ``launch(role)`` is a training task's launch input on a cluster
+    (shared storage, TrainJobs), nothing locally."""
+
+    def setup(task, name: str, training: bool = False):
+        task.set_display_name(name)
+        if platform:
+            apply_platform(task, cfg, training)
+        return task
+
+    def launch(role: str) -> dict[str, str]:
+        return {"launch": launch_json(cfg, role)} if platform else {}
+
+    return setup, launch
+
+
+def seed_data(comps: Any, setup: Any, config: Any, seed: Any, tracking_uri: Any, study: Any) -> Any:
+    """One seed's data: prepare → validate (Great Expectations) → bias model and augmentation; the
+    augmented dataset every training task of the seed reads."""
+    prep = setup(comps.prepare_data(config=config, seed=seed), "prepare data")
+    valid = setup(comps.validate_data(config=config, seed=seed, dataset=prep.outputs["dataset"],
+                                      tracking_uri=tracking_uri, study=study),
+                  "validate data (Great Expectations)")
+    aug = setup(comps.augment_data(config=config, seed=seed, dataset=prep.outputs["dataset"]).after(valid),
+                "bias model + bias-aware augmentation")
+    return aug.outputs["augmented"]
+
+
 def student_groups(cfg: StudyConfig) -> dict[str | None, list[dict[str, str]]]:
     """The students of each teacher, as the fan-out's items: ``{"variant", "analyze": "yes"|"no"}``.
 
@@ -108,26 +137,13 @@ def build_pipeline(cfg: StudyConfig, platform: bool = False):
     config_yaml = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
     concurrent = 1 if platform else cfg.student_parallelism  # students sharing one machine's cores
 
-    def launch(role: str) -> dict[str, str]:  # training tasks on a cluster: shared storage, TrainJobs
-        return {"launch": launch_json(cfg, role)} if platform else {}
-
-    def setup(task, name: str, training: bool = False):
-        task.set_display_name(name)
-        if platform:
-            apply_platform(task, cfg, training)
-        return task
+    setup, launch = task_setup(cfg, platform)
 
     def wire_study(config, tracking_uri, seeds, study) -> None:
         """per seed: prepare, validate, augment, teachers, students, analyses → summary → gate → promotion."""
         with dsl.ParallelFor(seeds, parallelism=0 if platform else 1, name="seeds") as seed:
             # each seed draws its own data (StudyConfig.for_seed), so the seed replicates data sampling too
-            prep = setup(comps.prepare_data(config=config, seed=seed), "prepare data")
-            valid = setup(comps.validate_data(config=config, seed=seed, dataset=prep.outputs["dataset"],
-                                              tracking_uri=tracking_uri, study=study),
-                          "validate data (Great Expectations)")
-            aug = setup(comps.augment_data(config=config, seed=seed, dataset=prep.outputs["dataset"]).after(valid),
-                        "bias model + bias-aware augmentation")
-            data = aug.outputs["augmented"]
+            data = seed_data(comps, setup, config, seed, tracking_uri, study)
             teachers: dict[str, Any] = {}
             done = []
             def reference(spec) -> dict[str, Any]:  # the model an objective reads logits of (conf_reg)

@@ -21,7 +21,7 @@ from kfp import compiler, dsl
 from debiaskd.components import make_components
 from debiaskd.core.config import StudyConfig
 from debiaskd.core.study import variant_specs
-from debiaskd.pipeline.study_pipeline import apply_platform, launch_json
+from debiaskd.pipeline.study_pipeline import seed_data, task_setup
 
 
 def sweep_pipeline_name(cfg: StudyConfig) -> str:
@@ -53,24 +53,11 @@ def build_sweep_pipeline(cfg: StudyConfig, platform: bool = False):
     config_yaml = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
     concurrent = 1 if platform else cfg.student_parallelism
 
-    def launch(role: str) -> dict[str, str]:
-        return {"launch": launch_json(cfg, role)} if platform else {}
-
-    def setup(task, name: str, training: bool = False):
-        task.set_display_name(name)
-        if platform:
-            apply_platform(task, cfg, training)
-        return task
+    setup, launch = task_setup(cfg, platform)
 
     def wire(config, tracking_uri, seeds, store, study) -> None:
         with dsl.ParallelFor(seeds, parallelism=0 if platform else 1, name="seeds") as seed:
-            prep = setup(comps.prepare_data(config=config, seed=seed), "prepare data")
-            valid = setup(comps.validate_data(config=config, seed=seed, dataset=prep.outputs["dataset"],
-                                              tracking_uri=tracking_uri, study=study),
-                          "validate data (Great Expectations)")
-            aug = setup(comps.augment_data(config=config, seed=seed, dataset=prep.outputs["dataset"]).after(valid),
-                        "bias model + bias-aware augmentation")
-            data = aug.outputs["augmented"]
+            data = seed_data(comps, setup, config, seed, tracking_uri, study)
             teachers: dict[str, Any] = {}
             done = []
             for name, spec in specs.items():  # teachers first (the ERM reference before the one reading it)
