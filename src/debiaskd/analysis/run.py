@@ -318,10 +318,10 @@ def analyze(
     torch.manual_seed(seed)
     task = task_of(sample).name
     result = BY_TASK[task](models, sample, out, cfg, seed)
-    if task == "nli" and cfg.analysis.patching:
+    patch = PATCHING_BY_TASK.get(task)
+    if patch is not None and cfg.analysis.patching:
         torch.manual_seed(seed)
-        result["patching"], pngs = patching_report(models, data.reset_index(drop=True), out, cfg, seed,
-                                                   patch_reference)
+        result["patching"], pngs = patch(models, data.reset_index(drop=True), out, cfg, seed, patch_reference)
         result["plots"] = [*result.get("plots", []), *(str(p) for p in pngs)]
     result["model_names"] = _roles(models)
     result.update(_digest(result))
@@ -337,3 +337,5 @@ def _analyze_pairs(models: dict[str, LoadedModel], sample: pd.DataFrame, out: Pa
 
 #: the analysis of each task, by task name (a registry: a new task adds its analysis here)
 BY_TASK = {"nli": _analyze_pairs, "vision": analyze_vision}
+#: activation patching, for the tasks whose challenge gives minimal pairs and whose models have heads to patch
+PATCHING_BY_TASK = {"nli": patching_report}
