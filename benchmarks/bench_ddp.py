@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from bench import machine  # noqa: E402 (the benchmarks' one description of the machine)
 
 
-def _cpus() -> int:
+def cpus() -> int:
+    """The cores this process may use (its affinity where the OS tells it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -101,7 +103,7 @@ def worker(steps: int, batch_size: int, threads: int, timed: bool, out: Path, se
 
 
 def _launch(processes: int, steps: int, batch_size: int, timed: bool, tmp: Path, sets: list[str]) -> dict[str, Any]:
-    threads = max(1, _cpus() // processes)
+    threads = max(1, cpus() // processes)
     out = tmp / f"result-{processes}-{timed}.json"
     args = ["--worker", "--steps", str(steps), "--batch-size", str(batch_size), "--threads", str(threads),
             "--out", str(out)] + (["--timed"] if timed else []) + [f"--set={s}" for s in sets]
@@ -146,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "allreduce_share_of_training": max(comm) / timed["train_seconds"],
         "allreduce_calls_per_rank": timed["ranks"][0]["comm"]["calls"],
         "allreduce_mb_per_step": timed["ranks"][0]["comm"]["bytes"] / args.steps / 2**20,
-        "machine": {"cpus": _cpus(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
+        "machine": {**machine(), "cpus_usable": cpus(), "load_average": os.getloadavg()},
         "raw": {"one": one, "ddp": ddp, "ddp_timed": timed},
     }
     text = json.dumps(figures, indent=1)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,15 +45,16 @@ from debiaskd.data.store import read_dataset
 from debiaskd.training.loop import fit
 from debiaskd.training.recipe import Recipe
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import machine  # the benchmarks' one description of the machine
+from bench_ddp import cpus
+
 SHAPES: dict[str, list[str]] = {
     "minilm": [],
     "bert-base": ["nli_model.teacher=tiny", "nli_model.tiny_layers=12", "nli_model.tiny_hidden=768",
                   "nli_model.tiny_heads=12", "nli_model.max_length=128"],
 }
 
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def matmul_peak(device: str, dtype: torch.dtype, n: int, reps: int = 8) -> float:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bf16 and args.device != "cuda":
         parser.error("--bf16 needs --device cuda (the loop autocasts to bf16 on CUDA only)")
-    threads = _cpus()
+    threads = cpus()
     torch.set_num_threads(threads)
     overrides = [*SHAPES[args.shape], f"teacher_train.max_steps={args.steps}",
                  f"teacher_train.batch_size={args.batch_size}", "teacher_train.grad_accum=1",
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": seconds, "examples_per_second": examples / seconds,
         "achieved_gflops": achieved / 1e9, "matmul_peak_gflops": peak / 1e9, "matmul_n": n,
         "mfu": achieved / peak,
-        "machine": {"cpus": threads, "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_average": os.getloadavg(),
-                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None},
+        "machine": {**machine(), "threads": threads, "load_average": os.getloadavg()},
     }
     text = json.dumps(figures, indent=1)
     print(text)
