@@ -50,6 +50,11 @@ def confusion_matrix(eval_dir: str | Path, split: str = "test") -> dict[str, lis
 STORE_DONE, METRICS_FILE = "stored.json", "metrics.json"
 
 
+def spec_params(spec: Any) -> dict[str, Any]:
+    """A variant run's parameters from its spec: ``variant.*``, and a matrix cell's axes as ``axis.*``."""
+    return {**{f"variant.{k}": v for k, v in spec.to_dict().items()}, **{f"axis.{k}": v for k, v in spec.axes}}
+
+
 class TrainJob(Job):
     """Train ``variant`` on ``seed`` into ``model_dir`` (logged to its own MLflow run, nested in the
     study run), then evaluate it bias-stratified into ``eval_dir`` (metrics and predictions land in the
@@ -138,9 +143,7 @@ class TrainJob(Job):
         evaluation = read_result(self.eval_dir)
         run_id = None
         if self.tracker.active:
-            params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
-            params.update({f"axis.{k}": v for k, v in spec.axes})
-            params.update({"seed": self.seed, "data.content_hash": evaluation.get("data_hash")})
+            params = {**spec_params(spec), "seed": self.seed, "data.content_hash": evaluation.get("data_hash")}
             run_id = self.tracker.start_variant(self.variant, self.seed, spec.role, params)
         trained.update({"run_id": run_id, "model_uri": done.get("model_uri")})
         evaluation.update({"run_id": run_id, "model_uri": done.get("model_uri"), "reused_from_key": key})
@@ -194,8 +197,7 @@ class TrainJob(Job):
             # the data set's source names its version (git revision, DVC hash of data/, content hash), not
             # a folder inside this task's container
             version = current_data_version(ds.content_hash)
-            params = {f"variant.{k}": v for k, v in spec.to_dict().items()}
-            params.update({f"axis.{k}": v for k, v in spec.axes})  # a matrix cell's axes, one param each
+            params = spec_params(spec)
             params.update({"seed": seed, "train_split": train_name, "data.content_hash": ds.content_hash,
                            "data.version": version})
             run_id = tracker.start_variant(variant, seed, spec.role, params)
